@@ -1,0 +1,34 @@
+"""moa_lab: Mixture-of-Agents, step by step, on bundled local models or any OpenAI-compatible backend.
+
+Async first (``await run_moa(...)`` in a notebook cell); ``*_sync`` forms for plain scripts.
+"""
+
+from __future__ import annotations
+
+from ._sync import run_sync
+from .backends import LOCAL_AGGREGATOR, LOCAL_PROPOSERS, SEED_AGGREGATOR, SEED_PROPOSERS, Backend, get_backend
+from .local import BUNDLED_MODELS, LocalServer, LocalServerError
+from .moa import Aggregation, aggregate, call_seed, run_layer, run_moa
+from .prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH, references_prompt
+from .records import CallRecord, LayerResult, MoAError, MoAResult
+from .trace import format_trace, trace_rows
+
+__version__ = "0.1.0"
+
+
+def run_moa_sync(*args, **kwargs) -> MoAResult:
+    """:func:`run_moa` from synchronous code (a script, or a Jupyter cell without ``await``)."""
+    return run_sync(run_moa(*args, **kwargs))
+
+
+def run_layer_sync(*args, **kwargs) -> LayerResult:
+    """:func:`run_layer` from synchronous code."""
+    return run_sync(run_layer(*args, **kwargs))
+
+
+__all__ = [
+    "AGGREGATOR_PROMPT", "AGGREGATOR_PROMPT_EN", "AGGREGATOR_PROMPT_ZH", "Aggregation", "Backend", "BUNDLED_MODELS",
+    "CallRecord", "LayerResult", "LOCAL_AGGREGATOR", "LOCAL_PROPOSERS", "LocalServer", "LocalServerError", "MoAError",
+    "MoAResult", "SEED_AGGREGATOR", "SEED_PROPOSERS", "aggregate", "call_seed", "format_trace", "get_backend",
+    "references_prompt", "run_layer", "run_layer_sync", "run_moa", "run_moa_sync", "run_sync", "trace_rows",
+]

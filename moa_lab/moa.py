@@ -1,0 +1,199 @@
+"""The Mixture-of-Agents algorithm (the seed's recipe): proposer layers, then one aggregator.
+
+Pure orchestration: the calls themselves are in :mod:`moa_lab.calls`, the servers in :mod:`moa_lab.backends`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator, Callable, Iterator, Sequence
+
+from . import calls
+from .backends import Backend, get_backend
+from .prompts import AGGREGATOR_PROMPT, build_messages
+from .records import CallRecord, LayerResult, MoAError, MoAResult
+from .validation import check_answers, check_call_settings, check_min_ok, check_models, check_prompt, layer_plan
+
+OnCall = Callable[[CallRecord], None]
+
+
+def call_seed(seed: int | None, layer: int, index: int) -> int | None:
+    """Each call's own seed, so that the same model twice in a layer gives two different samples."""
+    return None if seed is None else seed + 1000 * layer + index
+
+
+async def run_layer(
+    prompt: str,
+    models: Sequence[str],
+    *,
+    previous: Sequence[str] | None = None,
+    system_prompt: str = AGGREGATOR_PROMPT,
+    temperature: float = 0.7,
+    max_tokens: int = 512,
+    seed: int | None = 0,
+    layer: int = 1,
+    min_ok: int = 1,
+    timeout: float = 120.0,
+    retries: int = 3,
+    backend: Backend | str | None = None,
+    on_call: OnCall | None = None,
+) -> LayerResult:
+    """One proposer layer: ``len(models)`` calls, all at once (concurrently).
+
+    Layer 1 sends the user prompt alone; with ``previous`` (the answers of the layer before) every call
+    also gets the system message ``system_prompt + "\\n" + "1. ...\\n2. ..."``. ``on_call`` is called with
+    each call's record as soon as it finishes. Raises :class:`MoAError` if fewer than ``min_ok`` calls
+    succeed (failed calls are kept in the result and in the error, never passed on as text).
+    """
+    settings = check_call_settings(temperature, max_tokens, timeout, retries)
+    backend = get_backend(backend)
+    check_prompt(prompt)
+    models = check_models(models, backend, "models")
+    check_min_ok(min_ok, len(models))
+    if previous is not None:
+        check_answers(previous)
+    return await _layer(prompt, models, previous, system_prompt, settings, seed, layer, min_ok, backend, on_call)
+
+
+async def _layer(prompt, models, previous, system_prompt, settings, seed, layer, min_ok, backend, on_call):
+    messages = build_messages(prompt, previous, system_prompt)
+    result = LayerResult(layer, [CallRecord(layer, i, m, seed=call_seed(seed, layer, i)) for i, m in enumerate(models)])
+
+    async def one(record: CallRecord) -> None:
+        await calls.complete(backend, record, messages, settings)
+        if on_call is not None:
+            on_call(record)
+
+    await asyncio.gather(*(one(record) for record in result.calls))
+    if len(result.answers) < min_ok:
+        raise MoAError(
+            f"layer {layer}: only {len(result.answers)} of {len(models)} proposers answered (min_ok={min_ok})",
+            failures=result.failures,
+            layers=[result],
+        )
+    return result
+
+
+class Aggregation:
+    """The aggregator's call, started when first iterated or awaited. Costs one model call.
+
+    ``async for chunk in agg`` yields the text as it arrives (``for chunk in agg`` in a plain script);
+    ``await agg`` returns the whole text. Afterwards ``agg.record`` holds the call's record. A failure
+    raises :class:`MoAError` naming the model and cause; the text that arrived is kept in the record.
+    """
+
+    def __init__(self, backend, record, messages, settings, stream, layers=()) -> None:
+        self.backend, self.record, self.messages = backend, record, messages
+        self.settings, self.stream, self.layers = settings, stream, list(layers)
+        self._started = False
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        if self._started:
+            raise RuntimeError("an Aggregation can be consumed once; call aggregate() again for a new answer")
+        self._started = True
+        async for chunk in calls.chat(self.backend, self.record, self.messages, self.settings, stream=self.stream):
+            yield chunk
+        if not self.record.ok:
+            raise MoAError("the aggregator failed", failures=[self.record], layers=self.layers)
+
+    def __await__(self):
+        return self._text().__await__()
+
+    async def _text(self) -> str:
+        async for _ in self:
+            pass
+        return self.record.text or ""
+
+    def __iter__(self) -> Iterator[str]:
+        from ._sync import iterate
+
+        return iterate(self.__aiter__())
+
+
+def aggregate(
+    prompt: str,
+    answers: Sequence[str],
+    model: str,
+    *,
+    system_prompt: str = AGGREGATOR_PROMPT,
+    stream: bool = True,
+    temperature: float = 0.7,
+    max_tokens: int | None = 512,
+    seed: int | None = 0,
+    timeout: float = 120.0,
+    retries: int = 3,
+    backend: Backend | str | None = None,
+) -> Aggregation:
+    """The final call: ``model`` gets ``system_prompt`` with the numbered ``answers``, and the user prompt.
+
+    Returns an :class:`Aggregation` (iterate it for streamed chunks, or await it for the text). With an empty
+    ``answers`` list the model answers the prompt alone (a single-model baseline). One model call.
+    """
+    settings = check_call_settings(temperature, max_tokens, timeout, retries)
+    backend = get_backend(backend)
+    check_prompt(prompt)
+    (model,) = check_models([model], backend, "model")
+    check_answers(answers, allow_empty=True)
+    return _aggregation(prompt, answers, model, system_prompt, settings, seed, stream, backend, layer=1)
+
+
+def _aggregation(prompt, answers, model, system_prompt, settings, seed, stream, backend, layer, layers=()):
+    record = CallRecord(layer, 0, model, role="aggregator", seed=call_seed(seed, layer, 0))
+    return Aggregation(backend, record, build_messages(prompt, answers, system_prompt), settings, stream, layers)
+
+
+async def run_moa(
+    prompt: str,
+    proposers: Sequence[str] | Sequence[Sequence[str]] | None = None,
+    aggregator: str | None = None,
+    *,
+    layers: int | None = None,
+    system_prompt: str = AGGREGATOR_PROMPT,
+    temperature: float = 0.7,
+    max_tokens: int = 512,
+    seed: int | None = 0,
+    min_ok: int = 1,
+    timeout: float = 120.0,
+    retries: int = 3,
+    stream: bool = True,
+    backend: Backend | str | None = None,
+    on_call: OnCall | None = None,
+    on_chunk: Callable[[str], None] | None = None,
+) -> MoAResult:
+    """The whole MoA: ``layers - 1`` proposer layers, then the aggregator (``layers=3`` is the seed's
+    "3 layers": proposers, one refinement layer, aggregator; ``layers=1`` is the aggregator alone).
+
+    ``proposers``: one list for every layer, or one list per proposer layer (then ``layers`` may be
+    left out). Defaults: the backend's models. Cost: ``sum(len(layer))`` proposer calls, each layer's
+    calls at once and the layers one after another, then one aggregator call (streamed to ``on_chunk``).
+    Raises :class:`MoAError`; its ``layers`` keep what was computed, so nothing is lost.
+    """
+    settings = check_call_settings(temperature, max_tokens, timeout, retries)
+    backend = get_backend(backend)
+    check_prompt(prompt)
+    plan = layer_plan(proposers if proposers is not None else backend.default_proposers, layers, backend)
+    check_min_ok(min_ok, min((len(p) for p in plan), default=min_ok))
+    (aggregator,) = check_models([aggregator or backend.default_aggregator], backend, "aggregator")
+
+    t0 = time.perf_counter()
+    done: list[LayerResult] = []
+    previous = None
+    for number, models in enumerate(plan, start=1):
+        try:
+            layer = await _layer(prompt, models, previous, system_prompt, settings, seed, number, min_ok, backend, on_call)
+        except MoAError as exc:
+            exc.layers = done + exc.layers
+            raise
+        done.append(layer)
+        previous = layer.answers
+    final = _aggregation(prompt, previous or [], aggregator, system_prompt, settings, seed, stream, backend,
+                         layer=len(plan) + 1, layers=done)
+    try:
+        async for chunk in final:
+            if on_chunk is not None:
+                on_chunk(chunk)
+    finally:
+        if on_call is not None:
+            on_call(final.record)
+    return MoAResult(prompt, done, final.record, time.perf_counter() - t0)

@@ -1,0 +1,41 @@
+"""The aggregate-and-synthesize prompts, and how previous answers are injected into them."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+#: The paper's aggregate-and-synthesize prompt (Wang et al. 2024, Table 1), in English.
+AGGREGATOR_PROMPT_EN = (
+    "You have been provided with a set of responses from various open-source models to the latest user query. "
+    "Your task is to synthesize these responses into a single, high-quality response. It is crucial to critically "
+    "evaluate the information provided in these responses, recognizing that some of it may be biased or incorrect. "
+    "Your response should not simply replicate the given answers but should offer a refined, accurate, and "
+    "comprehensive reply to the instruction. Ensure your response is well-structured, coherent, and adheres to the "
+    "highest standards of accuracy and reliability.\n\nResponses from models:"
+)
+
+#: The same prompt as Together's Chinese MoA recipe gives it.
+AGGREGATOR_PROMPT_ZH = (
+    "你收到了一组来自不同开源模型的响应，任务是将这些响应合成一个高质量的回复。请仔细评估这些响应，辨别其中可能存在的偏见或错误。"
+    "确保你的回应不仅仅是重复这些答案，而是提供一个经过提炼、准确和全面的回复。请确保你的回答结构清晰、连贯，并符合最高的准确性和可靠性标准。"
+    "\n\n模型的响应："
+)
+
+#: The default aggregator prompt.
+AGGREGATOR_PROMPT = AGGREGATOR_PROMPT_EN
+
+
+def references_prompt(system_prompt: str, answers: Sequence[str]) -> str:
+    """The system message a model gets in layer k > 1: the prompt, then the previous answers numbered.
+
+    Exactly the seed's ``getFinalSystemPrompt``: ``system_prompt + "\\n" + "1. a\\n2. b..."``.
+    """
+    return system_prompt + "\n" + "\n".join(f"{i + 1}. {answer}" for i, answer in enumerate(answers))
+
+
+def build_messages(prompt: str, previous: Sequence[str] | None, system_prompt: str) -> list[dict[str, str]]:
+    """The chat messages of one call: the user prompt alone in layer 1, with the references after it."""
+    messages = [{"role": "user", "content": prompt}]
+    if previous:
+        messages.insert(0, {"role": "system", "content": references_prompt(system_prompt, previous)})
+    return messages

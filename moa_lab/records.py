@@ -1,0 +1,119 @@
+"""Plain-data records of a run: one call, one layer, one whole MoA run, and the error that keeps them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class CallRecord:
+    """One model call, successful or not.
+
+    ``started`` is wall-clock time (``time.time()``); ``seconds`` the call's duration including retries.
+    ``text`` is the answer; after a stream that broke mid-way it holds the part that arrived.
+    Token counts are the server's ``usage`` when it reports one, else None.
+    """
+
+    layer: int
+    index: int
+    model: str
+    role: str = "proposer"  # or "aggregator"
+    seed: int | None = None
+    started: float = 0.0
+    seconds: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    attempts: int = 0
+    text: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def describe_failure(self) -> str:
+        where = "aggregator" if self.role == "aggregator" else f"layer {self.layer} proposer {self.index + 1}"
+        return f"{self.model} ({where}): {self.error}"
+
+
+@dataclass
+class LayerResult:
+    """The calls of one proposer layer, in model order."""
+
+    layer: int
+    calls: list[CallRecord] = field(default_factory=list)
+
+    @property
+    def answers(self) -> list[str]:
+        """The successful answers, in model order (failed calls are left out, never passed on as text)."""
+        return [c.text or "" for c in self.calls if c.ok]
+
+    @property
+    def failures(self) -> list[CallRecord]:
+        return [c for c in self.calls if not c.ok]
+
+    @property
+    def models(self) -> list[str]:
+        return [c.model for c in self.calls]
+
+
+@dataclass
+class MoAResult:
+    """A whole run: every proposer layer, the aggregator's call, and the wall time."""
+
+    prompt: str
+    layers: list[LayerResult]
+    final: CallRecord
+    seconds: float = 0.0
+
+    @property
+    def text(self) -> str:
+        """The aggregator's final answer."""
+        return self.final.text or ""
+
+    @property
+    def trace(self) -> list[CallRecord]:
+        """Every call of the run, layer by layer, the aggregator last."""
+        return [c for layer in self.layers for c in layer.calls] + [self.final]
+
+    def summary(self) -> str:
+        """A per-call table (layer, model, seconds, tokens, attempts, error) as text."""
+        from .trace import format_trace
+
+        return format_trace(self.trace)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the prompt, the final text, per-layer answers and the full trace."""
+        return {
+            "prompt": self.prompt,
+            "final": self.text,
+            "seconds": self.seconds,
+            "layers": [{"layer": layer.layer, "answers": layer.answers} for layer in self.layers],
+            "trace": [asdict(c) for c in self.trace],
+        }
+
+
+class MoAError(RuntimeError):
+    """A run could not go on. Names every failed model and its cause.
+
+    ``failures`` holds the failed calls' records; ``layers`` every proposer layer computed before the
+    failure (so the caller can aggregate again without re-running them); ``partial`` the aggregator's
+    text that arrived before a stream broke, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failures: list[CallRecord] | None = None,
+        layers: list[LayerResult] | None = None,
+    ) -> None:
+        self.failures = list(failures or [])
+        self.layers = list(layers or [])
+        details = "".join(f"\n  - {c.describe_failure()}" for c in self.failures)
+        super().__init__(message + details)
+
+    @property
+    def partial(self) -> str:
+        return "".join(c.text or "" for c in self.failures if c.role == "aggregator")
