@@ -90,6 +90,7 @@ async def _one_attempt(client, model, messages, seed, settings: CallSettings, st
         yield content or ""
         return
     response = await asyncio.wait_for(client.chat.completions.create(stream=True, **kwargs), settings.timeout)
+    finished = False
     try:
         chunks = response.__aiter__()
         while True:
@@ -101,10 +102,13 @@ async def _one_attempt(client, model, messages, seed, settings: CallSettings, st
             choices = getattr(chunk, "choices", None)
             if choices is None:
                 raise _Failure("malformed stream chunk: no choices", retry=False)
+            finished = finished or any(getattr(c, "finish_reason", None) for c in choices)
             if choices and choices[0].delta is not None and choices[0].delta.content:
                 yield choices[0].delta.content
     finally:
         await response.close()
+    if not finished:  # the SDK ends a dropped stream quietly: a truncated answer must not pass as whole
+        raise _Failure("the stream ended before the model finished (no finish_reason)", retry=True)
 
 
 def _set_usage(record: CallRecord, usage) -> None:
@@ -143,8 +147,9 @@ async def chat(
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes a typed record
                 failure = _classify(exc, settings.timeout)
-                if parts and not isinstance(exc, _Failure):
-                    failure = _Failure(f"stream broke after {len(''.join(parts))} characters: {failure}", False)
+                received = "".join(parts)
+                if received.strip():
+                    failure = _Failure(f"stream broke after {len(received)} characters: {failure}", False)
                 record.error = _scrub(str(failure), backend.secret())
                 if not failure.retry or parts or attempt == settings.retries:
                     return

@@ -6,13 +6,13 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 from .backends import get_backend
-from .local import LocalServerError
+from .local import SEED_ALIASES, LocalServerError, check_aliases, default_workers
 from .moa import run_moa
 from .prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
 from .records import MoAError
-from .server import add_serve_args, run_serve
 from .trace import format_trace
 
 
@@ -49,6 +49,60 @@ def _ask(args: argparse.Namespace) -> int:
     print("\n")
     print(json.dumps(result.to_dict(), ensure_ascii=False, indent=1) if args.json else result.summary())
     print(f"\n{len(result.trace)} calls, {result.seconds:.2f}s wall time")
+    return 0
+
+
+def parse_alias_args(pairs: list[str], files: list[str]) -> dict[str, str]:
+    """``NAME=MODEL`` strings and alias files (a JSON object, or ``NAME=MODEL`` lines, ``#`` comments)."""
+    raw: dict[str, str] = {}
+    for path in files:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ValueError(f"cannot read alias file {path!r}: {exc.strerror}") from None
+        if text.lstrip().startswith("{"):
+            raw.update(json.loads(text))
+            continue
+        pairs = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")] + pairs
+    for pair in pairs:
+        name, sep, target = pair.rpartition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"alias {pair!r} is not of the form NAME=MODEL")
+        raw[name.strip()] = target.strip()
+    return check_aliases(raw)
+
+
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    p.add_argument("--workers", type=int, default=None, help="calls served at once, one core each (default: cores, max 4)")
+    p.add_argument("--alias", action="append", default=[], metavar="NAME=MODEL",
+                   help="serve NAME with a bundled model (repeatable)")
+    p.add_argument("--alias-file", action="append", default=[], metavar="FILE",
+                   help="aliases from a file: a JSON object or NAME=MODEL lines")
+    p.add_argument("--seed-aliases", action="store_true", help="alias the seed's Together model names")
+    p.add_argument("--max-tokens-cap", type=int, default=1024, help="max_tokens for requests that set none")
+    p.add_argument("--ready-file", help=argparse.SUPPRESS)
+    p.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--log-dir", help=argparse.SUPPRESS)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .server import serve  # uvicorn and starlette are needed only here
+
+    try:
+        aliases = (dict(SEED_ALIASES) if args.seed_aliases else {}) | parse_alias_args(args.alias, args.alias_file)
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        if args.max_tokens_cap < 1:
+            raise ValueError(f"--max-tokens-cap must be at least 1, got {args.max_tokens_cap}")
+        serve(args.host, args.port, args.workers or default_workers(), aliases, args.max_tokens_cap,
+              args.ready_file, args.watch_stdin, args.log_dir, announce=lambda s: print(s, flush=True))
+    except (ValueError, LocalServerError) as exc:
+        print(f"moa-lab serve: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

@@ -124,7 +124,7 @@ class LocalServer:
                 return self.url
             workdir = Path(tempfile.mkdtemp(prefix="moa_lab_server_"))
             self.log_path, ready = workdir / "server.log", workdir / "ready"
-            cmd = [sys.executable, "-m", "moa_lab.server", "--host", "127.0.0.1", "--port", "0",
+            cmd = [sys.executable, "-m", "moa_lab", "serve", "--host", "127.0.0.1", "--port", "0",
                    "--workers", str(self.workers), "--max-tokens-cap", str(self.max_tokens_cap),
                    "--ready-file", str(ready), "--watch-stdin", "--log-dir", str(workdir)]
             for name, target in self.aliases.items():

@@ -4,13 +4,11 @@ Why a front: llama-cpp-python's server runs one request at a time (a new stream 
 running one), answers an unknown model name with its default model, and sends no usage in streams.
 The front gives every worker one request at a time (preferring a worker that has the model loaded),
 rejects unknown models with the list of known ones, resolves aliases, caps requests without
-max_tokens, and appends a usage chunk to streams. Run it with ``moa-lab serve`` or
-``python -m moa_lab.server``.
+max_tokens, and puts token usage on the last chunk of streams. Run it with ``moa-lab serve``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import ctypes
@@ -183,8 +181,9 @@ def build_app(workers: list[Worker], slots: int, aliases: Mapping[str, str], max
 
 
 async def _stream(state, body, requested):
-    """Pass a worker's SSE stream through, naming the requested model, then add a usage chunk."""
-    completion, last_id = 0, None
+    """Pass a worker's SSE stream through, naming the requested model, with usage on the last chunk
+    (where Together puts it: scripts that read ``chunk.choices[0]`` of every chunk keep working)."""
+    completion, last = 0, None
     async with state["pool"].worker_for(body["model"], expected_cost(body)) as worker:
         async with state["http"].stream("POST", worker.url + "/v1/chat/completions", json=body) as r:
             if r.status_code != 200:
@@ -195,39 +194,23 @@ async def _stream(state, body, requested):
                     continue
                 if line == "data: [DONE]":
                     break
-                chunk = json.loads(line[6:])
-                chunk["model"] = requested
-                completion += any(c.get("delta", {}).get("content") for c in chunk.get("choices", []))
-                last_id = chunk.get("id")
-                yield f"data: {json.dumps(chunk)}\n\n"
+                if last is not None:
+                    yield f"data: {json.dumps(last)}\n\n"
+                last = json.loads(line[6:])
+                last["model"] = requested
+                completion += any(c.get("delta", {}).get("content") for c in last.get("choices", []))
+            else:
+                return  # the worker's stream broke: pass the break on, never a [DONE] that hides it
         # llama.cpp streams carry no usage: one 1-token call of the same prompt (served from the prompt
         # cache, ~free) gives the prompt's token count; completion tokens are the content chunks.
         probe = dict(body, stream=False, max_tokens=1)
         usage = (await state["http"].post(worker.url + "/v1/chat/completions", json=probe)).json().get("usage", {})
-    usage = {"prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": completion}
-    usage["total_tokens"] = (usage["prompt_tokens"] or 0) + completion
-    yield f"data: {json.dumps({'id': last_id, 'object': 'chat.completion.chunk', 'model': requested, 'choices': [], 'usage': usage})}\n\n"
+    if last is not None:
+        prompt = usage.get("prompt_tokens")
+        last["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                         "total_tokens": (prompt or 0) + completion}
+        yield f"data: {json.dumps(last)}\n\n"
     yield "data: [DONE]\n\n"
-
-
-def parse_alias_args(pairs: list[str], files: list[str]) -> dict[str, str]:
-    """``NAME=MODEL`` strings and alias files (a JSON object, or ``NAME=MODEL`` lines, ``#`` comments)."""
-    raw: dict[str, str] = {}
-    for path in files:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ValueError(f"cannot read alias file {path!r}: {exc.strerror}") from None
-        if text.lstrip().startswith("{"):
-            raw.update(json.loads(text))
-            continue
-        pairs = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")] + pairs
-    for pair in pairs:
-        name, sep, target = pair.rpartition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"alias {pair!r} is not of the form NAME=MODEL")
-        raw[name.strip()] = target.strip()
-    return check_aliases(raw)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -281,48 +264,3 @@ def serve(host="127.0.0.1", port=8000, workers=2, aliases=None, max_tokens_cap=1
         for w in pool:
             w.stop()
         sock.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="moa-lab serve", description="Serve the bundled models (OpenAI-compatible).")
-    add_serve_args(p)
-    args = p.parse_args(argv)
-    return run_serve(args)
-
-
-def add_serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    p.add_argument("--workers", type=int, default=None, help="calls served at once, one core each (default: cores, max 4)")
-    p.add_argument("--alias", action="append", default=[], metavar="NAME=MODEL",
-                   help="serve NAME with a bundled model (repeatable)")
-    p.add_argument("--alias-file", action="append", default=[], metavar="FILE",
-                   help="aliases from a file: a JSON object or NAME=MODEL lines")
-    p.add_argument("--seed-aliases", action="store_true", help="alias the seed's Together model names")
-    p.add_argument("--max-tokens-cap", type=int, default=1024, help="max_tokens for requests that set none")
-    p.add_argument("--ready-file", help=argparse.SUPPRESS)
-    p.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--log-dir", help=argparse.SUPPRESS)
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    from .local import SEED_ALIASES, default_workers
-
-    try:
-        aliases = (dict(SEED_ALIASES) if args.seed_aliases else {}) | parse_alias_args(args.alias, args.alias_file)
-        if args.workers is not None and args.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {args.workers}")
-        if args.max_tokens_cap < 1:
-            raise ValueError(f"--max-tokens-cap must be at least 1, got {args.max_tokens_cap}")
-        serve(args.host, args.port, args.workers or default_workers(), aliases, args.max_tokens_cap,
-              args.ready_file, args.watch_stdin, args.log_dir, announce=lambda s: print(s, flush=True))
-    except (ValueError, LocalServerError) as exc:
-        print(f"moa-lab serve: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

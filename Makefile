@@ -1,0 +1,25 @@
+# Two commands do everything on a fresh machine:  make demo  |  make test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-moa_lab
+PROMPT ?= What are some fun things to do in San Francisco?
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install moa_lab with its test tools (compiles llama-cpp-python once)
+
+demo: $(STAMP)  ## an MoA answer from the bundled local models, offline
+	$(BIN)/moa-lab ask "$(PROMPT)" --max-tokens 160
+
+test: $(STAMP)  ## the whole test suite (what CI runs)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

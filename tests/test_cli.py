@@ -1,0 +1,118 @@
+"""`moa-lab serve` (aliases, the seed's script unchanged, cap, busy port) and `moa-lab ask`, as subprocesses."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.local
+DATA = Path(__file__).parent / "data"
+MOA = [sys.executable, "-m", "moa_lab"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`moa-lab serve` with the seed's names aliased from a file, one more from the command line."""
+    aliases = tmp_path_factory.mktemp("serve") / "aliases.txt"
+    aliases.write_text("# the seed's models\n" + "".join(
+        f"{name}={target}\n" for name, target in {
+            "Qwen/Qwen2-72B-Instruct": "smollm2-135m", "Qwen/Qwen1.5-72B-Chat": "gemma3-270m",
+            "mistralai/Mixtral-8x22B-Instruct-v0.1": "smollm2-135m", "databricks/dbrx-instruct": "gemma3-270m",
+        }.items()))
+    port = _free_port()
+    proc = subprocess.Popen(MOA + ["serve", "--port", str(port), "--alias-file", str(aliases), "--alias",
+                                   "my-model=gemma3-270m", "--max-tokens-cap", "12"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    while not any(line.startswith("use it:") for line in lines):
+        line = proc.stdout.readline()
+        assert line, "server exited:\n" + "".join(lines)
+        lines.append(line)
+    yield f"http://127.0.0.1:{port}", "".join(lines)
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_serve_announces_and_lists_aliases(served):
+    url, banner = served
+    assert f"listening on {url}" in banner
+    assert "alias: Qwen/Qwen2-72B-Instruct -> smollm2-135m" in banner and "alias: my-model -> gemma3-270m" in banner
+    ids = {m["id"] for m in httpx.get(url + "/v1/models").json()["data"]}
+    assert ids == {"smollm2-135m", "gemma3-270m", "my-model", "Qwen/Qwen2-72B-Instruct", "Qwen/Qwen1.5-72B-Chat",
+                   "mistralai/Mixtral-8x22B-Instruct-v0.1", "databricks/dbrx-instruct"}
+
+
+def test_serve_caps_requests_without_max_tokens(served):
+    url, _ = served
+    body = {"model": "my-model", "messages": [{"role": "user", "content": "Tell me a long story."}]}
+    answer = httpx.post(url + "/v1/chat/completions", json=body, timeout=60).json()
+    assert answer["model"] == "my-model" and 0 < answer["usage"]["completion_tokens"] <= 12
+
+
+def test_seed_script_runs_unchanged_against_serve(served):
+    """Together's own 2-layer recipe, byte for byte, with only TOGETHER_BASE_URL (and any key) set."""
+    url, _ = served
+    env = dict(os.environ, TOGETHER_BASE_URL=url, TOGETHER_API_KEY="local")
+    done = subprocess.run([sys.executable, str(DATA / "seed_two_layer.py")], env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = done.stdout.splitlines()
+    for model in ("Qwen/Qwen2-72B-Instruct", "Qwen/Qwen1.5-72B-Chat", "databricks/dbrx-instruct"):
+        assert model in printed  # the seed prints each proposer's name when its answer arrives
+    assert done.stdout.split("databricks/dbrx-instruct")[-1].strip() or done.stdout.split("Mixtral")[-1].strip()
+
+
+def test_serve_refuses_a_busy_port():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        t0 = time.perf_counter()
+        done = subprocess.run(MOA + ["serve", "--port", str(busy.getsockname()[1])], capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == 2 and "cannot listen on 127.0.0.1" in done.stderr and "--port 0" in done.stderr
+    assert time.perf_counter() - t0 < 30  # before any model is loaded
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--alias", "x=gpt-4"], "points to 'gpt-4', which is not a bundled model; bundled models: smollm2-135m"),
+    (["--alias", "novalue"], "is not of the form NAME=MODEL"),
+    (["--alias-file", "/nonexistent/aliases"], "cannot read alias file"),
+    (["--workers", "0"], "--workers must be at least 1"),
+])
+def test_serve_bad_arguments(args, message):
+    done = subprocess.run(MOA + ["serve", "--port", "0"] + args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_ask_streams_then_summarises():
+    done = subprocess.run(MOA + ["ask", "Name a color.", "--proposers", "smollm2-135m,gemma3-270m",
+                                 "--max-tokens", "12", "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "embedded local server" in done.stderr
+    answer, _, rest = done.stdout.partition("\n\n")
+    data = json.loads(rest[: rest.rindex("}") + 1])
+    assert answer.strip() == data["final"].strip() and data["final"].strip()
+    assert [c["model"] for c in data["trace"]] == ["smollm2-135m", "gemma3-270m", "smollm2-135m"]
+    assert "3 calls" in done.stdout
+
+
+def test_ask_table_and_bad_input():
+    done = subprocess.run(MOA + ["ask", "Hi", "--layers", "1", "--max-tokens", "8"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.split("\n\n")[-2].splitlines()[-1].startswith("agg")
+    bad = subprocess.run(MOA + ["ask", "Hi", "--layers", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "layers must be an integer >= 1" in bad.stderr
+    bad = subprocess.run(MOA + ["ask", "Hi", "--proposers", "gpt-4"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown model 'gpt-4'" in bad.stderr

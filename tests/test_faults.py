@@ -1,0 +1,179 @@
+"""Failure semantics, against the fault-injecting server over real HTTP with the real together SDK."""
+
+import asyncio
+import time
+
+import pytest
+from conftest import run
+from fault_server import answer_text
+
+import moa_lab
+from moa_lab import MoAError, aggregate, references_prompt, run_layer, run_moa
+
+P = "What is MoA?"
+
+
+def test_two_layer_messages_seeds_and_trace(fault, remote):
+    result = run(run_moa(P, ["a", "b", "a"], "agg", layers=3, backend=remote))
+    assert len(result.trace) == 3 + 3 + 1
+    assert [c.layer for c in result.trace] == [1, 1, 1, 2, 2, 2, 3]
+    layer1 = [r for r in fault.requests[:3]]
+    assert all(r["messages"] == [{"role": "user", "content": P}] for r in layer1)
+    # Layer 2 and the aggregator get the seed's getFinalSystemPrompt of the layer before, and the user prompt.
+    for request, previous in ((fault.requests[3], result.layers[0]), (fault.calls_to("agg")[0], result.layers[1])):
+        assert request["messages"] == [
+            {"role": "system", "content": references_prompt(moa_lab.AGGREGATOR_PROMPT, previous.answers)},
+            {"role": "user", "content": P},
+        ]
+    seeds = [r["seed"] for r in fault.requests]
+    assert len(set(seeds)) == len(seeds)  # the same model twice in a layer gets two different seeds
+    assert result.layers[0].answers[0] != result.layers[0].answers[2]
+    assert all(c.prompt_tokens == 7 and c.completion_tokens and c.attempts == 1 and c.ok for c in result.trace)
+    assert result.text == answer_text(fault.calls_to("agg")[0]) == "agg answers (seed 3000, with references)."
+
+
+def test_429_honours_retry_after(fault, remote):
+    fault.script("a", "429:0.6")
+    t0 = time.perf_counter()
+    layer = run(run_layer(P, ["a"], backend=remote))
+    assert time.perf_counter() - t0 >= 0.6
+    assert layer.calls[0].attempts == 2 and layer.calls[0].ok
+
+
+@pytest.mark.parametrize("fault_name", ["429", "500", "502", "503"])
+def test_retryable_status_then_success(fault, remote, fault_name):
+    fault.script("a", fault_name, fault_name)
+    layer = run(run_layer(P, ["a"], retries=2, backend=remote))
+    assert layer.calls[0].attempts == 3 and layer.answers == ["a answers (seed 1000, without references)."]
+    assert len(fault.calls_to("a")) == 3
+
+
+def test_retries_exhausted_are_recorded_and_layer_goes_on(fault, remote):
+    fault.script("bad", "500", "500")
+    layer = run(run_layer(P, ["good", "bad"], retries=1, backend=remote))
+    bad = layer.calls[1]
+    assert not bad.ok and bad.attempts == 2 and "HTTP 500" in bad.error
+    assert layer.answers == [layer.calls[0].text]
+
+
+def test_hang_times_out(fault, remote):
+    fault.script("slow", "hang")
+    t0 = time.perf_counter()
+    layer = run(run_layer(P, ["slow", "fast"], timeout=0.5, retries=0, backend=remote))
+    assert time.perf_counter() - t0 < 5
+    assert "timed out after 0.5s" in layer.calls[0].error and layer.calls[1].ok
+
+
+@pytest.mark.parametrize("fault_name, cause", [("malformed", "malformed response"), ("empty", "empty answer")])
+def test_not_retried_faults(fault, remote, fault_name, cause):
+    fault.script("x", fault_name)
+    layer = run(run_layer(P, ["x", "y"], backend=remote))
+    assert cause in layer.calls[0].error and layer.calls[0].attempts == 1
+    assert len(fault.calls_to("x")) == 1
+
+
+def test_failed_proposer_left_out_of_references(fault, remote):
+    fault.script("b", "500", "500", "500", "500")
+    result = run(run_moa(P, ["a", "b", "c"], "agg", layers=3, retries=0, backend=remote))
+    system = fault.requests[3]["messages"][0]["content"]
+    assert "1. a answers" in system and "2. c answers" in system
+    assert "None" not in system and "3." not in system
+    assert [c.ok for c in result.layers[0].calls] == [True, False, True]
+
+
+def test_all_proposers_fail_names_every_model(fault, remote):
+    fault.script("a", "500").script("b", "malformed")
+    with pytest.raises(MoAError) as info:
+        run(run_moa(P, ["a", "b"], "agg", retries=0, backend=remote))
+    message = str(info.value)
+    assert "a (layer 1 proposer 1): HTTP 500" in message and "b (layer 1 proposer 2): malformed response" in message
+    assert not fault.calls_to("agg")
+
+
+def test_min_ok(fault, remote):
+    fault.script("b", "503")
+    with pytest.raises(MoAError, match="only 2 of 3 proposers answered"):
+        run(run_layer(P, ["a", "b", "c"], min_ok=3, retries=0, backend=remote))
+
+
+def test_middle_layer_failure_keeps_earlier_layers(fault, remote):
+    fault.script("b", "ok", "500")
+    with pytest.raises(MoAError) as info:
+        run(run_moa(P, [["a", "b"], ["b"]], "agg", retries=0, backend=remote))
+    assert [layer.layer for layer in info.value.layers] == [1, 2]
+    assert info.value.layers[0].answers and not info.value.layers[1].answers
+
+
+def test_stream_cut_keeps_layers_and_partial_text_then_reaggregate(fault, remote):
+    fault.script("agg", "cut")
+    chunks = []
+    with pytest.raises(MoAError) as info:
+        run(run_moa(P, ["a", "b"], "agg", backend=remote, on_chunk=chunks.append))
+    err = info.value
+    assert "agg (aggregator): stream broke after" in str(err)
+    assert err.partial == "".join(chunks) == "agg answers " and len(chunks) == 2
+    assert len(fault.calls_to("agg")) == 1  # a stream that already gave text is not retried
+    # Nothing lost: aggregate again from the kept layer, with no proposer called again.
+    before = len(fault.requests)
+    text = run(aggregate(P, err.layers[-1].answers, "agg2", backend=remote))
+    assert text.startswith("agg2 answers") and len(fault.requests) == before + 1
+
+
+def test_aggregator_http_failure_raises_with_layers(fault, remote):
+    fault.script("agg", "500", "500")
+    with pytest.raises(MoAError) as info:
+        run(run_moa(P, ["a"], "agg", retries=1, stream=False, backend=remote))
+    assert "agg (aggregator): HTTP 500" in str(info.value) and info.value.layers[0].answers
+
+
+def test_cut_plain_response_is_an_error(fault, remote):
+    fault.script("a", "cut")
+    layer = run(run_layer(P, ["a", "b"], retries=0, backend=remote))
+    assert not layer.calls[0].ok and layer.calls[0].error
+
+
+def test_connection_refused_names_model():
+    backend = moa_lab.get_backend("http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(MoAError, match=r"m \(layer 1 proposer 1\): connection error"):
+        run(run_layer(P, ["m"], retries=0, backend=backend))
+
+
+def test_stream_arrives_in_chunks_and_records_usage(fault, remote):
+    agg = aggregate(P, ["x", "y"], "agg", backend=remote)
+    chunks = run(_collect(agg))
+    assert len(chunks) > 2 and "".join(chunks) == agg.record.text
+    assert agg.record.completion_tokens == len(chunks) and agg.record.prompt_tokens == 7
+    with pytest.raises(RuntimeError, match="consumed once"):
+        run(_collect(agg))
+
+
+async def _collect(agen):
+    return [c async for c in agen]
+
+
+def test_on_call_sees_each_call_as_it_finishes(fault, remote):
+    fault.script("slow", "delay:0.4")
+    seen = []
+    run(run_moa(P, ["slow", "fast"], "agg", backend=remote, on_call=lambda c: seen.append(c.model)))
+    assert seen == ["fast", "slow", "agg"]
+
+
+def test_layer_calls_run_concurrently(fault, remote):
+    fault.latency = 0.4
+    t0 = time.perf_counter()
+    run(run_layer(P, ["a", "b", "c", "d"], backend=remote))
+    assert fault.peak == 4
+    assert time.perf_counter() - t0 < 4 * 0.4
+
+
+def test_cancel_propagates(fault, remote):
+    fault.script("a", "hang")
+
+    async def main():
+        task = asyncio.ensure_future(run_layer(P, ["a"], backend=remote))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main())
