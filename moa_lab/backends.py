@@ -77,11 +77,17 @@ class Backend:
                     f"{', '.join(self.known_models)} (set TOGETHER_API_KEY or TOGETHER_BASE_URL to use others)"
                 )
 
+    async def ready(self) -> None:
+        """Start the embedded server if this backend uses it and it is not running (a few seconds, once)."""
+        if self.server is not None and not self.server.url:
+            await asyncio.to_thread(self.server.start)
+
     async def client(self, model: str) -> AsyncTogether:
         """The SDK client for ``model`` on the running event loop (clients are made once per loop and URL)."""
         url = self.model_urls.get(model)
         if url is None and self.server is not None:
-            url = self.server.url or await asyncio.to_thread(self.server.start)
+            await self.ready()
+            url = self.server.url
         url = url or self.base_url
         per_loop = self._clients.setdefault(asyncio.get_running_loop(), {})
         if url not in per_loop:

@@ -128,11 +128,11 @@ async def chat(
     """Call ``record.model`` with ``messages``; yield the answer's text as it arrives (one chunk if not
     streaming). Fills ``record`` (text, tokens, seconds, attempts, error). One HTTP request per attempt,
     at most ``1 + settings.retries`` attempts; a stream that already yielded text is never retried."""
-    record.started = time.time()
-    t0 = time.perf_counter()
     parts: list[str] = []
+    record.started, t0 = time.time(), time.perf_counter()
     try:
-        client = await backend.client(record.model)
+        client = await backend.client(record.model)  # may wait for the local server's start: not the call's time
+        record.started, t0 = time.time(), time.perf_counter()
         for attempt in range(settings.retries + 1):
             record.attempts = attempt + 1
             try:
@@ -155,7 +155,7 @@ async def chat(
                     return
                 delay = failure.wait if failure.wait is not None else settings.backoff * 2**attempt
                 await asyncio.sleep(min(delay, 60.0) * (1 if failure.wait is not None else random.uniform(0.8, 1.2)))
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, GeneratorExit):  # cancelled, or the consumer stopped reading the stream
         record.error = "cancelled"
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. the local server failed to start

@@ -176,6 +176,7 @@ async def run_moa(
     check_min_ok(min_ok, min((len(p) for p in plan), default=min_ok))
     (aggregator,) = check_models([aggregator or backend.default_aggregator], backend, "aggregator")
 
+    await backend.ready()
     t0 = time.perf_counter()
     done: list[LayerResult] = []
     previous = None

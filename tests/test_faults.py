@@ -177,3 +177,16 @@ def test_cancel_propagates(fault, remote):
             await task
 
     run(main())
+
+
+def test_stopping_a_stream_early_marks_the_call_cancelled(fault, remote):
+    agg = aggregate(P, ["x"], "agg", backend=remote)
+
+    async def read_two():
+        stream = agg.__aiter__()
+        first = [await stream.__anext__(), await stream.__anext__()]
+        await stream.aclose()
+        return first
+
+    first = run(read_two())
+    assert agg.record.error == "cancelled" and agg.record.text == "".join(first)
