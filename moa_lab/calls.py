@@ -143,9 +143,7 @@ async def chat(
                     raise _Failure("the model returned an empty answer", retry=False)
                 record.error = None
                 return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a typed record
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a typed record (cancellation is not one)
                 failure = _classify(exc, settings.timeout)
                 received = "".join(parts)
                 if received.strip():
