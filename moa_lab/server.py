@@ -81,7 +81,11 @@ class Worker:
             time.sleep(0.1)
         # Warm up: the first call of a fresh process is ~50% slower (page faults, buffers).
         warm = {"model": self.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
-        httpx.post(self.url + "/v1/chat/completions", json=warm, timeout=max(1.0, deadline - time.monotonic()))
+        try:
+            httpx.post(self.url + "/v1/chat/completions", json=warm, timeout=max(1.0, deadline - time.monotonic()))
+        except httpx.HTTPError as exc:
+            raise LocalServerError(f"llama.cpp worker {self.index} failed its first call ({exc}); log {self.log}:\n"
+                                   + tail(self.log)) from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -130,7 +134,8 @@ class Pool:
 def expected_cost(body: dict) -> float:
     """Relative seconds per token × tokens to process: prompt tokens cost about as much as generated ones on a CPU."""
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []) if isinstance(m, dict))
-    return RELATIVE_COST.get(body["model"], 1.0) * (body["max_tokens"] + prompt_chars / 4)
+    tokens = body["max_tokens"] if isinstance(body["max_tokens"], (int, float)) else 0  # the worker rejects it
+    return RELATIVE_COST.get(body["model"], 1.0) * (tokens + prompt_chars / 4)
 
 
 def _error(status: int, message: str, code: str) -> JSONResponse:
@@ -241,8 +246,6 @@ def serve(host="127.0.0.1", port=8000, workers=2, aliases=None, max_tokens_cap=1
         deadline = time.monotonic() + 180
         for w in pool:
             w.wait_ready(deadline)
-        server = uvicorn.Server(uvicorn.Config(build_app(pool, workers, aliases, max_tokens_cap, on_ready=lambda: ready()),
-                                               log_level="warning", timeout_graceful_shutdown=3))
 
         def ready() -> None:
             if ready_file:
@@ -255,6 +258,9 @@ def serve(host="127.0.0.1", port=8000, workers=2, aliases=None, max_tokens_cap=1
             for name, target in aliases.items():
                 announce(f"alias: {name} -> {target}")
             announce(f"use it: TOGETHER_BASE_URL={url} TOGETHER_API_KEY=local python your_script.py")
+
+        app = build_app(pool, workers, aliases, max_tokens_cap, on_ready=ready)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
 
         if watch_stdin:  # the embedding process died or closed our stdin: shut down
             threading.Thread(target=lambda: (sys.stdin.read(), setattr(server, "should_exit", True)),

@@ -138,3 +138,11 @@ def test_server_error_becomes_a_call_failure_naming_the_model(monkeypatch):
     backend = moa_lab.Backend("local", None, {}, backend.known_models, server=broken)
     with pytest.raises(moa_lab.MoAError, match=r"smollm2-135m \(layer 1 proposer 1\): LocalServerError"):
         run(run_layer(P, [S], backend=backend))
+
+
+def test_front_passes_bad_request_fields_to_llama_cpp_for_its_own_error(local):
+    body = {"model": S, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": "many"}
+    r = httpx.post(local.server.url + "/v1/chat/completions", json=body, timeout=30)
+    # llama-cpp-python answers validation errors with 500; the front passes its message on and keeps serving.
+    assert r.status_code == 500 and "'max_tokens'" in r.json()["error"]["message"]
+    assert run(run_layer(P, [S], max_tokens=4, backend=local)).calls[0].ok
