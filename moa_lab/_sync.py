@@ -7,7 +7,8 @@ Jupyter cells already run inside an event loop, where ``asyncio.run`` refuses to
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Awaitable, Iterator, TypeVar
+import contextlib
+from typing import AsyncGenerator, Awaitable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -35,19 +36,46 @@ async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-def iterate(agen: AsyncIterator[T]) -> Iterator[T]:
-    """Iterate an async iterator from synchronous code, one item at a time."""
+def iterate(agen: AsyncGenerator[T, None]) -> Iterator[T]:
+    """Iterate an async generator from synchronous code, one item per request, like ``async for``.
+
+    One task drives the generator (an HTTP stream must be opened and closed in the same task) and takes
+    the next item only when asked. Stopping early cancels that task, which closes the generator at once.
+    """
     loop = _running_loop()
     own = loop is None
     if own:
         loop = asyncio.new_event_loop()
+    asks: asyncio.Queue = asyncio.Queue()
+    items: asyncio.Queue = asyncio.Queue()
+    end = object()
+
+    async def pump() -> None:
+        async with contextlib.aclosing(agen):
+            try:
+                while True:
+                    await asks.get()
+                    items.put_nowait(await agen.__anext__())
+            except StopAsyncIteration:
+                items.put_nowait(end)
+            except Exception as exc:  # noqa: BLE001 - handed to the reader, raised there
+                items.put_nowait(exc)
+
+    task = loop.create_task(pump())
     try:
         while True:
-            try:
-                yield loop.run_until_complete(agen.__anext__())
-            except StopAsyncIteration:
+            asks.put_nowait(None)
+            item = loop.run_until_complete(items.get())
+            if item is end:
                 return
+            if isinstance(item, Exception):
+                raise item
+            yield item
     finally:
-        if own:
-            loop.run_until_complete(agen.aclose())
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(task)
+        if own:  # as asyncio.run does: finish the async generators this loop started, then close it
+            loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()

@@ -7,12 +7,14 @@ kept) and the layers above decide what a failure means. Cancellation is never sw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import random
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+import httpx
 import together
 
 from .backends import Backend
@@ -23,8 +25,8 @@ RETRY_STATUS = {408, 409, 429}
 
 @dataclass(frozen=True)
 class CallSettings:
-    """What every call of a run shares. ``timeout``: seconds for a whole plain call, or for the first
-    and each following chunk of a stream. ``retries``: extra attempts after a retryable failure (429, 408,
+    """What every call of a run shares. ``timeout``: seconds to wait on the server (httpx's timeouts, in
+    the calling task): for the answer, or for the first and each next chunk of a stream. ``retries``: extra attempts after a retryable failure (429, 408,
     409, 5xx, timeout, connection error); waits ``backoff * 2**n`` seconds, or what Retry-After says."""
 
     temperature: float = 0.7
@@ -54,8 +56,10 @@ def _retry_after(response) -> float | None:
 def _classify(exc: Exception, timeout: float) -> _Failure:
     if isinstance(exc, _Failure):
         return exc
-    if isinstance(exc, (asyncio.TimeoutError, together.APITimeoutError)):
+    if isinstance(exc, (together.APITimeoutError, httpx.TimeoutException)):  # mid-stream, httpx's own errors
         return _Failure(f"timed out after {timeout:g}s", retry=True)
+    if isinstance(exc, httpx.TransportError):
+        return _Failure(f"connection error: {type(exc).__name__}: {exc}", retry=True)
     if isinstance(exc, together.APIStatusError):
         status = exc.status_code
         retry = status in RETRY_STATUS or status >= 500
@@ -80,7 +84,7 @@ async def _one_attempt(client, model, messages, seed, settings: CallSettings, st
     if seed is not None:
         kwargs["seed"] = seed
     if not stream:
-        response = await asyncio.wait_for(client.chat.completions.create(**kwargs), settings.timeout)
+        response = await client.chat.completions.create(**kwargs)
         try:
             content = response.choices[0].message.content
             usage = response.usage
@@ -89,15 +93,10 @@ async def _one_attempt(client, model, messages, seed, settings: CallSettings, st
         _set_usage(record, usage)
         yield content or ""
         return
-    response = await asyncio.wait_for(client.chat.completions.create(stream=True, **kwargs), settings.timeout)
+    response = await client.chat.completions.create(stream=True, **kwargs)
     finished = False
     try:
-        chunks = response.__aiter__()
-        while True:
-            try:
-                chunk = await asyncio.wait_for(chunks.__anext__(), settings.timeout)
-            except StopAsyncIteration:
-                break
+        async for chunk in response:
             _set_usage(record, getattr(chunk, "usage", None))
             choices = getattr(chunk, "choices", None)
             if choices is None:
@@ -136,9 +135,11 @@ async def chat(
         for attempt in range(settings.retries + 1):
             record.attempts = attempt + 1
             try:
-                async for piece in _one_attempt(client, record.model, messages, record.seed, settings, stream, record):
-                    parts.append(piece)
-                    yield piece
+                attempt_stream = _one_attempt(client, record.model, messages, record.seed, settings, stream, record)
+                async with contextlib.aclosing(attempt_stream) as pieces:  # closed here, in this task
+                    async for piece in pieces:
+                        parts.append(piece)
+                        yield piece
                 if not "".join(parts).strip():
                     raise _Failure("the model returned an empty answer", retry=False)
                 record.error = None

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-tokens", type=int, default=512)
     ask.add_argument("--seed", type=int, default=0)
     ask.add_argument("--min-ok", type=int, default=1, help="answers a layer needs to go on (default 1)")
-    ask.add_argument("--timeout", type=float, default=120.0, help="seconds per call (per chunk when streaming)")
+    ask.add_argument("--timeout", type=float, default=120.0, help="seconds to wait on the server (per chunk when streaming)")
     ask.add_argument("--retries", type=int, default=3)
     ask.add_argument("--backend", default=None, help="'local', 'together' or a base URL (default: from env)")
     ask.add_argument("--chinese-prompt", action="store_true", help="use the seed's Chinese aggregator prompt")

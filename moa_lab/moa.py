@@ -6,6 +6,7 @@ Pure orchestration: the calls themselves are in :mod:`moa_lab.calls`, the server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import AsyncIterator, Callable, Iterator, Sequence
 
@@ -92,8 +93,10 @@ class Aggregation:
         if self._started:
             raise RuntimeError("an Aggregation can be consumed once; call aggregate() again for a new answer")
         self._started = True
-        async for chunk in calls.chat(self.backend, self.record, self.messages, self.settings, stream=self.stream):
-            yield chunk
+        chunks = calls.chat(self.backend, self.record, self.messages, self.settings, stream=self.stream)
+        async with contextlib.aclosing(chunks):  # a consumer that stops early closes the call at once
+            async for chunk in chunks:
+                yield chunk
         if not self.record.ok:
             raise MoAError("the aggregator failed", failures=[self.record], layers=self.layers)
 

@@ -7,6 +7,7 @@ Each request for a model takes the next fault scripted for that model (then "ok"
   500 502 503   that status with an error body
   hang          never answer (until the server stops)
   cut           stream: send two chunks, then drop the connection; plain: promise a body, send half
+  stall         stream: send two chunks, then nothing more (until the server stops)
   malformed     200 with a body that is not JSON
   empty         200 with an empty answer
   echo-auth     401 whose error message repeats the request's Authorization header
@@ -77,10 +78,6 @@ def _handler(server: FaultServer):
         def _error(self, status: int, message: str, headers: dict | None = None) -> None:
             self._send(status, json.dumps({"error": {"message": message}}).encode(), headers)
 
-        def do_GET(self) -> None:
-            models = sorted({r.get("model") for r in server.requests} | set(server.plan))
-            self._send(200, json.dumps({"object": "list", "data": [{"id": m} for m in models]}).encode())
-
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             with server.lock:
@@ -115,7 +112,7 @@ def _handler(server: FaultServer):
                 return self._error(401, f"invalid key in header: {self.headers.get('Authorization')}")
             text = "" if name == "empty" else answer_text(body)
             if body.get("stream"):
-                return self._stream(body, text, cut=name == "cut")
+                return self._stream(body, text, cut=name == "cut", stall=name == "stall")
             payload = json.dumps({
                 "id": "x", "object": "chat.completion", "created": 0, "model": body.get("model"),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
@@ -125,7 +122,7 @@ def _handler(server: FaultServer):
                 return self._send(200, payload[: len(payload) // 2], length=len(payload))
             self._send(200, payload)
 
-        def _stream(self, body: dict, text: str, cut: bool) -> None:
+        def _stream(self, body: dict, text: str, cut: bool, stall: bool) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
@@ -134,6 +131,9 @@ def _handler(server: FaultServer):
                 if cut and i == 2:
                     self.wfile.flush()
                     self.connection.shutdown(2)
+                    return
+                if stall and i == 2:
+                    server.stopping.wait(60)
                     return
                 last = i == len(words) - 1
                 delta = {"content": word + ("" if last else " ")}

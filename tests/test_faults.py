@@ -190,3 +190,13 @@ def test_stopping_a_stream_early_marks_the_call_cancelled(fault, remote):
 
     first = run(read_two())
     assert agg.record.error == "cancelled" and agg.record.text == "".join(first)
+
+
+def test_a_stream_that_stalls_mid_way_times_out_keeping_its_text(fault, remote):
+    fault.script("agg", "stall")
+    t0 = time.perf_counter()
+    with pytest.raises(MoAError) as info:
+        run(aggregate(P, ["x"], "agg", timeout=0.5, backend=remote))
+    assert time.perf_counter() - t0 < 5
+    assert "stream broke after 12 characters: timed out after 0.5s" in str(info.value)
+    assert info.value.partial == "agg answers "

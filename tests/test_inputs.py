@@ -144,3 +144,14 @@ def test_chinese_prompt_is_exported():
     assert moa_lab.AGGREGATOR_PROMPT_ZH.endswith("模型的响应：")
     assert moa_lab.AGGREGATOR_PROMPT == moa_lab.AGGREGATOR_PROMPT_EN
     assert moa_lab.references_prompt("S", ["x", "y"]) == "S\n1. x\n2. y"
+
+
+def test_breaking_out_of_a_sync_stream_closes_it_inside_a_running_loop(fault, remote):
+    async def jupyter_like_cell():
+        agg = aggregate(P, ["x"], "agg", backend=remote)
+        for _ in agg:
+            break
+        return agg.record.error, agg.record.text  # read at once: a kernel's loop never shuts down to finalize it
+
+    error, text = asyncio.run(jupyter_like_cell())
+    assert error == "cancelled" and text
