@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-moa_lab
 PROMPT ?= What are some fun things to do in San Francisco?
 
-.PHONY: install demo test clean
+.PHONY: install demo test lab sync check-sync clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,15 @@ demo: $(STAMP)  ## an MoA answer from the bundled local models, offline
 
 test: $(STAMP)  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
+
+lab: $(STAMP)  ## open the notebooks in JupyterLab
+	$(BIN)/jupyter lab notebooks/
+
+sync: $(STAMP)  ## after editing a notebook's .py or .ipynb outside JupyterLab: update the other one of the pair
+	$(BIN)/jupytext --sync notebooks/*.ipynb
+
+check-sync: $(STAMP)  ## fail if a notebook pair is out of sync (also part of make test)
+	$(BIN)/python -m pytest -q tests/test_project.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -8,10 +8,12 @@ from __future__ import annotations
 from ._sync import run_sync
 from .backends import LOCAL_AGGREGATOR, LOCAL_PROPOSERS, SEED_AGGREGATOR, SEED_PROPOSERS, Backend, get_backend
 from .local import BUNDLED_MODELS, LocalServer, LocalServerError
-from .moa import Aggregation, aggregate, call_seed, run_layer, run_moa
-from .prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH, references_prompt
+from .moa import Aggregation, aggregate, call_seed, run_layer, run_moa, run_plan
+from .plan import RunPlan, plan_run
+from .prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH, build_messages, references_prompt
 from .records import CallRecord, LayerResult, MoAError, MoAResult
 from .trace import format_trace, trace_rows
+from .validation import check_output_path
 
 __version__ = "0.1.0"
 
@@ -29,6 +31,7 @@ def run_layer_sync(*args, **kwargs) -> LayerResult:
 __all__ = [
     "AGGREGATOR_PROMPT", "AGGREGATOR_PROMPT_EN", "AGGREGATOR_PROMPT_ZH", "Aggregation", "Backend", "BUNDLED_MODELS",
     "CallRecord", "LayerResult", "LOCAL_AGGREGATOR", "LOCAL_PROPOSERS", "LocalServer", "LocalServerError", "MoAError",
-    "MoAResult", "SEED_AGGREGATOR", "SEED_PROPOSERS", "aggregate", "call_seed", "format_trace", "get_backend",
-    "references_prompt", "run_layer", "run_layer_sync", "run_moa", "run_moa_sync", "run_sync", "trace_rows",
+    "MoAResult", "RunPlan", "SEED_AGGREGATOR", "SEED_PROPOSERS", "aggregate", "build_messages", "call_seed", "check_output_path",
+    "format_trace", "get_backend", "plan_run", "references_prompt", "run_layer", "run_layer_sync", "run_moa",
+    "run_moa_sync", "run_plan", "run_sync", "trace_rows",
 ]

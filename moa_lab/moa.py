@@ -14,7 +14,8 @@ from . import calls
 from .backends import Backend, get_backend
 from .prompts import AGGREGATOR_PROMPT, build_messages
 from .records import CallRecord, LayerResult, MoAError, MoAResult
-from .validation import check_answers, check_call_settings, check_min_ok, check_models, check_prompt, layer_plan
+from .plan import RunPlan, plan_run
+from .validation import check_answers, check_call_settings, check_min_ok, check_models, check_prompt
 
 OnCall = Callable[[CallRecord], None]
 
@@ -31,7 +32,7 @@ async def run_layer(
     previous: Sequence[str] | None = None,
     system_prompt: str = AGGREGATOR_PROMPT,
     temperature: float = 0.7,
-    max_tokens: int = 512,
+    max_tokens: int | None = 512,
     seed: int | None = 0,
     layer: int = 1,
     min_ok: int = 1,
@@ -44,11 +45,12 @@ async def run_layer(
 
     Layer 1 sends the user prompt alone; with ``previous`` (the answers of the layer before) every call
     also gets the system message ``system_prompt + "\\n" + "1. ...\\n2. ..."``. ``on_call`` is called with
-    each call's record as soon as it finishes. Raises :class:`MoAError` if fewer than ``min_ok`` calls
-    succeed (failed calls are kept in the result and in the error, never passed on as text).
+    each call's record as soon as it finishes. ``max_tokens=None``: the backend's default. Raises
+    :class:`MoAError` if fewer than ``min_ok`` calls succeed (failed calls are kept in the result and
+    in the error, never passed on as text).
     """
-    settings = check_call_settings(temperature, max_tokens, timeout, retries)
     backend = get_backend(backend)
+    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens)
     check_prompt(prompt)
     models = check_models(models, backend, "models")
     check_min_ok(min_ok, len(models))
@@ -124,6 +126,7 @@ def aggregate(
     temperature: float = 0.7,
     max_tokens: int | None = 512,
     seed: int | None = 0,
+    layer: int | None = None,
     timeout: float = 120.0,
     retries: int = 3,
     backend: Backend | str | None = None,
@@ -131,14 +134,20 @@ def aggregate(
     """The final call: ``model`` gets ``system_prompt`` with the numbered ``answers``, and the user prompt.
 
     Returns an :class:`Aggregation` (iterate it for streamed chunks, or await it for the text). With an empty
-    ``answers`` list the model answers the prompt alone (a single-model baseline). One model call.
+    ``answers`` list the model answers the prompt alone (a single-model baseline). ``layer``: the
+    aggregator's place in the run (its seed and trace depend on it); None: 2, after one proposer layer
+    (1 without answers), as in ``run_moa``. One model call.
     """
-    settings = check_call_settings(temperature, max_tokens, timeout, retries)
     backend = get_backend(backend)
+    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens)
     check_prompt(prompt)
     (model,) = check_models([model], backend, "model")
-    check_answers(answers, allow_empty=True)
-    return _aggregation(prompt, answers, model, system_prompt, settings, seed, stream, backend, layer=1)
+    answers = check_answers(answers, allow_empty=True)
+    if layer is None:
+        layer = 2 if answers else 1
+    elif isinstance(layer, bool) or not isinstance(layer, int) or layer < 1:
+        raise ValueError(f"layer must be an integer >= 1 (or None), got {layer!r}")
+    return _aggregation(prompt, answers, model, system_prompt, settings, seed, stream, backend, layer=layer)
 
 
 def _aggregation(prompt, answers, model, system_prompt, settings, seed, stream, backend, layer, layers=()):
@@ -154,7 +163,7 @@ async def run_moa(
     layers: int | None = None,
     system_prompt: str = AGGREGATOR_PROMPT,
     temperature: float = 0.7,
-    max_tokens: int = 512,
+    max_tokens: int | None = 512,
     seed: int | None = 0,
     min_ok: int = 1,
     timeout: float = 120.0,
@@ -168,31 +177,41 @@ async def run_moa(
     "3 layers": proposers, one refinement layer, aggregator; ``layers=1`` is the aggregator alone).
 
     ``proposers``: one list for every layer, or one list per proposer layer (then ``layers`` may be
-    left out). Defaults: the backend's models. Cost: ``sum(len(layer))`` proposer calls, each layer's
-    calls at once and the layers one after another, then one aggregator call (streamed to ``on_chunk``).
+    left out). ``None`` for ``proposers``, ``aggregator`` or ``max_tokens``: the backend's default.
+    Settings are checked first (:func:`moa_lab.plan_run`), before any call. Cost: ``sum(len(layer))``
+    proposer calls, each layer's calls at once and the layers one after another, then one aggregator
+    call (streamed to ``on_chunk``).
     Raises :class:`MoAError`; its ``layers`` keep what was computed, so nothing is lost.
     """
-    settings = check_call_settings(temperature, max_tokens, timeout, retries)
-    backend = get_backend(backend)
-    check_prompt(prompt)
-    plan = layer_plan(proposers if proposers is not None else backend.default_proposers, layers, backend)
-    check_min_ok(min_ok, min((len(p) for p in plan), default=min_ok))
-    (aggregator,) = check_models([aggregator or backend.default_aggregator], backend, "aggregator")
+    plan = plan_run(prompt, proposers, aggregator, layers=layers, system_prompt=system_prompt, temperature=temperature,
+                    max_tokens=max_tokens, seed=seed, min_ok=min_ok, timeout=timeout, retries=retries, backend=backend)
+    return await run_plan(plan, stream=stream, on_call=on_call, on_chunk=on_chunk)
 
+
+async def run_plan(
+    plan: RunPlan,
+    *,
+    stream: bool = True,
+    on_call: OnCall | None = None,
+    on_chunk: Callable[[str], None] | None = None,
+) -> MoAResult:
+    """:func:`run_moa` for settings already checked by :func:`moa_lab.plan_run`. ``plan.calls`` model calls."""
+    backend, settings = plan.backend, plan.settings
     await backend.ready()
     t0 = time.perf_counter()
     done: list[LayerResult] = []
     previous = None
-    for number, models in enumerate(plan, start=1):
+    for number, models in enumerate(plan.proposers, start=1):
         try:
-            layer = await _layer(prompt, models, previous, system_prompt, settings, seed, number, min_ok, backend, on_call)
+            layer = await _layer(plan.prompt, models, previous, plan.system_prompt, settings, plan.seed, number,
+                                 plan.min_ok, backend, on_call)
         except MoAError as exc:
             exc.layers = done + exc.layers
             raise
         done.append(layer)
         previous = layer.answers
-    final = _aggregation(prompt, previous or [], aggregator, system_prompt, settings, seed, stream, backend,
-                         layer=len(plan) + 1, layers=done)
+    final = _aggregation(plan.prompt, previous or [], plan.aggregator, plan.system_prompt, settings, plan.seed, stream,
+                         backend, layer=plan.layers, layers=done)
     try:
         async for chunk in final:
             if on_chunk is not None:
@@ -200,4 +219,4 @@ async def run_moa(
     finally:
         if on_call is not None:
             on_call(final.record)
-    return MoAResult(prompt, done, final.record, time.perf_counter() - t0)
+    return MoAResult(plan.prompt, done, final.record, time.perf_counter() - t0)

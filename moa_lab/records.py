@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -60,12 +63,21 @@ class LayerResult:
 
 @dataclass
 class MoAResult:
-    """A whole run: every proposer layer, the aggregator's call, and the wall time."""
+    """A whole run: every proposer layer, the aggregator's call, and the wall time.
+
+    Built by ``run_moa``, or by hand from steps run one by one: ``MoAResult(prompt, layers, agg.record)``;
+    then ``seconds`` (if not given) is the span from the first call's start to the last call's end.
+    """
 
     prompt: str
     layers: list[LayerResult]
     final: CallRecord
     seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        timed = [c for c in self.trace if c.started]
+        if not self.seconds and timed:
+            self.seconds = max(c.started + c.seconds for c in timed) - min(c.started for c in timed)
 
     @property
     def text(self) -> str:
@@ -84,14 +96,30 @@ class MoAResult:
         return format_trace(self.trace)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the prompt, the final text, per-layer answers and the full trace."""
+        """JSON-ready: the prompt, the final text, per-layer models and answers, counts and the full trace."""
+        trace = self.trace
         return {
             "prompt": self.prompt,
             "final": self.text,
             "seconds": self.seconds,
-            "layers": [{"layer": layer.layer, "answers": layer.answers} for layer in self.layers],
-            "trace": [asdict(c) for c in self.trace],
+            "layers": [
+                {"layer": layer.layer, "models": layer.models, "answers": layer.answers,
+                 "errors": [c.describe_failure() for c in layer.failures]}
+                for layer in self.layers
+            ],
+            "calls": len(trace),
+            "failed_calls": sum(not c.ok for c in trace),
+            "prompt_tokens": sum(c.prompt_tokens or 0 for c in trace),
+            "completion_tokens": sum(c.completion_tokens or 0 for c in trace),
+            "trace": [asdict(c) for c in trace],
         }
+
+    def save(self, path: str | os.PathLike, **extra: Any) -> Path:
+        """Write :meth:`to_dict` (plus ``extra`` keys, e.g. the settings) as JSON to ``path``; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**self.to_dict(), **extra}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
 
 
 class MoAError(RuntimeError):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Sequence
 
 from .calls import CallSettings
@@ -56,7 +58,10 @@ def layer_plan(proposers, layers, backend) -> list[list[str]]:
     return [check_models(p, backend, f"proposers of layer {i + 1}") for i, p in enumerate(proposers)]
 
 
-def check_call_settings(temperature, max_tokens, timeout, retries) -> CallSettings:
+def check_call_settings(temperature, max_tokens, timeout, retries, default_max_tokens=None) -> CallSettings:
+    """The checked settings; ``max_tokens=None`` takes ``default_max_tokens`` (the backend's)."""
+    if max_tokens is None:
+        max_tokens = default_max_tokens
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
         raise ValueError(f"temperature must be a number in [0, 2], got {temperature!r}")
     if max_tokens is not None and (not _is_int(max_tokens) or max_tokens < 1):
@@ -83,3 +88,20 @@ def check_answers(answers, allow_empty: bool = False) -> list[str]:
         if not isinstance(a, str):
             raise ValueError(f"every answer must be a string; got {a!r}")
     return list(answers)
+
+
+def check_output_path(path) -> Path | None:
+    """Where a JSON summary goes: a file path (its folders are made when writing), or "" / None for none."""
+    if path is None or path == "":
+        return None
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"output_path must be a file path or \"\" for none, got {path!r}")
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output_path {str(path)!r} is a folder; give a file path such as {str(path / 'run.json')!r}")
+    existing = next((p for p in path.parents if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ValueError(f"output_path {str(path)!r} cannot be written: {str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"output_path {str(path)!r} cannot be written: no write permission in {str(existing)!r}")
+    return path

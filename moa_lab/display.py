@@ -1,0 +1,108 @@
+"""Notebook views of the records: a layer's answers side by side, the messages a model receives, the trace
+table and a timeline plot. Each view renders records only (no re-measuring); each has a plain-text form too.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Iterable, Sequence
+
+from .records import CallRecord, LayerResult, MoAResult
+from .trace import COLUMNS, format_trace, trace_rows
+
+_CELL = "vertical-align:top;text-align:left;padding:4px 8px;border:1px solid #ccc"
+_TEXT = "white-space:pre-wrap;margin:0;font-size:0.9em"
+
+
+class View:
+    """Shown as HTML in Jupyter, as text elsewhere (a terminal, papermill's text output)."""
+
+    def __init__(self, html_text: str, text: str) -> None:
+        self.html, self.text = html_text, text
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _calls(calls: MoAResult | Iterable[CallRecord]) -> list[CallRecord]:
+    return calls.trace if isinstance(calls, MoAResult) else list(calls)
+
+
+def _stats(call: CallRecord) -> str:
+    tokens = "?" if call.completion_tokens is None else call.completion_tokens
+    retried = f", {call.attempts} attempts" if call.attempts > 1 else ""
+    return f"{call.seconds:.1f} s, {tokens} tokens{retried}"
+
+
+def layer_table(layer: LayerResult) -> View:
+    """One column per proposer: the model, its time and tokens, and its answer (or its error)."""
+    head = "".join(f'<th style="{_CELL}">{c.index + 1}. {html.escape(c.model)}</th>' for c in layer.calls)
+    stats = "".join(f'<td style="{_CELL}">{_stats(c)}</td>' for c in layer.calls)
+    body = "".join(
+        f'<td style="{_CELL}"><pre style="{_TEXT}">{html.escape(c.text or "")}</pre></td>'
+        if c.ok
+        else f'<td style="{_CELL};color:#b00">failed: {html.escape(c.error or "")}</td>'
+        for c in layer.calls
+    )
+    page = f"<b>Layer {layer.layer}</b><table><tr>{head}</tr><tr>{stats}</tr><tr>{body}</tr></table>"
+    text = "\n\n".join(
+        f"[layer {layer.layer}] {c.index + 1}. {c.model} ({_stats(c)})\n"
+        + (c.text or "" if c.ok else f"failed: {c.error}")
+        for c in layer.calls
+    )
+    return View(page, text)
+
+
+def messages_view(messages: Sequence[dict[str, str]]) -> View:
+    """The chat messages of a call, exactly as sent: role, then content."""
+    blocks = "".join(
+        f'<div style="margin:4px 0"><b>{html.escape(m["role"])}</b>'
+        f'<pre style="{_TEXT};border-left:3px solid #999;padding-left:8px">{html.escape(m["content"])}</pre></div>'
+        for m in messages
+    )
+    text = "\n\n".join(f"--- {m['role']} ---\n{m['content']}" for m in messages)
+    return View(blocks, text)
+
+
+def trace_table(calls: MoAResult | Iterable[CallRecord]) -> View:
+    """Every call of a run, one row each: layer, model, seconds, tokens, attempts, error."""
+    calls = _calls(calls)
+    rows = trace_rows(calls)
+    head = "".join(f'<th style="{_CELL}">{k}</th>' for k in COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f'<td style="{_CELL}">{html.escape(str(r[k] if r[k] is not None else ""))}</td>'
+                         for k in COLUMNS) + "</tr>"
+        for r in rows
+    )
+    return View(f"<table><tr>{head}</tr>{body}</table>", format_trace(calls))
+
+
+def plot_timeline(calls: MoAResult | Iterable[CallRecord], ax=None):
+    """A bar per call from its start to its end, one colour per layer: proposers of a layer overlap (they run
+    at once), layers follow one another. Gaps between layers are the time between cells run by hand.
+    Returns the matplotlib Figure (needs matplotlib: ``pip install moa_lab[notebooks]``)."""
+    import matplotlib.pyplot as plt
+
+    calls = [c for c in _calls(calls) if c.started]
+    if not calls:
+        raise ValueError("no timed calls to plot: run a layer first")
+    t0 = min(c.started for c in calls)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 0.45 * len(calls) + 1.3))
+    for row, c in enumerate(calls):
+        ax.barh(row, max(c.seconds, 0.05), left=c.started - t0, color=f"C{(c.layer - 1) % 10}",
+                hatch="//" if not c.ok else None, edgecolor="black" if not c.ok else None)
+        ax.text(c.started - t0 + c.seconds, row, f" {c.seconds:.1f} s" + ("" if c.ok else " (failed)"),
+                va="center", fontsize=8)
+    ax.set_yticks(range(len(calls)))
+    ax.set_yticklabels([("aggregator" if c.role == "aggregator" else f"L{c.layer} #{c.index + 1}") + f" {c.model}"
+                        for c in calls], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(c.started - t0 + c.seconds for c in calls) * 1.15)
+    ax.set_xlabel("seconds since the first call started")
+    ax.set_title("Every call of the run: proposers of a layer run at once, layers one after another")
+    ax.figure.tight_layout()
+    return ax.figure

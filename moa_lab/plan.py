@@ -1,0 +1,109 @@
+"""A run's settings, checked and resolved once, before any model is called: which backend, which models
+in which layer, and the call settings. ``run_moa`` uses it; notebooks show it right after their parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .backends import Backend, get_backend
+from .calls import CallSettings
+from .prompts import AGGREGATOR_PROMPT
+from .validation import check_call_settings, check_min_ok, check_models, check_prompt, layer_plan
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one MoA run will do: ``proposers[k]`` are the models of proposer layer ``k + 1``, then
+    ``aggregator``. Costs nothing to build; ``calls`` says how many model calls the run makes."""
+
+    prompt: str
+    proposers: list[list[str]]
+    aggregator: str
+    backend: Backend
+    settings: CallSettings
+    system_prompt: str
+    seed: int | None
+    min_ok: int
+
+    @property
+    def layers(self) -> int:
+        """Proposer layers plus the aggregator (the seed's count)."""
+        return len(self.proposers) + 1
+
+    @property
+    def calls(self) -> int:
+        return sum(len(models) for models in self.proposers) + 1
+
+    @property
+    def max_tokens(self) -> int | None:
+        return self.settings.max_tokens
+
+    @property
+    def temperature(self) -> float:
+        return self.settings.temperature
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (the backend by kind and URL; never a key)."""
+        return {
+            "backend": self.backend.kind,
+            "base_url": self.backend.base_url,
+            "layers": self.layers,
+            "proposers": self.proposers,
+            "aggregator": self.aggregator,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "min_ok": self.min_ok,
+            "system_prompt": self.system_prompt,
+        }
+
+    def __str__(self) -> str:
+        lines = [f"backend: {self.backend.describe()}"]
+        lines += [f"layer {k + 1}: {len(m)} proposer(s) at once: {', '.join(m)}" for k, m in enumerate(self.proposers)]
+        lines.append(f"layer {self.layers}: aggregator {self.aggregator} (streamed)")
+        lines.append(
+            f"{self.calls} model calls in {self.layers} sequential step(s); temperature {self.temperature:g}, "
+            f"max_tokens {self.max_tokens}, seed {self.seed}"
+        )
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # IPython shows the plan as text, not as a dataclass
+        printer.text(str(self))
+
+
+def plan_run(
+    prompt: str,
+    proposers: Sequence[str] | Sequence[Sequence[str]] | None = None,
+    aggregator: str | None = None,
+    *,
+    layers: int | None = None,
+    system_prompt: str | None = AGGREGATOR_PROMPT,
+    temperature: float = 0.7,
+    max_tokens: int | None = 512,
+    seed: int | None = 0,
+    min_ok: int = 1,
+    timeout: float = 120.0,
+    retries: int = 3,
+    backend: Backend | str | None = None,
+) -> RunPlan:
+    """Check every setting of a run and resolve the defaults; raises ValueError naming a bad value.
+
+    Arguments as for :func:`moa_lab.run_moa`. ``None`` takes the backend's default for ``proposers``,
+    ``aggregator`` and ``max_tokens`` (512 as in the seed; less on the bundled local models, see
+    :attr:`Backend.default_max_tokens`), and the paper's prompt for ``system_prompt``. No model is called.
+    """
+    backend = get_backend(backend)
+    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens)
+    check_prompt(prompt)
+    if system_prompt is None:
+        system_prompt = AGGREGATOR_PROMPT
+    if not isinstance(system_prompt, str):
+        raise ValueError(f"system_prompt must be a string (None: the paper's prompt), got {system_prompt!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    plan = layer_plan(backend.default_proposers if proposers is None else proposers, layers, backend)
+    check_min_ok(min_ok, min((len(p) for p in plan), default=min_ok))
+    (aggregator,) = check_models([backend.default_aggregator if aggregator is None else aggregator], backend, "aggregator")
+    return RunPlan(prompt, plan, aggregator, backend, settings, system_prompt, seed, min_ok)

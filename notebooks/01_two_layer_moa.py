@@ -1,0 +1,183 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Mixture-of-Agents in two layers
+#
+# **Mixture-of-Agents (MoA)** asks several language models the same question, then asks one more model to
+# write the final answer from theirs (Wang et al. 2024, [arXiv 2406.04692](https://arxiv.org/abs/2406.04692)).
+# The first models are the *proposers*; the last one is the *aggregator*.
+#
+# Why bother? Models write better answers when they are shown other models' answers, even answers from weaker
+# models: the paper calls this *collaborativeness*. Using open models only, a 3-layer MoA scored a 65.1%
+# length-controlled win rate on AlpacaEval 2.0, against 57.5% for GPT-4o. A 2-layer MoA, like this notebook's,
+# scored 59.3% ("MoA-Lite"). With the aggregator fixed, more proposers helped: 1 proposer scored 47.8%, 3 scored
+# 58.0% and 6 scored 61.3%.
+#
+# The price is **latency**. No layer can start until its slowest proposer has finished. The aggregator writes
+# its first token only after every proposer is done. So a 2-layer MoA takes about *the slowest proposer + the
+# aggregator*, and it makes 5 calls where one would do. Together's docs say it plainly: MoA is for cases where
+# latency matters less than quality, such as synthetic data generation.
+#
+# This notebook is Together's 2-layer recipe (4 proposers and 1 aggregator), one step at a time. The plumbing
+# (retries, timeouts, the local server) lives in `moa_lab`, so each cell shows one idea.
+
+# %% [markdown]
+# ## Parameters
+#
+# Change them here, or from the command line with papermill:
+# `papermill 01_two_layer_moa.ipynb out.ipynb -p prompt "Explain MoA to a child" -p max_tokens 128`.
+# `None` means "the backend's default". On Together: the seed's four models, the Mixtral aggregator and
+# 512 tokens. On the bundled local models: `smollm2-135m` and `gemma3-270m`, with 64 tokens, so the whole
+# notebook runs in well under a minute on a laptop.
+
+# %% tags=["parameters"]
+prompt: str = "What are some fun things to do in San Francisco?"
+proposers = None  # a list of model names, e.g. ["smollm2-135m", "gemma3-270m"]; None: the backend's default four
+aggregator = None  # a model name; None: the backend's default
+temperature: float = 0.7
+max_tokens = None  # per call; None: 512 as in the seed, or 64 on the bundled local models
+system_prompt = None  # the aggregator's instructions; None: the paper's prompt (moa_lab.AGGREGATOR_PROMPT_EN)
+output_path: str = "runs/01_two_layer_moa.json"  # a JSON summary of the run; "" for none
+
+# %% [markdown]
+# ## Check the parameters, choose the backend
+#
+# `plan_run` checks every parameter before any model is called. A bad value stops the notebook here, with a
+# message naming the value and what is allowed. It also picks the backend from the environment:
+#
+# - `TOGETHER_BASE_URL` set: any OpenAI-compatible server at that URL (vLLM, llama.cpp, `moa-lab serve`, ...).
+# - else `TOGETHER_API_KEY` set: Together's API, with the seed's models as defaults.
+# - else: the **embedded local server**. It runs the two small bundled models on 127.0.0.1, starts on first
+#   use and stops with the kernel. It needs no key and no network.
+#
+# Nothing else changes between backends. The same notebook runs on Together once `TOGETHER_API_KEY` is set
+# (start Jupyter from that shell).
+
+# %%
+from moa_lab import check_output_path, plan_run
+
+plan = plan_run(prompt, proposers, aggregator, layers=2, temperature=temperature, max_tokens=max_tokens,
+                system_prompt=system_prompt)
+summary_file = check_output_path(output_path)
+plan
+
+# %% [markdown]
+# ## Layer 1: every proposer answers the prompt, all at once
+#
+# Each proposer gets only the user's message. `run_layer` sends the calls concurrently, like the seed's
+# `asyncio.gather`, so the layer takes as long as its slowest call, not the sum of the calls. A failed call is
+# retried; if it still fails it is recorded with its cause and left out of the next step, never passed on as
+# the text "None". Each call has its own seed, so the same model twice gives two different answers.
+#
+# The cell uses top-level `await`: a notebook cell already runs inside an event loop.
+
+# %%
+from moa_lab import run_layer
+from moa_lab.display import layer_table
+
+layer1 = await run_layer(prompt, plan.proposers[0], temperature=temperature, max_tokens=plan.max_tokens,
+                         backend=plan.backend)
+layer_table(layer1)
+
+# %% [markdown]
+# ## What the aggregator receives
+#
+# The answers are numbered into the aggregator's **system message**, after its instructions. The user's
+# question stays the user message. This is the seed's `getFinalSystemPrompt` (its 3-layer recipe) and the
+# paper's method. (The seed's 2-layer script joins the answers with commas into the user message and never
+# shows the aggregator the question. moa_lab always uses the numbered form.) Here is the exact message list
+# the aggregator gets:
+
+# %%
+from moa_lab import build_messages
+from moa_lab.display import messages_view
+
+messages_view(build_messages(prompt, layer1.answers, plan.system_prompt))
+
+# %% [markdown]
+# ## Layer 2: the aggregator writes the answer, streamed
+#
+# `aggregate` makes one call and streams it. `async for` prints each piece of text as it arrives. A stream
+# that breaks off raises an error naming the model; the text that did arrive is kept.
+
+# %%
+from moa_lab import aggregate
+
+final = aggregate(prompt, layer1.answers, plan.aggregator, system_prompt=plan.system_prompt,
+                  temperature=temperature, max_tokens=plan.max_tokens, backend=plan.backend)
+async for chunk in final:
+    print(chunk, end="", flush=True)
+
+# %% [markdown]
+# ## The whole run: every call, in a table and on a timeline
+#
+# Each bar is one call, from its start to its end. Layer 1's bars overlap because the proposers ran at once.
+# The aggregator starts only after the slowest of them (plus the time you took to run the next cell). On the
+# local backend, at most one call per CPU core runs at a time, so on 2 cores the four proposers run two by two.
+
+# %%
+from moa_lab import MoAResult
+from moa_lab.display import plot_timeline, trace_table
+
+result = MoAResult(prompt, [layer1], final.record)
+trace_table(result)
+
+# %%
+plot_timeline(result);
+
+# %% [markdown]
+# The JSON summary holds the settings, each layer's answers, the final text, and every call with its time and
+# tokens. It never holds an API key.
+
+# %%
+if summary_file:
+    print("saved", result.save(summary_file, settings=plan.to_dict()))
+print(f"{len(result.trace)} calls, {result.seconds:.1f} s from the first call's start to the last call's end")
+
+# %% [markdown]
+# ## The seed's script form works here too
+#
+# The seed's script ends with `asyncio.run(main())`. In a notebook, that line fails at first. The kernel
+# already runs an event loop (that is why top-level `await` works), and `asyncio.run` refuses to start a
+# second one inside it. `nest_asyncio.apply()` patches the running loop so that it can be entered again. After
+# that, the seed's form runs unchanged. Below, `main()` is the whole recipe in one call, `run_moa`. (`moa_lab`'s
+# own `run_moa_sync` does the same for scripts and cells without `await`.)
+
+# %%
+import asyncio
+
+import nest_asyncio
+
+from moa_lab import run_moa
+
+
+async def main():
+    return await run_moa(prompt, plan.proposers, plan.aggregator, layers=2, system_prompt=plan.system_prompt,
+                         temperature=temperature, max_tokens=plan.max_tokens, backend=plan.backend,
+                         on_chunk=lambda text: print(text, end="", flush=True))
+
+
+seed_style = main()
+try:
+    again = asyncio.run(seed_style)
+except RuntimeError as err:
+    if "running event loop" not in str(err):
+        raise  # a failure of the run itself, not asyncio.run's refusal
+    seed_style.close()
+    print(f"asyncio.run refused: {err}\nnest_asyncio.apply(), then the same line again:\n")
+    nest_asyncio.apply()
+    again = asyncio.run(main())
+print(f"\n\n{len(again.trace)} calls in {again.seconds:.1f} s")

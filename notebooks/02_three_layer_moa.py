@@ -1,0 +1,182 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Mixture-of-Agents in three (or more) layers
+#
+# In a 2-layer MoA (notebook 01), the proposers answer the question, then an aggregator writes the final
+# answer from theirs. A 3-layer MoA adds a **refinement layer** between them. The proposers are asked again,
+# and this time each one sees every answer of the layer before, numbered into its system message. Each
+# refined answer builds on all the first answers, and the aggregator then works from the refined ones.
+#
+# The paper's full MoA (Wang et al. 2024, [arXiv 2406.04692](https://arxiv.org/abs/2406.04692)) has 3 layers
+# of 6 open models each. It reached a 65.1% length-controlled win rate on AlpacaEval 2.0, against 57.5% for
+# GPT-4o and 59.3% for the 2-layer "MoA-Lite".
+#
+# **The cost** grows with every layer. Each layer waits for its slowest call, and the layers run one after
+# another, so the wall time is about *the sum over layers of the slowest call*. Prompts grow too: every call of
+# a refinement layer reads the whole previous layer (about n × max_tokens more prompt tokens for n proposers).
+# With 4 proposers and 3 layers, one answer costs 9 calls.
+#
+# This notebook is Together's 3-layer recipe, one step at a time. `layers` is a parameter: 2 skips the
+# refinement, 4 or more repeats it.
+
+# %% [markdown]
+# ## Parameters
+#
+# `proposers` can be one list used in every proposer layer, or one list per proposer layer, e.g.
+# `[["smollm2-135m", "gemma3-270m"], ["gemma3-270m"]]` for `layers=3`. `None` means the backend's default.
+# On Together: the seed's four models in every layer, the Mixtral aggregator, and 512 tokens. On the bundled
+# local models: `smollm2-135m` and `gemma3-270m`, with 64 tokens, so the notebook runs in well under a minute.
+# With papermill: `papermill 02_three_layer_moa.ipynb out.ipynb -p layers 4 -p max_tokens 32`.
+
+# %% tags=["parameters"]
+prompt: str = "What are some fun things to do in San Francisco?"
+proposers = None  # one list of model names for every layer, or one list per proposer layer; None: the defaults
+aggregator = None  # a model name; None: the backend's default
+layers: int = 3  # proposer layers + 1 aggregator; 3: proposers, one refinement layer, aggregator (as in the seed)
+temperature: float = 0.7
+max_tokens = None  # per call; None: 512 as in the seed, or 64 on the bundled local models
+system_prompt = None  # the instructions above the references; None: the paper's prompt (AGGREGATOR_PROMPT_EN)
+output_path: str = "runs/02_three_layer_moa.json"  # a JSON summary of the run; "" for none
+
+# %% [markdown]
+# ## Check the parameters, choose the backend
+#
+# A bad value stops the notebook here, before any model is called. The backend comes from the environment:
+# `TOGETHER_BASE_URL` (any OpenAI-compatible server), else `TOGETHER_API_KEY` (Together, with the seed's models),
+# else the embedded local server with the bundled models (no key, no network). Nothing else changes.
+
+# %%
+from moa_lab import check_output_path, plan_run
+
+plan = plan_run(prompt, proposers, aggregator, layers=layers, temperature=temperature, max_tokens=max_tokens,
+                system_prompt=system_prompt)
+summary_file = check_output_path(output_path)
+if plan.layers < 2:
+    raise ValueError(f"layers={plan.layers}: this notebook needs at least 2 (proposers, then the aggregator)")
+plan
+
+# %% [markdown]
+# ## Layer 1: every proposer answers the prompt, all at once
+#
+# Layer 1 is the same as in the 2-layer recipe. Each proposer gets the user's message alone, and all the calls
+# run concurrently.
+
+# %%
+from moa_lab import run_layer
+from moa_lab.display import layer_table
+
+first = await run_layer(prompt, plan.proposers[0], temperature=temperature, max_tokens=plan.max_tokens,
+                        backend=plan.backend)
+proposer_layers = [first]
+layer_table(first)
+
+# %% [markdown]
+# ## Refinement: every proposer sees all the previous answers
+#
+# Each refinement layer sends the same user message again. This time a **system message** goes with it: the
+# aggregator prompt, then the previous layer's answers, numbered. This is the seed's `getFinalSystemPrompt`:
+# `system_prompt + "\n" + "1. …\n2. …"`. Failed calls are left out of the numbering, never passed on as "None".
+# Below is the exact message list each layer's proposers receive, then their answers. (With `layers=2` this
+# cell does nothing.)
+
+# %%
+from IPython.display import Markdown, display
+
+from moa_lab import build_messages
+from moa_lab.display import messages_view
+
+for number, models in enumerate(plan.proposers[1:], start=2):
+    previous = proposer_layers[-1].answers
+    display(Markdown(f"### Layer {number}: what each of its {len(models)} proposers receives"))
+    display(messages_view(build_messages(prompt, previous, plan.system_prompt)))
+    layer = await run_layer(prompt, models, previous=previous, layer=number, system_prompt=plan.system_prompt,
+                            temperature=temperature, max_tokens=plan.max_tokens, backend=plan.backend)
+    display(layer_table(layer))
+    proposer_layers.append(layer)
+
+# %% [markdown]
+# ## The aggregator: one answer from the last layer, streamed
+#
+# The aggregator gets the same kind of system message, built from the last proposer layer.
+
+# %%
+from moa_lab import aggregate
+
+final = aggregate(prompt, proposer_layers[-1].answers, plan.aggregator, system_prompt=plan.system_prompt,
+                  layer=plan.layers, temperature=temperature, max_tokens=plan.max_tokens, backend=plan.backend)
+async for chunk in final:
+    print(chunk, end="", flush=True)
+
+# %% [markdown]
+# ## The whole run: every call, in a table and on a timeline
+#
+# Look at `prompt_tokens`: the refinement and aggregator calls read every previous answer, so their prompts
+# are several times longer than layer 1's. On the timeline, each layer's bars overlap (its calls run at once),
+# and the layers follow one another. The run lasts about the sum of each layer's slowest call.
+
+# %%
+from moa_lab import MoAResult
+from moa_lab.display import plot_timeline, trace_table
+
+result = MoAResult(prompt, proposer_layers, final.record)
+trace_table(result)
+
+# %%
+plot_timeline(result);
+
+# %%
+if summary_file:
+    print("saved", result.save(summary_file, settings=plan.to_dict()))
+print(f"{len(result.trace)} calls in {plan.layers} layers, {result.seconds:.1f} s from the first call's start "
+      "to the last call's end")
+
+# %% [markdown]
+# ## The seed's script form, and its Chinese prompt
+#
+# The seed's script ends with `asyncio.run(main())`, and its aggregator prompt is in Chinese. In a notebook
+# `asyncio.run` fails at first. The kernel already runs an event loop (that is what makes top-level `await`
+# work), and `asyncio.run` will not start a second one inside it. `nest_asyncio.apply()` patches the running
+# loop so that it can be entered again, and then the seed's form runs unchanged.
+#
+# This `main()` runs only the seed's last step again, with its Chinese prompt (`AGGREGATOR_PROMPT_ZH`). It
+# reuses the last layer's answers, so changing the aggregator's prompt costs one call, not a whole run.
+
+# %%
+import asyncio
+
+import nest_asyncio
+
+from moa_lab import AGGREGATOR_PROMPT_ZH
+
+
+async def main():
+    final_zh = aggregate(prompt, proposer_layers[-1].answers, plan.aggregator, system_prompt=AGGREGATOR_PROMPT_ZH,
+                         layer=plan.layers, temperature=temperature, max_tokens=plan.max_tokens, backend=plan.backend)
+    async for chunk in final_zh:
+        print(chunk, end="", flush=True)
+
+
+seed_style = main()
+try:
+    asyncio.run(seed_style)
+except RuntimeError as err:
+    if "running event loop" not in str(err):
+        raise  # a failure of the run itself, not asyncio.run's refusal
+    seed_style.close()
+    print(f"asyncio.run refused: {err}\nnest_asyncio.apply(), then the same line again:\n")
+    nest_asyncio.apply()
+    asyncio.run(main())

@@ -1,0 +1,162 @@
+"""The notebooks, executed top to bottom by papermill in a real kernel: on the embedded local server with
+their default parameters and with changed ones, with bad parameters, and against a remote server with a key."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from moa_lab import AGGREGATOR_PROMPT_ZH, SEED_PROPOSERS
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+S, G = "smollm2-135m", "gemma3-270m"
+KEY = "tgp-FAKE-notebook-key-7f3a9c1e5b"
+
+
+def execute(name: str, tmp_path: Path, **parameters) -> nbformat.NotebookNode:
+    """Run ``notebooks/<name>.ipynb`` in tmp_path; returns the executed notebook (also saved beside)."""
+    out = tmp_path / f"{name}.out.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name="python3",
+        cwd=str(tmp_path), progress_bar=False,
+    )
+    return nbformat.read(out, as_version=4)
+
+
+def text_of(cell) -> str:
+    """Everything a cell printed or displayed as text."""
+    parts = []
+    for output in cell.get("outputs", []):
+        parts.append("".join(output.get("text", "")))
+        data = output.get("data", {})
+        parts.append("".join(data.get("text/markdown", data.get("text/plain", ""))))
+        parts.append(output.get("evalue", ""))
+    return "".join(parts)
+
+
+def all_text(nb) -> str:
+    return "\n".join(text_of(c) for c in nb.cells if c.cell_type == "code")
+
+
+def has_output(nb, mime: str) -> bool:
+    return any(mime in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def check_run(summary: dict, layers: list[list[str]], aggregator: str, max_tokens: int) -> None:
+    """What every executed notebook must have produced, whatever its parameters."""
+    assert [layer["models"] for layer in summary["layers"]] == layers
+    assert [len(layer["answers"]) for layer in summary["layers"]] == [len(models) for models in layers]
+    assert all(answer.strip() for layer in summary["layers"] for answer in layer["answers"])
+    assert summary["final"].strip()
+    assert summary["calls"] == sum(len(m) for m in layers) + 1 == len(summary["trace"])
+    assert summary["failed_calls"] == 0
+    assert summary["trace"][-1]["role"] == "aggregator" and summary["trace"][-1]["model"] == aggregator
+    assert all(0 < call["completion_tokens"] <= max_tokens for call in summary["trace"])
+    assert summary["settings"]["layers"] == len(layers) + 1 and summary["settings"]["max_tokens"] == max_tokens
+
+
+@pytest.mark.local
+def test_two_layer_defaults(tmp_path):
+    nb = execute("01_two_layer_moa", tmp_path)
+    summary = json.loads((tmp_path / "runs" / "01_two_layer_moa.json").read_text())  # the default output_path
+    check_run(summary, [[S, G, S, G]], S, max_tokens=64)
+    assert summary["settings"]["backend"] == "local"
+    assert summary["prompt"] == "What are some fun things to do in San Francisco?"
+    text = all_text(nb)
+    assert "embedded local server" in text  # the backend cell says which backend and why
+    assert "asyncio.run refused: asyncio.run() cannot be called from a running event loop" in text
+    assert "5 calls in" in text  # the seed's asyncio.run(main()) form then ran the whole recipe
+    assert has_output(nb, "text/html") and has_output(nb, "image/png")  # tables and the timeline
+
+
+@pytest.mark.local
+def test_two_layer_changed_parameters(tmp_path):
+    summary_path = tmp_path / "out" / "two.json"
+    execute("01_two_layer_moa", tmp_path, prompt="Name three colours.", proposers=[G, S], aggregator=G,
+            temperature=0.2, max_tokens=24, system_prompt=AGGREGATOR_PROMPT_ZH, output_path=str(summary_path))
+    summary = json.loads(summary_path.read_text())
+    check_run(summary, [[G, S]], G, max_tokens=24)
+    assert summary["prompt"] == "Name three colours."
+    assert summary["settings"]["temperature"] == 0.2
+    assert summary["settings"]["system_prompt"] == AGGREGATOR_PROMPT_ZH
+
+
+@pytest.mark.local
+def test_three_layer_defaults(tmp_path):
+    nb = execute("02_three_layer_moa", tmp_path)
+    summary = json.loads((tmp_path / "runs" / "02_three_layer_moa.json").read_text())
+    check_run(summary, [[S, G, S, G], [S, G, S, G]], S, max_tokens=64)
+    # The refinement layer read layer 1's answers: its prompts are longer by at least the answers' tokens.
+    by_layer = {}
+    for call in summary["trace"]:
+        by_layer.setdefault(call["layer"], []).append(call)
+    for first, second in zip(by_layer[1], by_layer[2]):
+        assert second["prompt_tokens"] > first["prompt_tokens"] + 64
+    text = all_text(nb)
+    assert "Layer 2: what each of its 4 proposers receives" in text and "Responses from models:\n1. " in text
+    assert "asyncio.run refused" in text and has_output(nb, "image/png")
+
+
+@pytest.mark.local
+@pytest.mark.parametrize(
+    "layers, proposers",
+    [(2, [S, G]), (4, [[S, G], [G], [S, G]])],
+    ids=["layers=2", "layers=4 per-layer models"],
+)
+def test_three_layer_notebook_other_depths(tmp_path, layers, proposers):
+    path = tmp_path / "summary.json"
+    nb = execute("02_three_layer_moa", tmp_path, prompt="Why is the sky blue?", layers=layers, proposers=proposers,
+                 aggregator=G, max_tokens=16, output_path=str(path))
+    plan = [proposers] * (layers - 1) if isinstance(proposers[0], str) else proposers
+    check_run(json.loads(path.read_text()), plan, G, max_tokens=16)
+    text = all_text(nb)
+    for number in range(2, layers):
+        assert f"Layer {number}: what each of its {len(plan[number - 1])} proposers receives" in text
+    assert f"Layer {layers}:" not in text  # the aggregator's layer is not a refinement layer
+
+
+BAD = [
+    ("01_two_layer_moa", {"proposers": []}, "proposers is empty"),
+    ("01_two_layer_moa", {"temperature": 5}, "temperature must be a number in [0, 2], got 5"),
+    ("01_two_layer_moa", {"aggregator": "gpt-7"}, "unknown model 'gpt-7' on the local backend"),
+    ("02_three_layer_moa", {"layers": 0}, "layers must be an integer >= 1 (1 = the aggregator alone), got 0"),
+    ("02_three_layer_moa", {"layers": 1}, "layers=1: this notebook needs at least 2"),
+    ("02_three_layer_moa", {"layers": 3, "proposers": [[S], []]}, "proposers of layer 2 is empty"),
+    ("02_three_layer_moa", {"output_path": "."}, "output_path '.' is a folder"),
+]
+
+
+@pytest.mark.parametrize("name, parameters, message", BAD, ids=[f"{b[0][:2]}-{b[1]}" for b in BAD])
+def test_bad_parameter_stops_in_the_first_cell_after_the_parameters(tmp_path, name, parameters, message):
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        execute(name, tmp_path, **parameters)
+    assert message in str(info.value)
+    nb = nbformat.read(tmp_path / f"{name}.out.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    injected = next(i for i, c in enumerate(code) if "injected-parameters" in c.metadata.get("tags", []))
+    failed = [i for i, c in enumerate(code) if any(o.output_type == "error" for o in c.get("outputs", []))]
+    assert failed == [injected + 1] and "plan_run(" in code[injected + 1].source
+    assert all(c.execution_count is None for c in code[injected + 2:])  # no model was called after it
+    assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("name", ["01_two_layer_moa", "02_three_layer_moa"])
+def test_remote_backend_with_a_key_unchanged_notebook_leaks_no_key(tmp_path, monkeypatch, fault, name):
+    """With TOGETHER_BASE_URL and a key set, the same notebook runs on the seed's models (an OpenAI-compatible
+    server, here the fault-injecting one). One proposer's server echoes the Authorization header in its error."""
+    monkeypatch.setenv("TOGETHER_BASE_URL", fault.url)
+    monkeypatch.setenv("TOGETHER_API_KEY", KEY)
+    fault.script(SEED_PROPOSERS[1], "echo-auth")
+    nb = execute(name, tmp_path)
+    summary_file = next((tmp_path / "runs").glob("*.json"))
+    summary = json.loads(summary_file.read_text())
+    assert summary["settings"]["backend"] == "url" and summary["layers"][0]["models"] == list(SEED_PROPOSERS)
+    assert summary["settings"]["max_tokens"] == 512  # the seed's default off the local backend
+    assert summary["failed_calls"] == 1 and "HTTP 401" in summary["layers"][0]["errors"][0]
+    assert summary["final"].strip()
+    for path in tmp_path.rglob("*"):  # the server's error text held the key; no file the run produced does
+        if path.is_file():
+            assert KEY not in path.read_text(errors="replace"), path
+    assert KEY not in all_text(nb)

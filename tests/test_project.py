@@ -1,0 +1,101 @@
+"""The project's files agree with each other: notebook pairs in sync and without outputs; environment.yml
+names what pyproject.toml names."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.py"))
+
+
+def test_every_notebook_is_a_pair():
+    assert PAIRS, "no notebooks found"
+    assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == PAIRS
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_committed_notebook_has_no_outputs(name):
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+    params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
+    assert len(params) == 1, "one papermill parameters cell"
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("name", PAIRS)
+@pytest.mark.parametrize("source, target", [("py", "ipynb"), ("ipynb", "py")])
+def test_pair_is_in_sync(tmp_path, name, source, target):
+    """Regenerate one side of the pair from the other (in a copy, with the project's jupytext.toml): it must
+    come out as committed (byte for byte, but for the .ipynb's cell ids). `make sync` fixes a pair that is not."""
+    shutil.copy(ROOT / "jupytext.toml", tmp_path)
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(ROOT / "notebooks" / f"{name}.{source}", tmp_path / "notebooks")
+    fmt = "py:percent" if target == "py" else "ipynb"
+    subprocess.run([sys.executable, "-m", "jupytext", "--quiet", "--to", fmt, f"notebooks/{name}.{source}"],
+                   cwd=tmp_path, check=True)
+    regenerated = (tmp_path / "notebooks" / f"{name}.{target}").read_text()
+    committed = (ROOT / "notebooks" / f"{name}.{target}").read_text()
+    if target == "ipynb":  # cell ids are random for cells made from text: compare all but them
+        regenerated, committed = _without_ids(regenerated), _without_ids(committed)
+    assert regenerated == committed, f"notebooks/{name}.{target} is out of sync with its .{source}: run `make sync`"
+
+
+def _without_ids(text: str) -> dict:
+    nb = json.loads(text)
+    for cell in nb["cells"]:
+        cell.pop("id", None)
+    return nb
+
+
+def _requirements(entries) -> dict[str, Requirement]:
+    out = {}
+    for entry in entries:
+        if isinstance(entry, str) and not entry.startswith("-"):
+            req = Requirement(entry)
+            out[canonicalize_name(req.name)] = req
+    return out
+
+
+def test_environment_yml_names_every_dependency_of_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = _requirements(project["dependencies"] + project["optional-dependencies"]["notebooks"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    have = {**_requirements(conda), **_requirements(pip)}
+    assert {"python", "pip"} <= set(have)
+    assert str(have["python"].specifier) == project["requires-python"]
+    assert "-e ." in pip, "moa_lab itself"
+    for name, req in wanted.items():
+        assert name in have, f"environment.yml lacks {req}"
+        assert have[name].specifier == req.specifier and have[name].extras == req.extras, (
+            f"environment.yml has {have[name]}, pyproject.toml {req}"
+        )
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_papermill_sees_every_parameter(name):
+    """papermill parses the parameters cell itself (for --help-notebook and its checks); a line it cannot
+    parse is silently unknown to it."""
+    import papermill
+
+    expected = {"prompt", "proposers", "aggregator", "temperature", "max_tokens", "system_prompt", "output_path"}
+    if name.startswith("02_"):
+        expected.add("layers")
+    params = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
+    assert expected <= set(params), f"papermill cannot parse: {sorted(expected - set(params))}"
