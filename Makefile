@@ -24,8 +24,8 @@ test: $(STAMP)  ## the whole test suite (what CI runs)
 lab: $(STAMP)  ## open the notebooks in JupyterLab
 	$(BIN)/jupyter lab notebooks/
 
-sync: $(STAMP)  ## after editing a notebook's .py or .ipynb outside JupyterLab: update the other one of the pair
-	$(BIN)/jupytext --sync notebooks/*.ipynb
+sync: $(STAMP)  ## after editing a notebook (.py or .ipynb): update the other side, strip the .ipynb's outputs
+	$(BIN)/python tools/sync_notebooks.py
 
 check-sync: $(STAMP)  ## fail if a notebook pair is out of sync (also part of make test)
 	$(BIN)/python -m pytest -q tests/test_project.py

@@ -121,6 +121,7 @@ final = aggregate(prompt, layer1.answers, plan.aggregator, system_prompt=plan.sy
 async for chunk in final:
     print(chunk, end="", flush=True)
 
+
 # %% [markdown]
 # ## The whole run: every call, in a table and on a timeline
 #

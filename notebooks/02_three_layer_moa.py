@@ -121,6 +121,7 @@ final = aggregate(prompt, proposer_layers[-1].answers, plan.aggregator, system_p
 async for chunk in final:
     print(chunk, end="", flush=True)
 
+
 # %% [markdown]
 # ## The whole run: every call, in a table and on a timeline
 #
