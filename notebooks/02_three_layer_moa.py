@@ -148,10 +148,10 @@ print(f"{len(result.trace)} calls in {plan.layers} layers, {result.seconds:.1f} 
 # %% [markdown]
 # ## The seed's script form, and its Chinese prompt
 #
-# The seed's script ends with `asyncio.run(main())`, and its aggregator prompt is in Chinese. In a notebook
-# `asyncio.run` fails at first. The kernel already runs an event loop (that is what makes top-level `await`
-# work), and `asyncio.run` will not start a second one inside it. `nest_asyncio.apply()` patches the running
-# loop so that it can be entered again, and then the seed's form runs unchanged.
+# The seed's script ends with `asyncio.run(main())`, and its aggregator prompt is in Chinese. In a notebook,
+# `asyncio.run` refuses to start: the kernel already runs an event loop (that is what makes top-level `await`
+# work). `nest_asyncio.apply()` patches the running loop so that it can be entered again, and then the seed's
+# form runs unchanged (notebook 01 shows the refusal first).
 #
 # This `main()` runs only the seed's last step again, with its Chinese prompt (`AGGREGATOR_PROMPT_ZH`). It
 # reuses the last layer's answers, so changing the aggregator's prompt costs one call, not a whole run.
@@ -171,13 +171,5 @@ async def main():
         print(chunk, end="", flush=True)
 
 
-seed_style = main()
-try:
-    asyncio.run(seed_style)
-except RuntimeError as err:
-    if "running event loop" not in str(err):
-        raise  # a failure of the run itself, not asyncio.run's refusal
-    seed_style.close()
-    print(f"asyncio.run refused: {err}\nnest_asyncio.apply(), then the same line again:\n")
-    nest_asyncio.apply()
-    asyncio.run(main())
+nest_asyncio.apply()  # without it: "RuntimeError: asyncio.run() cannot be called from a running event loop"
+asyncio.run(main())

@@ -7,7 +7,7 @@ import pytest
 from conftest import run
 
 import moa_lab
-from moa_lab import aggregate, get_backend, run_layer, run_moa
+from moa_lab import aggregate, check_output_path, get_backend, plan_run, run_layer, run_moa
 
 P = "What is MoA?"
 
@@ -37,6 +37,11 @@ BAD = [
     ("previous empty", lambda b: run_layer(P, ["a"], previous=[], backend=b), "previous answers are empty"),
     ("answers a string", lambda b: aggregate(P, "xy", "g", backend=b), "answers must be a list"),
     ("aggregate empty prompt", lambda b: aggregate("", ["x"], "g", backend=b), "prompt must be"),
+    ("aggregate layer 0", lambda b: aggregate(P, ["x"], "g", layer=0, backend=b), "layer must be an integer >= 1"),
+    ("aggregator empty", lambda b: plan_run(P, ["a"], "", backend=b), "every model name must be a non-empty string"),
+    ("system_prompt not str", lambda b: plan_run(P, ["a"], "g", system_prompt=3, backend=b), "system_prompt must be"),
+    ("seed a string", lambda b: plan_run(P, ["a"], "g", seed="1", backend=b), "seed must be an integer or None"),
+    ("output_path a number", lambda b: check_output_path(3), "output_path must be a file path"),
 ]
 
 
@@ -155,3 +160,31 @@ def test_breaking_out_of_a_sync_stream_closes_it_inside_a_running_loop(fault, re
 
     error, text = asyncio.run(jupyter_like_cell())
     assert error == "cancelled" and text
+
+
+def test_plan_run_resolves_defaults_per_backend(fault, remote):
+    local = plan_run(P, backend="local")  # costs nothing: no server is started
+    assert local.proposers == [list(moa_lab.LOCAL_PROPOSERS)] and local.aggregator == moa_lab.LOCAL_AGGREGATOR
+    assert plan_run(P, max_tokens=None, backend="local").max_tokens == 64
+    assert local.backend.server.url is None
+    plan = plan_run(P, layers=3, max_tokens=None, system_prompt=None, backend=remote)
+    assert plan.proposers == [list(moa_lab.SEED_PROPOSERS)] * 2 and plan.aggregator == moa_lab.SEED_AGGREGATOR
+    assert (plan.max_tokens, plan.system_prompt, plan.layers, plan.calls) == (512, moa_lab.AGGREGATOR_PROMPT, 3, 9)
+    assert "layer 3: aggregator" in str(plan) and json.dumps(plan.to_dict())
+    assert fault.requests == []
+
+
+def test_max_tokens_none_is_the_backends_default_in_every_call(fault, remote):
+    run(run_moa(P, ["a"], "agg", max_tokens=None, backend=remote))
+    run(run_layer(P, ["b"], max_tokens=None, backend=remote))
+    assert [r["max_tokens"] for r in fault.requests] == [512, 512, 512]
+
+
+def test_output_path_checks(tmp_path):
+    assert check_output_path("") is None and check_output_path(None) is None
+    assert check_output_path(tmp_path / "new" / "run.json") == tmp_path / "new" / "run.json"
+    with pytest.raises(ValueError, match="is a folder"):
+        check_output_path(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        check_output_path(tmp_path / "file" / "run.json")
