@@ -22,7 +22,7 @@ test: $(STAMP)  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
 
 lab: $(STAMP)  ## open the notebooks in JupyterLab
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 sync: $(STAMP)  ## after editing a notebook (.py or .ipynb): update the other side, strip the .ipynb's outputs
 	$(BIN)/python tools/sync_notebooks.py
