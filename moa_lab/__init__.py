@@ -29,9 +29,9 @@ def run_layer_sync(*args, **kwargs) -> LayerResult:
 
 
 __all__ = [
-    "AGGREGATOR_PROMPT", "AGGREGATOR_PROMPT_EN", "AGGREGATOR_PROMPT_ZH", "Aggregation", "Backend", "BUNDLED_MODELS",
-    "CallRecord", "LayerResult", "LOCAL_AGGREGATOR", "LOCAL_PROPOSERS", "LocalServer", "LocalServerError", "MoAError",
-    "MoAResult", "RunPlan", "SEED_AGGREGATOR", "SEED_PROPOSERS", "aggregate", "build_messages", "call_seed", "check_output_path",
-    "format_trace", "get_backend", "plan_run", "references_prompt", "run_layer", "run_layer_sync", "run_moa",
-    "run_moa_sync", "run_plan", "run_sync", "trace_rows",
+    "Aggregation", "AGGREGATOR_PROMPT", "AGGREGATOR_PROMPT_EN", "AGGREGATOR_PROMPT_ZH", "Backend", "BUNDLED_MODELS",
+    "CallRecord", "LayerResult", "LOCAL_AGGREGATOR", "LOCAL_PROPOSERS", "LocalServer", "LocalServerError",
+    "MoAError", "MoAResult", "RunPlan", "SEED_AGGREGATOR", "SEED_PROPOSERS", "aggregate", "build_messages",
+    "call_seed", "check_output_path", "format_trace", "get_backend", "plan_run", "references_prompt", "run_layer",
+    "run_layer_sync", "run_moa", "run_moa_sync", "run_plan", "run_sync", "trace_rows",
 ]

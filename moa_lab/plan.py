@@ -105,5 +105,7 @@ def plan_run(
         raise ValueError(f"seed must be an integer or None, got {seed!r}")
     plan = layer_plan(backend.default_proposers if proposers is None else proposers, layers, backend)
     check_min_ok(min_ok, min((len(p) for p in plan), default=min_ok))
-    (aggregator,) = check_models([backend.default_aggregator if aggregator is None else aggregator], backend, "aggregator")
+    if aggregator is None:
+        aggregator = backend.default_aggregator
+    (aggregator,) = check_models([aggregator], backend, "aggregator")
     return RunPlan(prompt, plan, aggregator, backend, settings, system_prompt, seed, min_ok)
