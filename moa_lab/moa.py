@@ -15,7 +15,7 @@ from .backends import Backend, get_backend
 from .prompts import AGGREGATOR_PROMPT, build_messages
 from .records import CallRecord, LayerResult, MoAError, MoAResult
 from .plan import RunPlan, plan_run
-from .validation import check_answers, check_call_settings, check_min_ok, check_models, check_prompt
+from .validation import check_answers, check_call_settings, check_layer, check_min_ok, check_models, check_prompt
 
 OnCall = Callable[[CallRecord], None]
 
@@ -145,8 +145,7 @@ def aggregate(
     answers = check_answers(answers, allow_empty=True)
     if layer is None:
         layer = 2 if answers else 1
-    elif isinstance(layer, bool) or not isinstance(layer, int) or layer < 1:
-        raise ValueError(f"layer must be an integer >= 1 (or None), got {layer!r}")
+    check_layer(layer)
     return _aggregation(prompt, answers, model, system_prompt, settings, seed, stream, backend, layer=layer)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from .backends import Backend, get_backend
 from .calls import CallSettings
 from .prompts import AGGREGATOR_PROMPT
-from .validation import check_call_settings, check_min_ok, check_models, check_prompt, layer_plan
+from .validation import check_call_settings, check_min_ok, check_models, check_prompt, check_seed, layer_plan
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,7 @@ def plan_run(
         system_prompt = AGGREGATOR_PROMPT
     if not isinstance(system_prompt, str):
         raise ValueError(f"system_prompt must be a string (None: the paper's prompt), got {system_prompt!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    check_seed(seed)
     plan = layer_plan(backend.default_proposers if proposers is None else proposers, layers, backend)
     check_min_ok(min_ok, min((len(p) for p in plan), default=min_ok))
     if aggregator is None:

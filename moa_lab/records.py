@@ -118,7 +118,8 @@ class MoAResult:
         """Write :meth:`to_dict` (plus ``extra`` keys, e.g. the settings) as JSON to ``path``; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**self.to_dict(), **extra}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        text = json.dumps({**self.to_dict(), **extra}, indent=2, ensure_ascii=False)
+        path.write_text(text + "\n", encoding="utf-8")
         return path
 
 

@@ -78,6 +78,16 @@ def check_min_ok(min_ok, n_models: int) -> None:
         raise ValueError(f"min_ok must be an integer from 1 to the number of proposers ({n_models}), got {min_ok!r}")
 
 
+def check_seed(seed) -> None:
+    if seed is not None and not _is_int(seed):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+
+
+def check_layer(layer) -> None:
+    if not _is_int(layer) or layer < 1:
+        raise ValueError(f"layer must be an integer >= 1 (or None), got {layer!r}")
+
+
 def check_answers(answers, allow_empty: bool = False) -> list[str]:
     """Previous answers: a list of strings (never None: a failed call has no answer to pass on)."""
     if isinstance(answers, (str, bytes)) or not isinstance(answers, Sequence):
