@@ -212,9 +212,10 @@ async def run_plan(
     final = _aggregation(plan.prompt, previous or [], plan.aggregator, plan.system_prompt, settings, plan.seed, stream,
                          backend, layer=plan.layers, layers=done)
     try:
-        async for chunk in final:
-            if on_chunk is not None:
-                on_chunk(chunk)
+        async with contextlib.aclosing(final.__aiter__()) as chunks:  # closed here even if on_chunk raises
+            async for chunk in chunks:
+                if on_chunk is not None:
+                    on_chunk(chunk)
     finally:
         if on_call is not None:
             on_call(final.record)
