@@ -31,7 +31,7 @@ def _calls(calls: MoAResult | Iterable[CallRecord]) -> list[CallRecord]:
     return calls.trace if isinstance(calls, MoAResult) else list(calls)
 
 
-def _stats(call: CallRecord) -> str:
+def call_stats(call: CallRecord) -> str:
     tokens = "?" if call.completion_tokens is None else call.completion_tokens
     retried = f", {call.attempts} attempts" if call.attempts > 1 else ""
     return f"{call.seconds:.1f} s, {tokens} tokens{retried}"
@@ -40,7 +40,7 @@ def _stats(call: CallRecord) -> str:
 def layer_table(layer: LayerResult) -> View:
     """One column per proposer: the model, its time and tokens, and its answer (or its error)."""
     head = "".join(f'<th style="{_CELL}">{c.index + 1}. {html.escape(c.model)}</th>' for c in layer.calls)
-    stats = "".join(f'<td style="{_CELL}">{_stats(c)}</td>' for c in layer.calls)
+    stats = "".join(f'<td style="{_CELL}">{call_stats(c)}</td>' for c in layer.calls)
     body = "".join(
         f'<td style="{_CELL}"><pre style="{_TEXT}">{html.escape(c.text or "")}</pre></td>'
         if c.ok
@@ -49,7 +49,7 @@ def layer_table(layer: LayerResult) -> View:
     )
     page = f"<b>Layer {layer.layer}</b><table><tr>{head}</tr><tr>{stats}</tr><tr>{body}</tr></table>"
     text = "\n\n".join(
-        f"[layer {layer.layer}] {c.index + 1}. {c.model} ({_stats(c)})\n"
+        f"[layer {layer.layer}] {c.index + 1}. {c.model} ({call_stats(c)})\n"
         + (c.text or "" if c.ok else f"failed: {c.error}")
         for c in layer.calls
     )
@@ -80,18 +80,36 @@ def trace_table(calls: MoAResult | Iterable[CallRecord]) -> View:
     return View(f"<table><tr>{head}</tr>{body}</table>", format_trace(calls))
 
 
+def _timeline_size(calls: Sequence[CallRecord]) -> tuple[float, float]:
+    return 9, 0.45 * len(calls) + 1.3
+
+
+def timeline_png(calls: MoAResult | Iterable[CallRecord]) -> bytes:
+    """:func:`plot_timeline` as PNG bytes, drawn off pyplot (for widgets: no figure pops up in a later cell)."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    calls = [c for c in _calls(calls) if c.started]
+    figure = Figure(figsize=_timeline_size(calls))
+    plot_timeline(calls, ax=figure.subplots())
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()
+
+
 def plot_timeline(calls: MoAResult | Iterable[CallRecord], ax=None):
     """A bar per call from its start to its end, one colour per layer: proposers of a layer overlap (they run
     at once), layers follow one another. Gaps between layers are the time between cells run by hand.
     Returns the matplotlib Figure (needs matplotlib: ``pip install moa_lab[notebooks]``)."""
-    import matplotlib.pyplot as plt
-
     calls = [c for c in _calls(calls) if c.started]
     if not calls:
         raise ValueError("no timed calls to plot: run a layer first")
     t0 = min(c.started for c in calls)
     if ax is None:
-        _, ax = plt.subplots(figsize=(9, 0.45 * len(calls) + 1.3))
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=_timeline_size(calls))
     for row, c in enumerate(calls):
         ax.barh(row, max(c.seconds, 0.05), left=c.started - t0, color=f"C{(c.layer - 1) % 10}",
                 hatch="//" if not c.ok else None, edgecolor="black" if not c.ok else None)

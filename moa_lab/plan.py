@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from .backends import Backend, get_backend
 from .calls import CallSettings
-from .prompts import AGGREGATOR_PROMPT
+from .prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_ZH
 from .validation import check_call_settings, check_min_ok, check_models, check_prompt, check_seed, layer_plan
 
 
@@ -58,6 +58,37 @@ class RunPlan:
             "min_ok": self.min_ok,
             "system_prompt": self.system_prompt,
         }
+
+    def to_parameters(self) -> dict[str, Any]:
+        """The run as the notebooks' papermill parameters (``notebooks/02_three_layer_moa`` takes them all;
+        01 takes all but ``layers``). Models and ``max_tokens`` are given by name and number, not as defaults,
+        so the same run comes out on the same backend; ``system_prompt`` is None for the paper's prompt."""
+        same = all(models == self.proposers[0] for models in self.proposers)
+        return {
+            "prompt": self.prompt,
+            "proposers": (list(self.proposers[0]) if same else self.proposers) if self.proposers else None,
+            "aggregator": self.aggregator,
+            "layers": self.layers,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "system_prompt": None if self.system_prompt == AGGREGATOR_PROMPT else self.system_prompt,
+        }
+
+    def to_code(self) -> str:
+        """The run as one ``run_moa(...)`` call, ready to paste in a notebook cell (top-level ``await``).
+        The backend is named explicitly (``"local"``, ``"together"`` or the URL), so the call goes to the same place."""
+        params = self.to_parameters()
+        imports = "run_moa"
+        if self.system_prompt == AGGREGATOR_PROMPT_ZH:
+            imports, system_prompt = "AGGREGATOR_PROMPT_ZH, run_moa", "AGGREGATOR_PROMPT_ZH"
+        else:
+            system_prompt = repr(params["system_prompt"])
+        backend = self.backend.base_url if self.backend.kind == "url" else self.backend.kind
+        args = [repr(params["prompt"]), repr(params["proposers"]), repr(params["aggregator"])]
+        args += [f"{k}={params[k]!r}" for k in ("layers", "temperature", "max_tokens")]
+        args += [f"seed={self.seed!r}", f"system_prompt={system_prompt}", f"backend={backend!r}"]
+        lines = [f"from moa_lab import {imports}", "", "result = await run_moa("]
+        return "\n".join(lines + [f"    {arg}," for arg in args] + [")", "print(result.text)"])
 
     def __str__(self) -> str:
         lines = [f"backend: {self.backend.describe()}"]
