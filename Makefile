@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-moa_lab
 PROMPT ?= What are some fun things to do in San Francisco?
 
-.PHONY: install demo test lab sync check-sync clean
+.PHONY: install demo test browser lab sync check-sync clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,11 @@ install: $(STAMP)  ## create .venv and install moa_lab with its test tools (comp
 demo: $(STAMP)  ## an MoA answer from the bundled local models, offline
 	$(BIN)/moa-lab ask "$(PROMPT)" --max-tokens 160
 
-test: $(STAMP)  ## the whole test suite (what CI runs)
+test: $(STAMP) browser  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
+
+browser:  ## Debian's chromium + chromedriver for the browser test (apt-get, once; says loudly if it cannot)
+	@bash tools/install_browser.sh
 
 lab: $(STAMP)  ## open the notebooks in JupyterLab
 	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)

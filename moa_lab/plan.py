@@ -4,6 +4,7 @@ in which layer, and the call settings. ``run_moa`` uses it; notebooks show it ri
 
 from __future__ import annotations
 
+import pprint
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -11,6 +12,13 @@ from .backends import Backend, get_backend
 from .calls import CallSettings
 from .prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_ZH
 from .validation import check_call_settings, check_min_ok, check_models, check_prompt, check_seed, layer_plan
+
+
+_BACKEND_ENV = {  # how a notebook run by papermill gets the same backend
+    "local": "the bundled local models (TOGETHER_API_KEY and TOGETHER_BASE_URL unset)",
+    "url": "TOGETHER_BASE_URL={url}",
+    "together": "Together (TOGETHER_API_KEY set)",
+}
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,14 @@ class RunPlan:
             "max_tokens": self.max_tokens,
             "system_prompt": None if self.system_prompt == AGGREGATOR_PROMPT else self.system_prompt,
         }
+
+    def parameters_text(self) -> str:
+        """:meth:`to_parameters` as Python source: ``parameters = {...}``, and how to run notebook 02 with them."""
+        params = pprint.pformat(self.to_parameters(), sort_dicts=False, width=110)
+        backend = _BACKEND_ENV[self.backend.kind].format(url=self.backend.base_url)
+        return (f"parameters = {params}\n"
+                "# papermill.execute_notebook('notebooks/02_three_layer_moa.ipynb', 'runs/out.ipynb', "
+                f"parameters=parameters)\n# backend: {backend}")
 
     def to_code(self) -> str:
         """The run as one ``run_moa(...)`` call, ready to paste in a notebook cell (top-level ``await``).

@@ -13,6 +13,7 @@ from moa_lab import AGGREGATOR_PROMPT_ZH, SEED_PROPOSERS
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 S, G = "smollm2-135m", "gemma3-270m"
 KEY = "tgp-FAKE-notebook-key-7f3a9c1e5b"
+WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
 def execute(name: str, tmp_path: Path, **parameters) -> nbformat.NotebookNode:
@@ -69,7 +70,7 @@ def test_two_layer_defaults(tmp_path):
     assert "asyncio.run refused: asyncio.run() cannot be called from a running event loop" in text
     assert "5 calls in" in text  # the seed's asyncio.run(main()) form then ran the whole recipe
     assert has_output(nb, "text/html") and has_output(nb, "image/png")  # tables and the timeline
-
+    assert has_output(nb, WIDGET) and "MoA playground" in text_of(nb.cells[-1])  # the Playground section
 
 @pytest.mark.local
 def test_two_layer_changed_parameters(tmp_path):
@@ -96,9 +97,10 @@ def test_three_layer_defaults(tmp_path):
         assert second["prompt_tokens"] > first["prompt_tokens"] + 64
     text = all_text(nb)
     assert "Layer 2: what each of its 4 proposers receives" in text and "Responses from models:\n1. " in text
-    assert has_output(nb, "image/png")
-    seed_form = nb.cells[-1]  # asyncio.run(main()) after nest_asyncio.apply(): the Chinese prompt's answer
-    assert "asyncio.run(main())" in seed_form.source and text_of(seed_form).strip()
+    assert has_output(nb, "image/png") and has_output(nb, WIDGET)  # the Playground section's panel
+    # asyncio.run(main()) after nest_asyncio.apply(): the Chinese prompt's answer
+    seed_form = next(c for c in nb.cells if c.cell_type == "code" and "asyncio.run(main())" in c.source)
+    assert text_of(seed_form).strip()
 
 
 @pytest.mark.local
@@ -119,6 +121,18 @@ def test_three_layer_notebook_other_depths(tmp_path, layers, proposers):
     assert f"Layer {layers}:" not in text  # the aggregator's layer is not a refinement layer
 
 
+@pytest.mark.local
+def test_playground_notebook(tmp_path):
+    """Under papermill the panel is built and shown (nothing runs without a click), with the parameters in it."""
+    nb = execute("03_playground", tmp_path, prompt="Why is the sky blue?", layers=3, max_tokens=20)
+    panel_cell = nb.cells[-1]
+    assert has_output(nb, WIDGET) and "Playground(" in panel_cell.source
+    shown = text_of(panel_cell)
+    assert "MoA playground" in shown and "embedded local server" in shown
+    assert "prompt: 'Why is the sky blue?'" in shown and "max_tokens 20" in shown
+    assert "layer 2: smollm2-135m, gemma3-270m" in shown and "aggregator (layer 3): smollm2-135m" in shown
+
+
 BAD = [
     ("01_two_layer_moa", {"proposers": []}, "proposers is empty"),
     ("01_two_layer_moa", {"temperature": 5}, "temperature must be a number in [0, 2], got 5"),
@@ -127,6 +141,8 @@ BAD = [
     ("02_three_layer_moa", {"layers": 1}, "layers=1: this notebook needs at least 2"),
     ("02_three_layer_moa", {"layers": 3, "proposers": [[S], []]}, "proposers of layer 2 is empty"),
     ("02_three_layer_moa", {"output_path": "."}, "output_path '.' is a folder"),
+    ("03_playground", {"layers": 9}, "layers=9: the playground shows at most 6 layers"),
+    ("03_playground", {"max_tokens": -5}, "max_tokens must be an integer >= 1, got -5"),
 ]
 
 
@@ -139,7 +155,7 @@ def test_bad_parameter_stops_in_the_first_cell_after_the_parameters(tmp_path, na
     code = [c for c in nb.cells if c.cell_type == "code"]
     injected = next(i for i, c in enumerate(code) if "injected-parameters" in c.metadata.get("tags", []))
     failed = [i for i, c in enumerate(code) if any(o.output_type == "error" for o in c.get("outputs", []))]
-    assert failed == [injected + 1] and "plan_run(" in code[injected + 1].source
+    assert failed == [injected + 1] and ("plan_run(" in code[injected + 1].source or name == "03_playground")
     assert all(c.execution_count is None for c in code[injected + 2:])  # no model was called after it
     assert not (tmp_path / "runs").exists()  # nothing half-written
 
