@@ -28,8 +28,6 @@ SYSTEM_PROMPTS = {"English": AGGREGATOR_PROMPT_EN, "中文": AGGREGATOR_PROMPT_Z
 MAX_LAYERS = 6
 _PRE = "white-space:pre-wrap;margin:0;font-size:0.9em;line-height:1.35"
 _FORMATS = ("papermill parameters", "run_moa(...) call")
-
-
 _WIDE = {"description_width": "90px"}
 
 
@@ -42,10 +40,12 @@ def _slot_html(call: CallRecord | None, model: str, index: int, state: str) -> s
     if call is None:
         return f"{head} <i style='color:#777'>{state}</i>"
     if not call.ok:
-        return f"{head} <span style='color:#b00'>failed</span><pre style='{_PRE};color:#b00'>" \
-               f"{html.escape(call.error or '')}</pre>"
-    return f"{head} <span style='color:#777'>{call_stats(call)}</span><pre style='{_PRE}'>" \
-           f"{html.escape(call.text or '')}</pre>"
+        return f"{head} <span style='color:#b00'>failed</span>{_pre(call.error, 'color:#b00')}"
+    return f"{head} <span style='color:#777'>{call_stats(call)}</span>{_pre(call.text or '')}"
+
+
+def _pre(text: str, style: str = "") -> str:
+    return f"<pre style='{_PRE};{style}'>{html.escape(text)}</pre>"
 
 
 class Playground:
@@ -226,9 +226,10 @@ class Playground:
         self.plan, self.result, self.error, self.first_token_seconds = plan, None, None, None
         self.records, self.final_text = [], ""
         self.run_button.disabled, self.stop_button.disabled = True, False
-        self.slots = [[w.HTML(_slot_html(None, m, i, "waiting"), layout=w.Layout(flex="1 1 0", min_width="180px",
-                                                                                 border="1px solid #ddd",
-                                                                                 padding="4px"))
+        for old in [*self.layer_tabs.children, *(slot for row in self.slots for slot in row)]:
+            old.close()  # the last run's slots: their front-end views go too
+        slot_layout = dict(flex="1 1 0", min_width="180px", border="1px solid #ddd", padding="4px")
+        self.slots = [[w.HTML(_slot_html(None, m, i, "waiting"), layout=w.Layout(**slot_layout))
                        for i, m in enumerate(models)] for models in plan.proposers]
         for slot in (slot for row in self.slots for slot in row):
             slot.add_class("moa-slot")
@@ -270,7 +271,7 @@ class Playground:
             self.first_token_seconds = time.perf_counter() - clicked
             self._say(f"Aggregator streaming; first token {self.first_token_seconds:.2f} s after Run")
         self.final_text += chunk
-        self.final.value = f"<pre style='{_PRE}'>{html.escape(self.final_text)}</pre>"
+        self.final.value = _pre(self.final_text)
 
     def _finished(self, task: asyncio.Task) -> None:
         """The task's outcome, shown: done, stopped, a model's failure, or any other exception with its traceback."""
@@ -286,7 +287,7 @@ class Playground:
                 self.error = task.exception()
                 self._say(f"Failed: {self.error}", error=True)
                 if self.records and self.records[-1].role == "aggregator" and not self.records[-1].ok:
-                    self.final.value += f"<pre style='{_PRE};color:#b00'>{html.escape(self.records[-1].error)}</pre>"
+                    self.final.value += _pre(self.records[-1].error, "color:#b00")
             else:
                 self.error = exc = task.exception()
                 text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -306,8 +307,7 @@ class Playground:
 
     def _say(self, text: str, error: bool = False) -> None:
         self.message = text
-        color = "#b00" if error else "#333"
-        self.status.value = f"<pre style='{_PRE};color:{color}'>{html.escape(text)}</pre>"
+        self.status.value = _pre(text, "color:#b00" if error else "color:#333")
 
     # --- the run's settings, to reproduce it ----------------------------------------------------------------
 

@@ -107,7 +107,11 @@ def test_stop_cancels_a_slow_run_and_keeps_what_finished(fault, remote):
     assert "fast answers" in panel.slots[0][0].value and "running" in panel.slots[0][1].value
     assert "fast" in panel.trace.value and not fault.calls_to("agg")  # no aggregator call after Stop
     assert panel.run_button.disabled is False and panel.stop_button.disabled is True
-    click_and_wait(panel.__class__("q", ["fast"], "agg", backend=remote))  # and a new run works right after
+
+    stopped_slot = panel.slots[0][1]
+    click_and_wait(panel)  # Run again: the slow proposer answers at once this time
+    assert panel.result is not None and "Done: 3 calls" in panel.message and "slow answers" in panel.slots[0][1].value
+    assert stopped_slot.comm is None  # the stopped run's slots were closed, not left behind
 
 
 @pytest.mark.parametrize(
