@@ -41,7 +41,13 @@ def test_run_shows_every_layer_the_stream_the_trace_and_the_settings(fault, remo
     panel.aggregator.value = "agg"
     panel.max_tokens.value = 40
     panel.temperature.value = 0.3
+    shown = []
+    panel.final.observe(lambda change: shown.append(change["new"]), "value")
     click_and_wait(panel)
+    streamed = [value for value in shown if "<pre" in value]  # after "waiting" and "running…"
+    words = panel.final_text.split(" ")
+    assert len(streamed) == len(words) > 3  # the answer grew on screen one chunk (here: a word) at a time
+    assert streamed[0].endswith(f">{words[0]} </pre>") and html.escape(panel.final_text) in streamed[-1]
 
     assert panel.error is None and panel.result is not None
     assert panel.run_button.disabled is False and panel.stop_button.disabled is True
