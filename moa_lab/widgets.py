@@ -327,7 +327,8 @@ class Playground:
                 "the text and press Ctrl+C'; })")
         rows = text.count("\n") + 2
         self.copy_area.value = (
-            f'<textarea readonly rows="{rows}" style="width:100%;font-family:monospace;font-size:0.85em">'
+            f'<textarea readonly rows="{rows}" '
+            'style="width:100%;box-sizing:border-box;font-family:monospace;font-size:0.85em">'
             f"{html.escape(text)}</textarea>"
             f'<button class="moa-copy-button" onclick="{html.escape(copy)}">Copy to clipboard</button>'
         )
