@@ -188,8 +188,8 @@ print(f"\n\n{len(again.trace)} calls in {again.seconds:.1f} s")
 #
 # The same run as a panel, pre-filled with this notebook's parameters: change a setting, press **Run**, and
 # watch each layer's answers arrive and the aggregator's answer stream in. Nothing runs until you press Run
-# (so papermill skips it). The panel's "Settings as" box turns an experiment you like into this notebook's
-# papermill parameters or a `run_moa(...)` call. Notebook 03 is the panel alone.
+# (under papermill the panel is shown, and nothing runs). The panel's "Settings as" box turns an experiment
+# you like into this notebook's papermill parameters or a `run_moa(...)` call. Notebook 03 is the panel alone.
 
 # %%
 from moa_lab.widgets import Playground

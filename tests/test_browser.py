@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -42,17 +41,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 90) -> None:
+def _wait_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 90) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited:\n{log.read_text()[-3000:]}")
         try:
-            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1].split("/")[0])), timeout=1):
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError(f"no answer from {url} in {seconds}s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"nothing listens on port {port} after {seconds}s:\n{log.read_text()[-3000:]}")
 
 
 def _serve(kind: str, folder: Path, port: int) -> list[str]:
@@ -118,7 +117,7 @@ def test_playground_in_a_browser(kind, browser, tmp_path):
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_http(url, server, log)
+        _wait_port(port, server, log)
         wait = WebDriverWait(browser, 180, poll_frequency=0.2)
         find = browser.find_element
         if kind == "voila":
