@@ -6,6 +6,10 @@ Async first (``await run_moa(...)`` in a notebook cell); ``*_sync`` forms for pl
 from __future__ import annotations
 
 from ._sync import run_sync
+from .batch import BatchSummary, read_prompts, read_results, run_batch, run_batch_sync
+from .cache import ResponseCache, get_cache
+from .limits import CallLimiter, call_limits
+from .usage import Estimate, Usage, estimate, get_prices, set_prices
 from .backends import LOCAL_AGGREGATOR, LOCAL_PROPOSERS, SEED_AGGREGATOR, SEED_PROPOSERS, Backend, get_backend
 from .local import BUNDLED_MODELS, LocalServer, LocalServerError
 from .moa import Aggregation, aggregate, call_seed, run_layer, run_moa, run_plan
@@ -29,6 +33,8 @@ def run_layer_sync(*args, **kwargs) -> LayerResult:
 
 
 __all__ = [
+    "BatchSummary", "CallLimiter", "Estimate", "ResponseCache", "Usage", "call_limits", "estimate", "get_cache",
+    "get_prices", "read_prompts", "read_results", "run_batch", "run_batch_sync", "set_prices",
     "Aggregation", "AGGREGATOR_PROMPT", "AGGREGATOR_PROMPT_EN", "AGGREGATOR_PROMPT_ZH", "Backend", "BUNDLED_MODELS",
     "CallRecord", "LayerResult", "LOCAL_AGGREGATOR", "LOCAL_PROPOSERS", "LocalServer", "LocalServerError",
     "MoAError", "MoAResult", "RunPlan", "SEED_AGGREGATOR", "SEED_PROPOSERS", "aggregate", "build_messages",

@@ -98,6 +98,13 @@ class Backend:
             per_loop[url] = AsyncTogether(api_key=key or _NO_KEY, base_url=url, max_retries=0)
         return per_loop[url]
 
+    def scope(self, model: str) -> str:
+        """Where ``model``'s calls go, for cache keys: its URL, ``"together"``, or ``"local"`` for the bundled
+        models (the embedded server's port changes from run to run; its models do not). Never holds a key."""
+        if model in self.model_urls:
+            return self.model_urls[model]
+        return self.base_url or self.kind
+
     def secret(self) -> str | None:
         """The key, for scrubbing error text only."""
         return self._api_key

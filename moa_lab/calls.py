@@ -11,13 +11,16 @@ import contextlib
 import email.utils
 import random
 import time
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 import httpx
 import together
 
+from . import limits
 from .backends import Backend
+from .cache import ResponseCache, cache_key
 from .records import CallRecord
 
 RETRY_STATUS = {408, 409, 429}
@@ -27,13 +30,15 @@ RETRY_STATUS = {408, 409, 429}
 class CallSettings:
     """What every call of a run shares. ``timeout``: seconds to wait on the server (httpx's timeouts, in
     the calling task): for the answer, or for the first and each next chunk of a stream. ``retries``: extra attempts after a retryable failure (429, 408,
-    409, 5xx, timeout, connection error); waits ``backoff * 2**n`` seconds, or what Retry-After says."""
+    409, 5xx, timeout, connection error); waits ``backoff * 2**n`` seconds, or what Retry-After says.
+    ``cache``: where answers are looked up and stored (None: not cached)."""
 
     temperature: float = 0.7
     max_tokens: int | None = 512
     timeout: float = 120.0
     retries: int = 3
     backoff: float = 0.5
+    cache: ResponseCache | None = field(default=None, compare=False)
 
 
 class _Failure(Exception):
@@ -129,20 +134,34 @@ async def chat(
     at most ``1 + settings.retries`` attempts; a stream that already yielded text is never retried."""
     parts: list[str] = []
     record.started, t0 = time.time(), time.perf_counter()
+    key = _key(backend, record, messages, settings)
+    limiter = limits.current.get()
     try:
+        hit = settings.cache.get(key) if key else None
+        if hit is not None:  # answered before: replayed, no model call
+            record.cached, record.prompt_tokens, record.completion_tokens = True, hit.prompt_tokens, hit.completion_tokens
+            for piece in _replay(hit.text) if stream else [hit.text]:
+                parts.append(piece)
+                yield piece
+            return
         client = await backend.client(record.model)  # may wait for the local server's start: not the call's time
         record.started, t0 = time.time(), time.perf_counter()
         for attempt in range(settings.retries + 1):
             record.attempts = attempt + 1
             try:
-                attempt_stream = _one_attempt(client, record.model, messages, record.seed, settings, stream, record)
-                async with contextlib.aclosing(attempt_stream) as pieces:  # closed here, in this task
+                async with contextlib.AsyncExitStack() as stack:
+                    if limiter is not None:  # a slot per attempt: none is held while backing off
+                        await stack.enter_async_context(limiter.slot(-record.layer))
+                    attempt_stream = _one_attempt(client, record.model, messages, record.seed, settings, stream, record)
+                    pieces = await stack.enter_async_context(contextlib.aclosing(attempt_stream))  # closed in this task
                     async for piece in pieces:
                         parts.append(piece)
                         yield piece
                 if not "".join(parts).strip():
                     raise _Failure("the model returned an empty answer", retry=False)
                 record.error = None
+                if key:
+                    settings.cache.put(key, record.model, "".join(parts), record.prompt_tokens, record.completion_tokens)
                 return
             except Exception as exc:  # noqa: BLE001 - every failure becomes a typed record (cancellation is not one)
                 failure = _classify(exc, settings.timeout)
@@ -162,6 +181,19 @@ async def chat(
     finally:
         record.text = "".join(parts) if parts else None
         record.seconds = time.perf_counter() - t0
+
+
+def _key(backend: Backend, record: CallRecord, messages, settings: CallSettings) -> str | None:
+    """The call's cache key; None when not cached (no cache, or no seed: a new sample is asked for)."""
+    if settings.cache is None or record.seed is None:
+        return None
+    return cache_key(backend.scope(record.model), record.model, messages, settings.temperature, settings.max_tokens,
+                     record.seed)
+
+
+def _replay(text: str) -> list[str]:
+    """A cached answer as stream chunks: one word (with the spaces after it) per chunk."""
+    return re.findall(r"\S+\s*|\s+", text) or [text]
 
 
 async def complete(backend: Backend, record: CallRecord, messages, settings: CallSettings) -> CallRecord:

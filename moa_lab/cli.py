@@ -1,4 +1,4 @@
-"""``moa-lab ask`` (stream an MoA answer, then the per-call summary) and ``moa-lab serve``."""
+"""``moa-lab ask`` (stream an MoA answer, then the per-call summary), ``moa-lab batch`` and ``moa-lab serve``."""
 
 from __future__ import annotations
 
@@ -20,21 +20,26 @@ def _models(text: str) -> list[str]:
     return [m.strip() for m in text.split(",") if m.strip()]
 
 
+def _run_settings(args: argparse.Namespace) -> dict:
+    """The run settings shared by ``ask`` and ``batch``, as keyword arguments of run_moa / run_batch."""
+    proposers = None
+    if args.proposers:
+        proposers = args.proposers[0] if len(args.proposers) == 1 else args.proposers
+    return dict(
+        proposers=proposers, aggregator=args.aggregator, layers=args.layers,
+        system_prompt=AGGREGATOR_PROMPT_ZH if args.chinese_prompt else AGGREGATOR_PROMPT_EN,
+        temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed, min_ok=args.min_ok,
+        quorum=args.quorum, deadline=args.deadline, timeout=args.timeout, retries=args.retries,
+        cache=False if args.no_cache else (args.cache or None), backend=get_backend(args.backend),
+    )
+
+
 def _ask(args: argparse.Namespace) -> int:
     try:
-        backend = get_backend(args.backend)
-        proposers = None
-        if args.proposers:
-            proposers = args.proposers[0] if len(args.proposers) == 1 else args.proposers
-        print(f"[backend] {backend.describe()}", file=sys.stderr, flush=True)
+        settings = _run_settings(args)
+        print(f"[backend] {settings['backend'].describe()}", file=sys.stderr, flush=True)
         result = asyncio.run(
-            run_moa(
-                args.prompt, proposers, args.aggregator, layers=args.layers,
-                system_prompt=AGGREGATOR_PROMPT_ZH if args.chinese_prompt else AGGREGATOR_PROMPT_EN,
-                temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed, min_ok=args.min_ok,
-                timeout=args.timeout, retries=args.retries, backend=backend,
-                on_chunk=lambda chunk: print(chunk, end="", flush=True),
-            )
+            run_moa(args.prompt, **settings, on_chunk=lambda chunk: print(chunk, end="", flush=True))
         )
     except ValueError as exc:
         print(f"moa-lab ask: error: {exc}", file=sys.stderr)
@@ -48,8 +53,33 @@ def _ask(args: argparse.Namespace) -> int:
         return 1
     print("\n")
     print(json.dumps(result.to_dict(), ensure_ascii=False, indent=1) if args.json else result.summary())
-    print(f"\n{len(result.trace)} calls, {result.seconds:.2f}s wall time")
+    print(f"\n{result.usage()}; {result.seconds:.2f}s wall time")
     return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import read_prompts, run_batch
+    from .usage import check_prices, estimate
+
+    try:
+        settings = _run_settings(args)
+        prices = check_prices(json.loads(Path(args.prices).read_text())) if args.prices else None
+        if args.estimate:
+            items = read_prompts(args.input)
+            print(estimate([item.prompt for item in items], prices=prices, **settings))
+            return 0
+        print(f"[backend] {settings['backend'].describe()}", file=sys.stderr, flush=True)
+        summary = asyncio.run(run_batch(
+            args.input, args.output, concurrency=args.concurrency, rps=args.rps, shard=args.shard,
+            retry_failed=args.retry_failed, progress=not args.no_progress, prices=prices, **settings))
+    except (ValueError, OSError) as exc:  # bad input, or an output that cannot be written
+        print(f"moa-lab batch: error: {exc}", file=sys.stderr)
+        return 2
+    except LocalServerError as exc:
+        print(f"moa-lab batch: {exc}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 1 if summary.failed else 0
 
 
 def parse_alias_args(pairs: list[str], files: list[str]) -> dict[str, str]:
@@ -70,6 +100,29 @@ def parse_alias_args(pairs: list[str], files: list[str]) -> dict[str, str]:
             raise ValueError(f"alias {pair!r} is not of the form NAME=MODEL")
         raw[name.strip()] = target.strip()
     return check_aliases(raw)
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layers", type=int, default=None, help="layers incl. the aggregator (default 2)")
+    p.add_argument("--proposers", type=_models, action="append", metavar="A,B,C",
+                   help="proposer models; repeat the flag to give each layer its own list")
+    p.add_argument("--aggregator", default=None, help="aggregator model")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="per answer (default: the backend's: 512, or 64 on the bundled models)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-ok", type=int, default=1, help="answers a layer needs to go on (default 1)")
+    p.add_argument("--quorum", type=int, default=None, metavar="K",
+                   help="a layer moves on once K proposers answered; the others are cancelled")
+    p.add_argument("--deadline", type=float, default=None, metavar="S",
+                   help="a layer moves on after S seconds with the answers it has")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait on the server (per chunk when streaming)")
+    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--backend", default=None, help="'local', 'together' or a base URL (default: from env)")
+    p.add_argument("--chinese-prompt", action="store_true", help="use the seed's Chinese aggregator prompt")
+    p.add_argument("--cache", default=None, metavar="FILE", help="the answers cache file (default: MOA_LAB_CACHE, "
+                   "else the user cache dir)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the answers cache")
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
@@ -112,20 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = sub.add_parser("ask", help="stream an MoA answer, then a per-call summary")
     ask.add_argument("prompt")
-    ask.add_argument("--layers", type=int, default=None, help="layers incl. the aggregator (default 2)")
-    ask.add_argument("--proposers", type=_models, action="append", metavar="A,B,C",
-                     help="proposer models; repeat the flag to give each layer its own list")
-    ask.add_argument("--aggregator", default=None, help="aggregator model")
-    ask.add_argument("--temperature", type=float, default=0.7)
-    ask.add_argument("--max-tokens", type=int, default=512)
-    ask.add_argument("--seed", type=int, default=0)
-    ask.add_argument("--min-ok", type=int, default=1, help="answers a layer needs to go on (default 1)")
-    ask.add_argument("--timeout", type=float, default=120.0, help="seconds to wait on the server (per chunk when streaming)")
-    ask.add_argument("--retries", type=int, default=3)
-    ask.add_argument("--backend", default=None, help="'local', 'together' or a base URL (default: from env)")
-    ask.add_argument("--chinese-prompt", action="store_true", help="use the seed's Chinese aggregator prompt")
+    add_run_args(ask)
     ask.add_argument("--json", action="store_true", help="print the whole result as JSON after the answer")
     ask.set_defaults(func=_ask)
+
+    batch = sub.add_parser("batch", help="an MoA answer for every prompt of a file, one JSON line each (resumable)")
+    batch.add_argument("input", help="prompts: JSONL ({\"prompt\": ..., \"id\": ...} per line) or one per line")
+    batch.add_argument("output", help="results, one JSON line per prompt; run again with it to resume")
+    batch.add_argument("--concurrency", type=int, default=16, help="model calls at once, over the batch (default 16)")
+    batch.add_argument("--rps", type=float, default=None, help="at most this many requests started per second")
+    batch.add_argument("--shard", default=None, metavar="I/N", help="run only the prompts at positions p %% N == I")
+    batch.add_argument("--retry-failed", action="store_true", help="run the prompts that failed before again")
+    batch.add_argument("--prices", default=None, metavar="FILE",
+                       help="JSON {model: [input, output]} in USD per million tokens, for the cost estimate")
+    batch.add_argument("--estimate", action="store_true", help="print the calls and token/cost bounds; run nothing")
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_args(batch)
+    batch.set_defaults(func=_batch)
 
     serve = sub.add_parser("serve", help="serve the bundled models (OpenAI-compatible) in the foreground")
     add_serve_args(serve)

@@ -12,10 +12,12 @@ from typing import AsyncIterator, Callable, Iterator, Sequence
 
 from . import calls
 from .backends import Backend, get_backend
+from .cache import ResponseCache
 from .prompts import AGGREGATOR_PROMPT, build_messages
 from .records import CallRecord, LayerResult, MoAError, MoAResult
 from .plan import RunPlan, plan_run
-from .validation import check_answers, check_call_settings, check_layer, check_min_ok, check_models, check_prompt
+from .validation import (check_answers, check_call_settings, check_layer, check_min_ok, check_models, check_prompt,
+                         check_quorum)
 
 OnCall = Callable[[CallRecord], None]
 
@@ -36,8 +38,11 @@ async def run_layer(
     seed: int | None = 0,
     layer: int = 1,
     min_ok: int = 1,
+    quorum: int | None = None,
+    deadline: float | None = None,
     timeout: float = 120.0,
     retries: int = 3,
+    cache: bool | str | ResponseCache | None = None,
     backend: Backend | str | None = None,
     on_call: OnCall | None = None,
 ) -> LayerResult:
@@ -48,18 +53,24 @@ async def run_layer(
     each call's record as soon as it finishes. ``max_tokens=None``: the backend's default. Raises
     :class:`MoAError` if fewer than ``min_ok`` calls succeed (failed calls are kept in the result and
     in the error, never passed on as text).
+    ``quorum=k``: move on as soon as k answers arrived; ``deadline``: move on after that many seconds.
+    Either way the calls still running are cancelled and kept in the trace as stragglers.
+    ``cache``: answers already cached are replayed without a call (see :mod:`moa_lab.cache`).
     """
     backend = get_backend(backend)
-    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens)
+    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens, cache)
     check_prompt(prompt)
     models = check_models(models, backend, "models")
     check_min_ok(min_ok, len(models))
+    check_quorum(quorum, deadline, len(models), min_ok)
     if previous is not None:
         check_answers(previous)
-    return await _layer(prompt, models, previous, system_prompt, settings, seed, layer, min_ok, backend, on_call)
+    return await _layer(prompt, models, previous, system_prompt, settings, seed, layer, min_ok, backend, on_call,
+                        quorum, deadline)
 
 
-async def _layer(prompt, models, previous, system_prompt, settings, seed, layer, min_ok, backend, on_call):
+async def _layer(prompt, models, previous, system_prompt, settings, seed, layer, min_ok, backend, on_call,
+                 quorum=None, deadline=None):
     messages = build_messages(prompt, previous, system_prompt)
     result = LayerResult(layer, [CallRecord(layer, i, m, seed=call_seed(seed, layer, i)) for i, m in enumerate(models)])
 
@@ -68,7 +79,21 @@ async def _layer(prompt, models, previous, system_prompt, settings, seed, layer,
         if on_call is not None:
             on_call(record)
 
-    await asyncio.gather(*(one(record) for record in result.calls))
+    tasks = [asyncio.ensure_future(one(record)) for record in result.calls]
+    try:
+        why = await _wait_for_answers(tasks, result.calls, quorum, deadline)
+    finally:  # moving on early, or cancelled: the calls still running stop now
+        late = [task for task in tasks if not task.done()]
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+    for task, record in zip(tasks, result.calls):
+        if task.cancelled():  # a straggler: recorded as such, never passed on
+            record.error, record.straggler = f"straggler: cancelled, {why}", True
+            if on_call is not None:
+                on_call(record)
+        elif task.exception() is not None:  # e.g. on_call raised
+            raise task.exception()
     if len(result.answers) < min_ok:
         raise MoAError(
             f"layer {layer}: only {len(result.answers)} of {len(models)} proposers answered (min_ok={min_ok})",
@@ -76,6 +101,22 @@ async def _layer(prompt, models, previous, system_prompt, settings, seed, layer,
             layers=[result],
         )
     return result
+
+
+async def _wait_for_answers(tasks, records, quorum: int | None, deadline: float | None) -> str | None:
+    """Wait for every call, or until ``quorum`` answers arrived or ``deadline`` seconds passed; say which."""
+    loop = asyncio.get_running_loop()
+    end = None if deadline is None else loop.time() + deadline
+    pending = set(tasks)
+    while pending:
+        answered = sum(task.done() and record.ok for task, record in zip(tasks, records))
+        if quorum is not None and answered >= quorum:
+            return f"the layer had its quorum ({quorum} of {len(tasks)} answered)"
+        left = None if end is None else end - loop.time()
+        if left is not None and left <= 0:
+            return f"the layer's deadline of {deadline:g}s passed"
+        _, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+    return None
 
 
 class Aggregation:
@@ -129,6 +170,7 @@ def aggregate(
     layer: int | None = None,
     timeout: float = 120.0,
     retries: int = 3,
+    cache: bool | str | ResponseCache | None = None,
     backend: Backend | str | None = None,
 ) -> Aggregation:
     """The final call: ``model`` gets ``system_prompt`` with the numbered ``answers``, and the user prompt.
@@ -136,10 +178,10 @@ def aggregate(
     Returns an :class:`Aggregation` (iterate it for streamed chunks, or await it for the text). With an empty
     ``answers`` list the model answers the prompt alone (a single-model baseline). ``layer``: the
     aggregator's place in the run (its seed and trace depend on it); None: 2, after one proposer layer
-    (1 without answers), as in ``run_moa``. One model call.
+    (1 without answers), as in ``run_moa``. One model call (none when the answer is cached).
     """
     backend = get_backend(backend)
-    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens)
+    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens, cache)
     check_prompt(prompt)
     (model,) = check_models([model], backend, "model")
     answers = check_answers(answers, allow_empty=True)
@@ -165,8 +207,11 @@ async def run_moa(
     max_tokens: int | None = 512,
     seed: int | None = 0,
     min_ok: int = 1,
+    quorum: int | None = None,
+    deadline: float | None = None,
     timeout: float = 120.0,
     retries: int = 3,
+    cache: bool | str | ResponseCache | None = None,
     stream: bool = True,
     backend: Backend | str | None = None,
     on_call: OnCall | None = None,
@@ -179,11 +224,13 @@ async def run_moa(
     left out). ``None`` for ``proposers``, ``aggregator`` or ``max_tokens``: the backend's default.
     Settings are checked first (:func:`moa_lab.plan_run`), before any call. Cost: ``sum(len(layer))``
     proposer calls, each layer's calls at once and the layers one after another, then one aggregator
-    call (streamed to ``on_chunk``).
+    call (streamed to ``on_chunk``). Cached answers cost no call (``cache``, on by default: see
+    :mod:`moa_lab.cache`); ``quorum``/``deadline`` let each proposer layer move on without its stragglers.
     Raises :class:`MoAError`; its ``layers`` keep what was computed, so nothing is lost.
     """
     plan = plan_run(prompt, proposers, aggregator, layers=layers, system_prompt=system_prompt, temperature=temperature,
-                    max_tokens=max_tokens, seed=seed, min_ok=min_ok, timeout=timeout, retries=retries, backend=backend)
+                    max_tokens=max_tokens, seed=seed, min_ok=min_ok, quorum=quorum, deadline=deadline,
+                    timeout=timeout, retries=retries, cache=cache, backend=backend)
     return await run_plan(plan, stream=stream, on_call=on_call, on_chunk=on_chunk)
 
 
@@ -203,7 +250,7 @@ async def run_plan(
     for number, models in enumerate(plan.proposers, start=1):
         try:
             layer = await _layer(plan.prompt, models, previous, plan.system_prompt, settings, plan.seed, number,
-                                 plan.min_ok, backend, on_call)
+                                 plan.min_ok, backend, on_call, plan.quorum, plan.deadline)
         except MoAError as exc:
             exc.layers = done + exc.layers
             raise

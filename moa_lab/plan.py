@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .backends import Backend, get_backend
+from .cache import ResponseCache
 from .calls import CallSettings
 from .prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_ZH
-from .validation import check_call_settings, check_min_ok, check_models, check_prompt, check_seed, layer_plan
+from .validation import (check_call_settings, check_min_ok, check_models, check_prompt, check_quorum, check_seed,
+                         layer_plan)
 
 
 _BACKEND_ENV = {  # how a notebook run by papermill gets the same backend
@@ -34,6 +36,8 @@ class RunPlan:
     system_prompt: str
     seed: int | None
     min_ok: int
+    quorum: int | None = None
+    deadline: float | None = None
 
     @property
     def layers(self) -> int:
@@ -64,6 +68,8 @@ class RunPlan:
             "max_tokens": self.max_tokens,
             "seed": self.seed,
             "min_ok": self.min_ok,
+            "quorum": self.quorum,
+            "deadline": self.deadline,
             "system_prompt": self.system_prompt,
         }
 
@@ -131,8 +137,11 @@ def plan_run(
     max_tokens: int | None = 512,
     seed: int | None = 0,
     min_ok: int = 1,
+    quorum: int | None = None,
+    deadline: float | None = None,
     timeout: float = 120.0,
     retries: int = 3,
+    cache: "bool | str | ResponseCache | None" = None,
     backend: Backend | str | None = None,
 ) -> RunPlan:
     """Check every setting of a run and resolve the defaults; raises ValueError naming a bad value.
@@ -142,7 +151,7 @@ def plan_run(
     :attr:`Backend.default_max_tokens`), and the paper's prompt for ``system_prompt``. No model is called.
     """
     backend = get_backend(backend)
-    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens)
+    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens, cache)
     check_prompt(prompt)
     if system_prompt is None:
         system_prompt = AGGREGATOR_PROMPT
@@ -150,8 +159,10 @@ def plan_run(
         raise ValueError(f"system_prompt must be a string (None: the paper's prompt), got {system_prompt!r}")
     check_seed(seed)
     plan = layer_plan(backend.default_proposers if proposers is None else proposers, layers, backend)
-    check_min_ok(min_ok, min((len(p) for p in plan), default=min_ok))
+    fewest = min((len(p) for p in plan), default=min_ok)
+    check_min_ok(min_ok, fewest)
+    check_quorum(quorum, deadline, fewest, min_ok)
     if aggregator is None:
         aggregator = backend.default_aggregator
     (aggregator,) = check_models([aggregator], backend, "aggregator")
-    return RunPlan(prompt, plan, aggregator, backend, settings, system_prompt, seed, min_ok)
+    return RunPlan(prompt, plan, aggregator, backend, settings, system_prompt, seed, min_ok, quorum, deadline)

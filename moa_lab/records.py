@@ -30,10 +30,19 @@ class CallRecord:
     attempts: int = 0
     text: str | None = None
     error: str | None = None
+    cached: bool = False  # answered from the cache: no model call was made (attempts 0)
+    straggler: bool = False  # cancelled because its layer moved on without it (quorum or deadline)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, ``"cached"``, ``"straggler"``, ``"cancelled"`` or ``"failed"``."""
+        if self.ok:
+            return "cached" if self.cached else "ok"
+        return "straggler" if self.straggler else "cancelled" if self.error == "cancelled" else "failed"
 
     def describe_failure(self) -> str:
         where = "aggregator" if self.role == "aggregator" else f"layer {self.layer} proposer {self.index + 1}"
@@ -95,24 +104,18 @@ class MoAResult:
 
         return format_trace(self.trace)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the prompt, the final text, per-layer models and answers, counts and the full trace."""
-        trace = self.trace
-        return {
-            "prompt": self.prompt,
-            "final": self.text,
-            "seconds": self.seconds,
-            "layers": [
-                {"layer": layer.layer, "models": layer.models, "answers": layer.answers,
-                 "errors": [c.describe_failure() for c in layer.failures]}
-                for layer in self.layers
-            ],
-            "calls": len(trace),
-            "failed_calls": sum(not c.ok for c in trace),
-            "prompt_tokens": sum(c.prompt_tokens or 0 for c in trace),
-            "completion_tokens": sum(c.completion_tokens or 0 for c in trace),
-            "trace": [asdict(c) for c in trace],
-        }
+    def usage(self, prices=None):
+        """Tokens and estimated cost of the whole run (:class:`moa_lab.usage.Usage`); ``prices`` as in
+        :func:`moa_lab.usage.get_prices`."""
+        from .usage import usage
+
+        return usage(self.trace, prices)
+
+    def to_dict(self, prices=None) -> dict[str, Any]:
+        """JSON-ready: the prompt, the final text, per-layer models, answers, errors, tokens and cost, the
+        run's totals and the full trace (each call with its estimated cost)."""
+        return {"prompt": self.prompt, "final": self.text, "seconds": self.seconds,
+                **layers_dict(self.layers, prices), **trace_dict(self.trace, prices)}
 
     def save(self, path: str | os.PathLike, **extra: Any) -> Path:
         """Write :meth:`to_dict` (plus ``extra`` keys, e.g. the settings) as JSON to ``path``; returns the path."""
@@ -121,6 +124,29 @@ class MoAResult:
         text = json.dumps({**self.to_dict(), **extra}, indent=2, ensure_ascii=False)
         path.write_text(text + "\n", encoding="utf-8")
         return path
+
+
+def layers_dict(layers: list[LayerResult], prices=None) -> dict[str, Any]:
+    """``{"layers": [...]}``: per layer its models, answers, errors, tokens and estimated cost."""
+    from .usage import usage
+
+    out = []
+    for layer in layers:
+        used = usage(layer.calls, prices)
+        out.append({"layer": layer.layer, "models": layer.models, "answers": layer.answers,
+                    "errors": [c.describe_failure() for c in layer.failures], "prompt_tokens": used.prompt_tokens,
+                    "completion_tokens": used.completion_tokens, "cost": used.cost})
+    return {"layers": out}
+
+
+def trace_dict(trace: list[CallRecord], prices=None) -> dict[str, Any]:
+    """Totals over ``trace`` (calls, failed, cached, tokens, cost) and every call with its estimated cost."""
+    from .usage import call_cost, usage
+
+    used = usage(trace, prices)
+    return {"calls": used.calls, "failed_calls": used.failed, "cached_calls": used.cached,
+            "prompt_tokens": used.prompt_tokens, "completion_tokens": used.completion_tokens, "cost": used.cost,
+            "unpriced_calls": used.unpriced, "trace": [{**asdict(c), "cost": call_cost(c, prices)} for c in trace]}
 
 
 class MoAError(RuntimeError):

@@ -6,17 +6,19 @@ from typing import Iterable
 
 from .records import CallRecord
 
-COLUMNS = ("layer", "model", "seconds", "prompt_tokens", "completion_tokens", "attempts", "error")
+COLUMNS = ("layer", "model", "status", "seconds", "prompt_tokens", "completion_tokens", "attempts", "error")
 
 
 def trace_rows(calls: Iterable[CallRecord]) -> list[dict[str, object]]:
-    """One dict per call with the columns of :data:`COLUMNS`; the aggregator's layer is shown as ``"agg"``."""
+    """One dict per call with the columns of :data:`COLUMNS`; the aggregator's layer is shown as ``"agg"``;
+    ``status`` is ok, cached (no model call), failed, cancelled or straggler (its layer moved on without it)."""
     rows = []
     for c in calls:
         rows.append(
             {
                 "layer": "agg" if c.role == "aggregator" else c.layer,
                 "model": c.model,
+                "status": c.status,
                 "seconds": round(c.seconds, 2),
                 "prompt_tokens": c.prompt_tokens,
                 "completion_tokens": c.completion_tokens,

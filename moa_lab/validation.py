@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from .cache import get_cache
 from .calls import CallSettings
 
 
@@ -58,8 +59,9 @@ def layer_plan(proposers, layers, backend) -> list[list[str]]:
     return [check_models(p, backend, f"proposers of layer {i + 1}") for i, p in enumerate(proposers)]
 
 
-def check_call_settings(temperature, max_tokens, timeout, retries, default_max_tokens=None) -> CallSettings:
-    """The checked settings; ``max_tokens=None`` takes ``default_max_tokens`` (the backend's)."""
+def check_call_settings(temperature, max_tokens, timeout, retries, default_max_tokens=None, cache=None) -> CallSettings:
+    """The checked settings; ``max_tokens=None`` takes ``default_max_tokens`` (the backend's); ``cache`` as
+    :func:`moa_lab.cache.get_cache` takes it."""
     if max_tokens is None:
         max_tokens = default_max_tokens
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
@@ -70,12 +72,22 @@ def check_call_settings(temperature, max_tokens, timeout, retries, default_max_t
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if not _is_int(retries) or retries < 0:
         raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
-    return CallSettings(float(temperature), max_tokens, float(timeout), retries)
+    return CallSettings(float(temperature), max_tokens, float(timeout), retries, cache=get_cache(cache))
 
 
 def check_min_ok(min_ok, n_models: int) -> None:
     if not _is_int(min_ok) or not 1 <= min_ok <= n_models:
         raise ValueError(f"min_ok must be an integer from 1 to the number of proposers ({n_models}), got {min_ok!r}")
+
+
+def check_quorum(quorum, deadline, n_models: int, min_ok: int) -> None:
+    """``quorum``: None, or an integer from ``min_ok`` to the layer's proposers; ``deadline``: None or seconds > 0."""
+    if quorum is not None and (not _is_int(quorum) or not min_ok <= quorum <= n_models):
+        raise ValueError(f"quorum must be None (wait for every proposer) or an integer from min_ok ({min_ok}) to the "
+                         f"number of proposers ({n_models}), got {quorum!r}")
+    if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))
+                                 or not 0 < deadline < math.inf):
+        raise ValueError(f"deadline must be None (no deadline) or a positive number of seconds, got {deadline!r}")
 
 
 def check_seed(seed) -> None:

@@ -14,10 +14,12 @@ ENV = ("TOGETHER_API_KEY", "TOGETHER_BASE_URL", "MOA_LAB_MODEL_URLS", "MOA_LAB_P
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    """Tests choose their backend explicitly; the developer's environment must not leak in."""
+def clean_env(monkeypatch, tmp_path):
+    """Tests choose their backend explicitly; the developer's environment must not leak in. Each test has
+    its own answers cache (on, as by default), so that no test is answered from another's calls."""
     for name in ENV:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MOA_LAB_CACHE", str(tmp_path / "moa_cache.sqlite"))
 
 
 @pytest.fixture

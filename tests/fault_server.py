@@ -73,6 +73,7 @@ def _handler(server: FaultServer):
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             self.end_headers()
+            self._leave()
             self.wfile.write(body)
 
         def _error(self, status: int, message: str, headers: dict | None = None) -> None:
@@ -86,12 +87,20 @@ def _handler(server: FaultServer):
                 fault = queue.popleft() if queue else "ok"
                 server.active += 1
                 server.peak = max(server.peak, server.active)
+            self._counted = True
             try:
                 time.sleep(server.latency)
                 self._respond(body, fault)
             except (BrokenPipeError, ConnectionResetError):
                 pass
             finally:
+                self._leave()
+
+        def _leave(self) -> None:
+            """Stop counting this request as active: just before its last bytes go out (the client cannot
+            start its next request on a finished answer before the count drops), or when it ends otherwise."""
+            if self._counted:
+                self._counted = False
                 with server.lock:
                     server.active -= 1
 
@@ -144,6 +153,7 @@ def _handler(server: FaultServer):
             usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
             done = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": body.get("model"),
                     "choices": [], "usage": usage}
+            self._leave()
             self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
 
     return Handler

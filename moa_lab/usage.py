@@ -1,0 +1,191 @@
+"""Tokens and estimated cost: per call, per layer, per run, per batch; and an upper bound before a run.
+
+Prices are USD per million tokens, ``(input, output)`` per model. The defaults are Together's published
+serverless prices for the seed's models (together.ai/pricing, as listed in 2024: check the page for today's)
+and zero for the bundled local models. Set your own with :func:`set_prices`, or pass ``prices=`` to any
+function here. A model with no price gives no cost (counted in ``unpriced``), never a made-up one. A cached
+answer costs nothing: no call was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from .records import CallRecord
+
+#: USD per million tokens (input, output).
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "Qwen/Qwen2-72B-Instruct": (0.90, 0.90),
+    "Qwen/Qwen1.5-72B-Chat": (0.90, 0.90),
+    "mistralai/Mixtral-8x22B-Instruct-v0.1": (1.20, 1.20),
+    "databricks/dbrx-instruct": (1.20, 1.20),
+    "smollm2-135m": (0.0, 0.0),
+    "gemma3-270m": (0.0, 0.0),
+}
+_prices: dict[str, tuple[float, float]] = dict(DEFAULT_PRICES)
+
+#: Tokens a chat template adds per message and per request, at most (role markers, separators): for estimates.
+TEMPLATE_TOKENS_PER_MESSAGE = 8
+TEMPLATE_TOKENS_PER_REQUEST = 8
+
+
+def check_prices(prices: Mapping) -> dict[str, tuple[float, float]]:
+    """``{model: (input, output)}`` or ``{model: price}`` (both the same), USD per million tokens, >= 0."""
+    if not isinstance(prices, Mapping):
+        raise ValueError(f"prices must be a mapping model -> (input, output) USD per million tokens, got {prices!r}")
+    out = {}
+    for model, price in prices.items():
+        pair = (price, price) if isinstance(price, (int, float)) else price
+        ok = (isinstance(model, str) and isinstance(pair, (list, tuple)) and len(pair) == 2
+              and all(isinstance(p, (int, float)) and not isinstance(p, bool) and p >= 0 for p in pair))
+        if not ok:
+            raise ValueError(f"the price of {model!r} must be a number >= 0 or a pair (input, output) of them, "
+                             f"in USD per million tokens; got {price!r}")
+        out[model] = (float(pair[0]), float(pair[1]))
+    return out
+
+
+def set_prices(prices: Mapping, *, replace: bool = False) -> None:
+    """Add or change prices for this process (``replace=True``: drop the defaults first)."""
+    checked = check_prices(prices)
+    if replace:
+        _prices.clear()
+    _prices.update(checked)
+
+
+def get_prices(prices: Mapping | None = None) -> dict[str, tuple[float, float]]:
+    """The price table in use: this process's (defaults and :func:`set_prices`), updated with ``prices``."""
+    return {**_prices, **check_prices(prices or {})}
+
+
+def call_cost(record: CallRecord, prices: Mapping | None = None) -> float | None:
+    """Estimated USD of one call from its token usage; 0 for a cached answer; None if the model has no price
+    or the server reported no usage."""
+    if record.cached:
+        return 0.0
+    price = get_prices(prices).get(record.model)
+    if price is None or (record.prompt_tokens is None and record.completion_tokens is None):
+        return None
+    return ((record.prompt_tokens or 0) * price[0] + (record.completion_tokens or 0) * price[1]) / 1e6
+
+
+@dataclass
+class Usage:
+    """Totals over some calls. ``model_calls`` excludes answers from the cache; ``cost`` sums the priced
+    calls, and ``unpriced`` counts the calls that could not be priced (no price for the model, or no usage)."""
+
+    calls: int = 0
+    model_calls: int = 0
+    cached: int = 0
+    failed: int = 0
+    stragglers: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    unpriced: int = 0
+    unpriced_models: list[str] = field(default_factory=list)
+
+    def add(self, other: "Usage") -> "Usage":
+        for name in ("calls", "model_calls", "cached", "failed", "stragglers", "prompt_tokens", "completion_tokens",
+                     "cost", "unpriced"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.unpriced_models = sorted(set(self.unpriced_models) | set(other.unpriced_models))
+        return self
+
+    def __str__(self) -> str:
+        cost = f"≈ ${self.cost:.4f}" + (f" (+{self.unpriced} call(s) without a price)" if self.unpriced else "")
+        stragglers = f", {self.stragglers} straggler(s) cancelled" if self.stragglers else ""
+        return (f"{self.calls} calls ({self.cached} from the cache, {self.failed} failed{stragglers}), "
+                f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens, {cost}")
+
+
+def usage(calls: Iterable[CallRecord], prices: Mapping | None = None) -> Usage:
+    """Tokens and estimated cost of ``calls`` (a run's ``trace``, one layer's ``calls``, a whole batch's)."""
+    table = get_prices(prices)  # checked once, then used as the full table
+    total = Usage()
+    for record in calls:
+        total.calls += 1
+        total.cached += record.cached
+        total.model_calls += not record.cached and record.attempts > 0
+        total.failed += record.status in ("failed", "cancelled")
+        total.stragglers += record.straggler
+        total.prompt_tokens += record.prompt_tokens or 0
+        total.completion_tokens += record.completion_tokens or 0
+        cost = call_cost(record, table)
+        if cost is None:
+            if record.attempts > 0:  # a call never made (cancelled while waiting) costs nothing
+                total.unpriced += 1
+                if record.model not in total.unpriced_models:
+                    total.unpriced_models.append(record.model)
+        else:
+            total.cost += cost
+    return total
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Before a run: how many model calls it makes, and upper bounds of its tokens and cost (every answer at
+    ``max_tokens``; prompts counted as one token per UTF-8 byte, plus the chat template's tokens)."""
+
+    prompts: int
+    calls: int
+    max_prompt_tokens: int
+    max_completion_tokens: int
+    max_cost: float | None  # None: some model has no price
+    unpriced_models: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        cost = f"≤ ${self.max_cost:.4f}" if self.max_cost is not None else \
+            f"unknown (no price for {', '.join(self.unpriced_models)})"
+        return (f"{self.prompts} prompt(s): {self.calls} model calls, ≤ {self.max_prompt_tokens} prompt tokens, "
+                f"≤ {self.max_completion_tokens} completion tokens, cost {cost}")
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def estimate(
+    prompt: "str | Sequence[str] | RunPlan",
+    proposers=None,
+    aggregator: str | None = None,
+    *,
+    prices: Mapping | None = None,
+    **settings,
+) -> Estimate:
+    """How many calls a run (or a batch: a list of prompts) makes, with upper bounds of tokens and cost.
+    Arguments as for :func:`moa_lab.plan_run` (or one :class:`~moa_lab.RunPlan`); no model is called.
+
+    The bound: each answer has at most ``max_tokens`` tokens; a prompt has at most one token per UTF-8 byte
+    (true of byte-level BPE and byte-fallback tokenizers) plus the chat template's few tokens; a previous answer
+    re-read by the next layer counts ``max_tokens`` again (exact for the same tokenizer).
+    """
+    from .plan import RunPlan, plan_run
+
+    prompts = [prompt] if isinstance(prompt, (str, RunPlan)) else list(prompt)
+    if not prompts:
+        raise ValueError("estimate needs at least one prompt")
+    table = get_prices(prices)
+    calls = prompt_tokens = completion_tokens = 0
+    cost, unpriced = 0.0, set()
+    for item in prompts:
+        plan = item if isinstance(item, RunPlan) else plan_run(item, proposers, aggregator, **settings)
+        limit = plan.max_tokens or 0
+        user = _bytes(plan.prompt) + TEMPLATE_TOKENS_PER_REQUEST + TEMPLATE_TOKENS_PER_MESSAGE
+        previous = 0
+        for models in plan.proposers + [[plan.aggregator]]:
+            refs = 0 if not previous else (_bytes(plan.system_prompt) + TEMPLATE_TOKENS_PER_MESSAGE
+                                           + previous * (limit + len(f"{previous}. \n")))
+            for model in models:
+                calls += 1
+                prompt_tokens += user + refs
+                completion_tokens += limit
+                price = table.get(model)
+                if price is None:
+                    unpriced.add(model)
+                else:
+                    cost += ((user + refs) * price[0] + limit * price[1]) / 1e6
+            previous = len(models)
+    return Estimate(len(prompts), calls, prompt_tokens, completion_tokens, None if unpriced else cost,
+                    tuple(sorted(unpriced)))
