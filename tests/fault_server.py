@@ -11,7 +11,8 @@ Each request for a model takes the next fault scripted for that model (then "ok"
   malformed     200 with a body that is not JSON
   empty         200 with an empty answer
   echo-auth     401 whose error message repeats the request's Authorization header
-Every request body is kept in ``requests``; ``active``/``peak`` count concurrent requests.
+Every request body is kept in ``requests`` (its arrival time, ``time.monotonic()``, in ``arrivals``);
+``active``/``peak`` count concurrent requests.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class FaultServer:
         self.latency = latency
         self.plan: dict[str, deque[str]] = defaultdict(deque)
         self.requests: list[dict] = []
+        self.arrivals: list[float] = []
         self.active = self.peak = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -83,6 +85,7 @@ def _handler(server: FaultServer):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             with server.lock:
                 server.requests.append(body)
+                server.arrivals.append(time.monotonic())
                 queue = server.plan.get(body.get("model"))
                 fault = queue.popleft() if queue else "ok"
                 server.active += 1
