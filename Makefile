@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-moa_lab
 PROMPT ?= What are some fun things to do in San Francisco?
 
-.PHONY: install demo test browser lab sync check-sync clean
+.PHONY: install demo test bench browser lab sync check-sync clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: $(STAMP)  ## an MoA answer from the bundled local models, offline
 
 test: $(STAMP) browser  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)  ## the benchmarks (a few minutes): prints their ratios, writes benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/run.py
 
 browser:  ## Debian's chromium + chromedriver for the browser test (apt-get, once; says loudly if it cannot)
 	@bash tools/install_browser.sh

@@ -34,6 +34,10 @@ LOCAL_MAX_TOKENS = 64
 
 _NO_KEY = "no-key-needed"  # the SDK insists on some key; local servers ignore it
 
+#: SDK clients, made once per event loop, URL and key, and shared by every Backend object: making one costs
+#: about 25 ms (an SSL context), more than moa_lab's own work for a whole layer.
+_CLIENTS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -52,9 +56,6 @@ class Backend:
     default_max_tokens: int = 512  # what max_tokens=None means (512: the seed's)
     server: local.LocalServer | None = field(default=None, repr=False, compare=False)
     _api_key: str | None = field(default=None, repr=False, compare=False)
-    _clients: "weakref.WeakKeyDictionary" = field(
-        default_factory=weakref.WeakKeyDictionary, repr=False, compare=False
-    )
 
     def describe(self) -> str:
         """One line saying which backend this is and why it was chosen."""
@@ -92,11 +93,11 @@ class Backend:
             await self.ready()
             url = self.server.url
         url = url or self.base_url
-        per_loop = self._clients.setdefault(asyncio.get_running_loop(), {})
-        if url not in per_loop:
-            key = self._api_key if (self.kind != "local" or model in self.model_urls) else None
-            per_loop[url] = AsyncTogether(api_key=key or _NO_KEY, base_url=url, max_retries=0)
-        return per_loop[url]
+        key = (self._api_key if (self.kind != "local" or model in self.model_urls) else None) or _NO_KEY
+        per_loop = _CLIENTS.setdefault(asyncio.get_running_loop(), {})
+        if (url, key) not in per_loop:
+            per_loop[url, key] = AsyncTogether(api_key=key, base_url=url, max_retries=0)
+        return per_loop[url, key]
 
     def scope(self, model: str) -> str:
         """Where ``model``'s calls go, for cache keys: its URL, ``"together"``, or ``"local"`` for the bundled

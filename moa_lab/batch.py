@@ -103,6 +103,11 @@ def parse_shard(shard: str | Sequence[int] | None) -> tuple[int, int] | None:
     return i, n
 
 
+def check_batch_settings(concurrency: int = 16, rps: float | None = None, shard=None):
+    """Check a batch's own settings (ValueError naming a bad one); returns its call limiter and its shard."""
+    return limits.CallLimiter(concurrency, rps), parse_shard(shard)
+
+
 def settings_id(plan: RunPlan) -> str:
     """A short fingerprint of a batch's settings (everything but the prompt); stored in every output line."""
     settings = {k: v for k, v in plan.to_dict().items() if k != "prompt"}
@@ -239,8 +244,7 @@ async def run_batch(
     first = plan_run(items[0].prompt, proposers, aggregator, **settings)
     for item in items[1:]:
         plan_run(item.prompt, first.proposers, first.aggregator, **{**settings, "backend": first.backend})
-    limiter = limits.CallLimiter(concurrency, rps)
-    picked = parse_shard(shard)
+    limiter, picked = check_batch_settings(concurrency, rps, shard)
     if picked is not None:
         items = [item for position, item in enumerate(items) if position % picked[1] == picked[0]]
     path = check_output_path(out)

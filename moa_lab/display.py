@@ -67,17 +67,36 @@ def messages_view(messages: Sequence[dict[str, str]]) -> View:
     return View(blocks, text)
 
 
-def trace_table(calls: MoAResult | Iterable[CallRecord]) -> View:
-    """Every call of a run, one row each: layer, model, seconds, tokens, attempts, error."""
-    calls = _calls(calls)
-    rows = trace_rows(calls)
-    head = "".join(f'<th style="{_CELL}">{k}</th>' for k in COLUMNS)
+def _html_table(columns: Sequence[str], rows: Iterable[dict]) -> str:
+    head = "".join(f'<th style="{_CELL}">{k}</th>' for k in columns)
     body = "".join(
         "<tr>" + "".join(f'<td style="{_CELL}">{html.escape(str(r[k] if r[k] is not None else ""))}</td>'
-                         for k in COLUMNS) + "</tr>"
+                         for k in columns) + "</tr>"
         for r in rows
     )
-    return View(f"<table><tr>{head}</tr>{body}</table>", format_trace(calls))
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def trace_table(calls: MoAResult | Iterable[CallRecord]) -> View:
+    """Every call of a run, one row each: layer, model, status, seconds, tokens, attempts, error."""
+    calls = _calls(calls)
+    return View(_html_table(COLUMNS, trace_rows(calls)), format_trace(calls))
+
+
+BATCH_COLUMNS = ("id", "status", "prompt", "final", "calls", "cached_calls", "tokens", "seconds", "error")
+
+
+def batch_table(lines: Iterable[dict], width: int = 120) -> View:
+    """Batch output lines (``moa_lab.read_results``), one row each; long texts cut at ``width`` characters."""
+    def cut(text) -> str:
+        text = " ".join(str(text or "").split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    rows = [{**{k: line.get(k) for k in BATCH_COLUMNS}, "prompt": cut(line["prompt"]), "final": cut(line["final"]),
+             "error": cut(line["error"]), "tokens": line["prompt_tokens"] + line["completion_tokens"],
+             "seconds": round(line["seconds"], 2)} for line in lines]
+    text = "\n".join(f"[{r['id']}] {r['status']}: {r['prompt']}\n    -> {r['final'] or r['error']}" for r in rows)
+    return View(_html_table(BATCH_COLUMNS, rows), text)
 
 
 def _timeline_size(calls: Sequence[CallRecord]) -> tuple[float, float]:

@@ -12,7 +12,9 @@ Each request for a model takes the next fault scripted for that model (then "ok"
   empty         200 with an empty answer
   echo-auth     401 whose error message repeats the request's Authorization header
 Every request body is kept in ``requests`` (its arrival time, ``time.monotonic()``, in ``arrivals``);
-``active``/``peak`` count concurrent requests.
+``active``/``peak`` count concurrent requests. ``POST /_script``, ``GET /_stats`` and ``POST /_reset`` do the
+same from another process (``python tests/fault_server.py --latency S`` serves in its own process and prints
+its URL; the benchmarks use it so that the server does not share the client's interpreter).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def answer_text(body: dict) -> str:
 def _handler(server: FaultServer):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"
+        _counted = False
 
         def log_message(self, *args) -> None:
             pass
@@ -81,8 +84,23 @@ def _handler(server: FaultServer):
         def _error(self, status: int, message: str, headers: dict | None = None) -> None:
             self._send(status, json.dumps({"error": {"message": message}}).encode(), headers)
 
+        def do_GET(self) -> None:  # GET /_stats: the counters, for a client in another process
+            if self.path != "/_stats":
+                return self._error(404, "not found")
+            with server.lock:
+                stats = {"requests": len(server.requests), "peak": server.peak, "active": server.active}
+            self._send(200, json.dumps(stats).encode())
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if self.path == "/_script":  # {"model": ..., "faults": [...]}: script() from another process
+                server.script(body["model"], *body["faults"])
+                return self._send(200, b"{}")
+            if self.path == "/_reset":  # forget the requests and the peak, and any faults still scripted
+                with server.lock:
+                    server.requests.clear(), server.arrivals.clear(), server.plan.clear()
+                    server.peak = server.active
+                return self._send(200, b"{}")
             with server.lock:
                 server.requests.append(body)
                 server.arrivals.append(time.monotonic())
@@ -160,3 +178,16 @@ def _handler(server: FaultServer):
             self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
 
     return Handler
+
+
+if __name__ == "__main__":  # a server in its own process (benchmarks): prints its URL, serves until killed
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
+    args = parser.parse_args()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # for sigwait, in every thread
+    with FaultServer(latency=args.latency) as fault_server:
+        print(fault_server.url, flush=True)
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})

@@ -172,7 +172,10 @@ def test_playground_in_a_browser(kind, browser, tmp_path):
         assert shot.stat().st_size > 10_000
         print(f"[{kind}] screenshot: {shot}")
 
-        # Run again and Stop it while layer 1 runs: the kernel's task is cancelled, the panel says so.
+        # Run again with another max_tokens (the same settings would be answered from the cache at once), and
+        # Stop it while layer 1 runs: the kernel's task is cancelled, the panel says so.
+        tokens.send_keys(Keys.CONTROL, "a")
+        tokens.send_keys("40", Keys.TAB)
         browser.execute_script("document.querySelector('.moa-run').click();"
                                "setTimeout(() => document.querySelector('.moa-stop').click(), 700);")
         wait.until(lambda d: "Stopped." in d.execute_script("return document.querySelector('.moa-status').textContent"))

@@ -116,3 +116,29 @@ def test_ask_table_and_bad_input():
     assert bad.returncode == 2 and "layers must be an integer >= 1" in bad.stderr
     bad = subprocess.run(MOA + ["ask", "Hi", "--proposers", "gpt-4"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown model 'gpt-4'" in bad.stderr
+
+
+def test_batch_on_the_bundled_models_then_estimate_and_bad_lines(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Name a colour.\nName a fruit.\nName an animal.\n")
+    out = tmp_path / "out.jsonl"
+    args = [str(prompts), str(out), "--max-tokens", "8", "--concurrency", "2"]
+    done = subprocess.run(MOA + ["batch"] + args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == ["1", "2", "3"] and all(r["status"] == "ok" and r["final"] for r in rows)
+    assert all(r["calls"] == 5 and r["completion_tokens"] > 0 and r["cost"] == 0 for r in rows)
+    assert "3 done, 0 failed" in done.stdout and "MoA batch" in done.stderr  # the progress bar
+    again = subprocess.run(MOA + ["batch"] + args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "0 done, 0 failed, 3 already there" in again.stdout
+
+    est = subprocess.run(MOA + ["batch"] + args + ["--estimate", "--layers", "3"], capture_output=True, text=True,
+                         timeout=60)
+    assert est.returncode == 0 and "3 prompt(s): 27 model calls" in est.stdout and "≤ 216 completion tokens" in est.stdout
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": broken\n')
+    done = subprocess.run(MOA + ["batch", str(bad), str(tmp_path / "bad-out.jsonl")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "bad.jsonl:2: not valid JSON" in done.stderr
+    assert not (tmp_path / "bad-out.jsonl").exists()

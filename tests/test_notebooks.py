@@ -133,6 +133,53 @@ def test_playground_notebook(tmp_path):
     assert "layer 2: smollm2-135m, gemma3-270m" in shown and "aggregator (layer 3): smollm2-135m" in shown
 
 
+@pytest.mark.local
+def test_batch_notebook_defaults(tmp_path):
+    nb = execute("04_batch_synthetic_data", tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "runs" / "04_batch.jsonl").read_text().splitlines()]
+    assert sorted(int(r["id"]) for r in rows) == [1, 2, 3, 4, 5, 6]
+    assert all(r["status"] == "ok" and r["final"].strip() and r["calls"] == 5 for r in rows)
+    assert all(0 < c["completion_tokens"] <= 64 for r in rows for c in r["trace"])
+    dataset = [json.loads(line) for line in (tmp_path / "runs" / "04_synthetic_dataset.jsonl").read_text().splitlines()]
+    assert [d["instruction"] for d in dataset] == [r["prompt"] for r in sorted(rows, key=lambda r: int(r["id"]))]
+    assert [d["output"] for d in dataset] == [r["final"] for r in sorted(rows, key=lambda r: int(r["id"]))]
+    text = all_text(nb)
+    assert "6 prompt(s): 30 model calls" in text  # the estimate, before the run
+    assert "6 done, 0 failed, 0 already there" in text
+    assert "same output file: " in text and "0 done, 0 failed, 6 already there" in text
+    assert "30 calls (30 from the cache, 0 failed)" in text  # the new output file: no model called
+    assert has_output(nb, "text/html")  # the results table
+
+
+@pytest.mark.local
+def test_batch_notebook_changed_parameters(tmp_path):
+    prompts = tmp_path / "mine.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "Name a colour."}\n{"id": "b", "prompt": "Name a fruit."}\n'
+                       '{"id": "c", "prompt": "Name a tree."}\n')
+    execute("04_batch_synthetic_data", tmp_path, prompts_path=str(prompts), n_prompts=2, layers=3, max_tokens=12,
+            proposers=[G, S], aggregator=G, concurrency=2, output_path="out/res.jsonl", dataset_path="out/data.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "out" / "res.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == ["a", "b"]
+    assert all([layer["models"] for layer in r["layers"]] == [[G, S], [G, S]] and r["calls"] == 5 for r in rows)
+    assert all(r["trace"][-1]["model"] == G and c["completion_tokens"] <= 12 for r in rows for c in r["trace"])
+    assert len((tmp_path / "out" / "data.jsonl").read_text().splitlines()) == 2
+
+
+def test_batch_notebook_remote_with_a_key_leaks_no_key(tmp_path, monkeypatch, fault):
+    monkeypatch.setenv("TOGETHER_BASE_URL", fault.url)
+    monkeypatch.setenv("TOGETHER_API_KEY", KEY)
+    fault.script(SEED_PROPOSERS[1], "echo-auth")
+    nb = execute("04_batch_synthetic_data", tmp_path, n_prompts=3)
+    rows = [json.loads(line) for line in (tmp_path / "runs" / "04_batch.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
+    assert sum(len(r["layers"][0]["errors"]) for r in rows) == 1  # the 401, recorded in its line
+    assert all(r["layers"][0]["models"] == list(SEED_PROPOSERS) and r["cost"] > 0 for r in rows)  # Together prices
+    for path in tmp_path.rglob("*"):  # results, dataset, cache, executed notebook
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+    assert KEY not in all_text(nb)
+
+
 BAD = [
     ("01_two_layer_moa", {"proposers": []}, "proposers is empty"),
     ("01_two_layer_moa", {"temperature": 5}, "temperature must be a number in [0, 2], got 5"),
@@ -143,6 +190,9 @@ BAD = [
     ("02_three_layer_moa", {"output_path": "."}, "output_path '.' is a folder"),
     ("03_playground", {"layers": 9}, "layers=9: the playground shows at most 6 layers"),
     ("03_playground", {"max_tokens": -5}, "max_tokens must be an integer >= 1, got -5"),
+    ("04_batch_synthetic_data", {"n_prompts": -1}, "n_prompts must be an integer >= 0 (0: all), got -1"),
+    ("04_batch_synthetic_data", {"prompts_path": "missing.jsonl"}, "cannot read prompts from 'missing.jsonl'"),
+    ("04_batch_synthetic_data", {"concurrency": 0}, "concurrency must be an integer >= 1, got 0"),
 ]
 
 
