@@ -62,8 +62,10 @@ def main() -> int:
         "The first four run against the fault-injecting server (`tests/fault_server.py`, in its own process) "
         "with a fixed latency per call; `local` runs the bundled models. What each one measures and why: the "
         "docstring of its `benchmarks/bench_*.py`.\n\n" + text + "\n", encoding="utf-8")
-    print(f"\nwritten to {args.out}", file=sys.stderr)
-    return 0 if all(row.met is not False for row in rows) else 1
+    missed = [row.name for row in rows if row.met is False]
+    print(f"\nwritten to {args.out}; " + (f"targets missed: {'; '.join(missed)}" if missed else "every target met"),
+          file=sys.stderr)
+    return 0  # a benchmark reports; it does not fail a build (the tests do that)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,8 @@ async def chat(
                 async with contextlib.AsyncExitStack() as stack:
                     if limiter is not None:  # a slot per attempt: none is held while backing off
                         await stack.enter_async_context(limiter.slot(-record.layer))
+                        if attempt == 0:  # the call starts when it has its slot: waiting for one is not its time
+                            record.started, t0 = time.time(), time.perf_counter()
                     attempt_stream = _one_attempt(client, record.model, messages, record.seed, settings, stream, record)
                     pieces = await stack.enter_async_context(contextlib.aclosing(attempt_stream))  # closed in this task
                     async for piece in pieces:

@@ -26,6 +26,11 @@ from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the listen backlog (socketserver's default is 5: a burst of connections would be
+    # dropped and retried by the client's kernel 1 s later, and counted against the client)
+
+
 class FaultServer:
     def __init__(self, latency: float = 0.0) -> None:
         self.latency = latency
@@ -35,7 +40,7 @@ class FaultServer:
         self.active = self.peak = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.httpd = _Server(("127.0.0.1", 0), _handler(self))
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"

@@ -198,3 +198,30 @@ def test_resume_after_kill_9_at_random_moments(tmp_path):
     print("lines after each kill:", counts)
     assert counts == sorted(counts) and 0 < counts[-1] < n, counts  # each kill landed mid-run
     assert f"{n - counts[-1]} done" in done.stdout and f"{counts[-1]} already there" in done.stdout
+
+
+def test_the_limiter_serves_later_layers_first_and_survives_cancelled_waiters():
+    import asyncio
+
+    from moa_lab import CallLimiter
+
+    async def main():
+        limiter, order = CallLimiter(1), []
+
+        async def call(name, priority, hold=0.01):
+            async with limiter.slot(priority):
+                order.append(name)
+                await asyncio.sleep(hold)
+
+        first = asyncio.ensure_future(call("first", 0, 0.05))
+        await asyncio.sleep(0)
+        waiting = [asyncio.ensure_future(call(n, p)) for n, p in (("layer1-a", -1), ("layer2", -2), ("gone", -3),
+                                                                   ("layer1-b", -1))]
+        await asyncio.sleep(0.01)
+        waiting[2].cancel()  # a straggler cancelled while it waits for a slot
+        await asyncio.gather(first, *waiting, return_exceptions=True)
+        return order, limiter
+
+    order, limiter = run(main())
+    assert order == ["first", "layer2", "layer1-a", "layer1-b"]  # the later layer first, then first come first served
+    assert limiter.active == 0 and limiter.peak == 1
