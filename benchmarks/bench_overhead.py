@@ -6,26 +6,17 @@ moa_lab's own time (building messages, the SDK, HTTP, scheduling). Target: ≤ 1
 
 from __future__ import annotations
 
-import asyncio
 import statistics
-import time
 
-from harness import Row, fault_server, no_cache
+from harness import Row, fault_server, no_cache, time_runs
 
 from moa_lab import run_moa
 
 
 def run(latency: float = 0.5, repeats: int = 5) -> list[Row]:
     with no_cache(), fault_server(latency) as server:
-        async def main() -> list[float]:
-            walls = []
-            for i in range(repeats + 1):  # the first run opens the connections: a warm-up, not counted
-                t0 = time.perf_counter()
-                await run_moa("What is MoA?", ["a", "b", "c", "d"], "agg", layers=3, seed=i, backend=server.url)
-                walls.append(time.perf_counter() - t0)
-            return walls[1:]
-
-        walls = asyncio.run(main())
+        walls = time_runs(repeats, lambda i: run_moa("What is MoA?", ["a", "b", "c", "d"], "agg", layers=3, seed=i,
+                                                     backend=server.url), warm_up=True)
     ideal = 3 * latency
     ratio = statistics.mean(walls) / ideal
     detail = (f"3 layers × 4 proposers, every call {latency:g} s: mean wall {statistics.mean(walls):.3f} s over "

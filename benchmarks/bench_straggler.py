@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 
-from harness import Row, fault_server, no_cache, percentile
+from harness import Row, fault_server, no_cache, percentile, time_runs
 
 from moa_lab import run_moa
 
@@ -20,16 +18,9 @@ def run(latency: float = 0.1, runs: int = 60, slow_factor: int = 10, slow_share:
             server.reset()
             server.script("d", *[f"delay:{latency * (slow_factor - 1):g}" if i in slow_runs else "ok"
                                  for i in range(runs)])
-
-            async def main() -> list[float]:
-                seconds = []
-                for i in range(runs):
-                    t0 = time.perf_counter()
-                    await run_moa("What is MoA?", ["a", "b", "c", "d"], "agg", quorum=quorum, seed=i, backend=server.url)
-                    seconds.append(time.perf_counter() - t0)
-                return seconds
-
-            p95[quorum] = percentile(asyncio.run(main()), 95)
+            seconds = time_runs(runs, lambda i: run_moa("What is MoA?", ["a", "b", "c", "d"], "agg", quorum=quorum,
+                                                        seed=i, backend=server.url))
+            p95[quorum] = percentile(seconds, 95)
     ratio = p95[3] / p95[None]
     detail = (f"{runs} runs, calls of {latency:g} s, proposer d {slow_factor}× slow in {len(slow_runs)} of them: "
               f"p95 {p95[3]:.3f} s with quorum 3/4 vs {p95[None]:.3f} s waiting for all")

@@ -6,15 +6,17 @@ process so that its threads do not compete with the client for the interpreter.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Awaitable, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULT_SERVER = ROOT / "tests" / "fault_server.py"
@@ -87,3 +89,18 @@ def percentile(values: list[float], q: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def time_runs(runs: int, one: Callable[[int], Awaitable], warm_up: bool = False) -> list[float]:
+    """Wall seconds of ``await one(i)`` for i in 0..runs-1, one after another in one event loop (after one
+    uncounted warm-up run, if asked: the first run opens the connections)."""
+    async def main() -> list[float]:
+        seconds = []
+        for i in range(-1 if warm_up else 0, runs):
+            t0 = time.perf_counter()
+            await one(i)
+            if i >= 0:
+                seconds.append(time.perf_counter() - t0)
+        return seconds
+
+    return asyncio.run(main())
