@@ -74,8 +74,3 @@ def run(latency: float = 1.0, n: int = 200, concurrency: int = 32, seed_prompts:
                             f"seed loop {seed_seconds:.0f} s for {n} prompts (timed on {seed_prompts}, scaled) vs "
                             f"{wall:.1f} s; the most possible at this concurrency is {ceiling:.1f}×"))
     return rows
-
-
-if __name__ == "__main__":
-    for row in run():
-        print(row)

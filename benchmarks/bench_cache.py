@@ -28,8 +28,3 @@ def run(latency: float = 0.5) -> list[Row]:
         Row("cache: 2nd run wall ÷ 1st", walls[1] / walls[0], "(none)", None,
             f"{walls[0]:.3f} s, then {walls[1] * 1000:.1f} ms from the cache"),
     ]
-
-
-if __name__ == "__main__":
-    for row in run():
-        print(row)

@@ -70,8 +70,3 @@ def run(repeats: int = 5) -> list[Row]:
             f"2 × smollm2 + 2 × gemma3: {one_by_one:.1f} s one after another in-process, {at_once:.1f} s through "
             "the server's workers at once"),
     ]
-
-
-if __name__ == "__main__":
-    for row in run():
-        print(row)

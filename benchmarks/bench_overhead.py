@@ -22,8 +22,3 @@ def run(latency: float = 0.5, repeats: int = 5) -> list[Row]:
     detail = (f"3 layers × 4 proposers, every call {latency:g} s: mean wall {statistics.mean(walls):.3f} s over "
               f"{repeats} runs (min {min(walls):.3f}, max {max(walls):.3f}) vs ideal {ideal:.3f} s")
     return [Row("overhead: MoA wall ÷ ideal", ratio, "≤ 1.03", ratio <= 1.03, detail)]
-
-
-if __name__ == "__main__":
-    for row in run():
-        print(row)

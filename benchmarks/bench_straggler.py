@@ -25,8 +25,3 @@ def run(latency: float = 0.1, runs: int = 60, slow_factor: int = 10, slow_share:
     detail = (f"{runs} runs, calls of {latency:g} s, proposer d {slow_factor}× slow in {len(slow_runs)} of them: "
               f"p95 {p95[3]:.3f} s with quorum 3/4 vs {p95[None]:.3f} s waiting for all")
     return [Row("straggler: p95 with quorum 3/4 ÷ p95 waiting for all", ratio, "≤ 0.5", ratio <= 0.5, detail)]
-
-
-if __name__ == "__main__":
-    for row in run():
-        print(row)

@@ -2,6 +2,8 @@
 
     python benchmarks/run.py [overhead batch straggler cache local] [--out benchmarks/RESULTS.md]
 
+One benchmark alone: name it (e.g. `python benchmarks/run.py straggler --out /tmp/s.md`).
+
 Each ratio is measured in this one run, on this machine; the table says which machine and when.
 """
 
