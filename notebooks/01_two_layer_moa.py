@@ -140,8 +140,17 @@ trace_table(result)
 plot_timeline(result);
 
 # %% [markdown]
-# The JSON summary holds the settings, each layer's answers, the final text, and every call with its time and
-# tokens. It never holds an API key.
+# What the run cost: MoA makes 5 calls where one model would make 1, and the aggregator reads every proposer's
+# answer, so its prompt is the longest. Prices are per million tokens: Together's for the seed's models, zero for
+# the bundled ones (`moa_lab.set_prices` sets yours). `estimate(...)` gives the bound before a run. A re-run of
+# these cells costs nothing: the answers come from the cache (status `cached` in the table above).
+
+# %%
+print(result.usage())
+
+# %% [markdown]
+# The JSON summary holds the settings, each layer's answers, the final text, and every call with its time,
+# tokens and estimated cost. It never holds an API key.
 
 # %%
 if summary_file:
@@ -155,7 +164,8 @@ print(f"{len(result.trace)} calls, {result.seconds:.1f} s from the first call's 
 # already runs an event loop (that is why top-level `await` works), and `asyncio.run` refuses to start a
 # second one inside it. `nest_asyncio.apply()` patches the running loop so that it can be entered again. After
 # that, the seed's form runs unchanged. Below, `main()` is the whole recipe in one call, `run_moa`. (`moa_lab`'s
-# own `run_moa_sync` does the same for scripts and cells without `await`.)
+# own `run_moa_sync` does the same for scripts and cells without `await`.) Its settings and seeds are the ones
+# above, so its calls are answered from the cache, at once: the summary line says so.
 
 # %%
 import asyncio
@@ -181,7 +191,7 @@ except RuntimeError as err:
     print(f"asyncio.run refused: {err}\nnest_asyncio.apply(), then the same line again:\n")
     nest_asyncio.apply()
     again = asyncio.run(main())
-print(f"\n\n{len(again.trace)} calls in {again.seconds:.1f} s")
+print(f"\n\n{again.usage()}; {again.seconds:.2f} s")
 
 # %% [markdown]
 # ## Playground

@@ -68,7 +68,8 @@ def test_two_layer_defaults(tmp_path):
     text = all_text(nb)
     assert "embedded local server" in text  # the backend cell says which backend and why
     assert "asyncio.run refused: asyncio.run() cannot be called from a running event loop" in text
-    assert "5 calls in" in text  # the seed's asyncio.run(main()) form then ran the whole recipe
+    assert "5 calls (0 from the cache, 0 failed)" in text  # the usage of the run, cell by cell
+    assert "5 calls (5 from the cache, 0 failed)" in text  # the seed's asyncio.run(main()) form: the same run again
     assert has_output(nb, "text/html") and has_output(nb, "image/png")  # tables and the timeline
     assert has_output(nb, WIDGET) and "MoA playground" in text_of(nb.cells[-1])  # the Playground section
 
