@@ -280,8 +280,9 @@ class Playground:
             if task.cancelled():
                 self._say(f"Stopped. {len(self.records)} finished call(s) kept below.", error=True)
             elif task.exception() is None:
-                r = self.result
-                self._say(f"Done: {len(r.trace)} calls in {r.seconds:.1f} s; first token "
+                r, cached = self.result, sum(c.cached for c in self.result.trace)
+                from_cache = f" ({cached} from the cache)" if cached else ""
+                self._say(f"Done: {len(r.trace)} calls{from_cache} in {r.seconds:.1f} s; first token "
                           f"{self.first_token_seconds or 0:.2f} s after Run.")
             elif isinstance(task.exception(), MoAError):
                 self.error = task.exception()

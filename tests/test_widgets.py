@@ -259,3 +259,16 @@ def test_plan_settings_round_trip_through_papermill_parameters(remote, proposers
     params = plan.to_parameters()
     assert params["max_tokens"] == 512 and (params["proposers"] is None) == (plan.layers == 1)
     assert moa_lab.plan_run(**params, backend=remote).to_dict() == plan.to_dict()
+
+
+def test_run_again_with_the_same_settings_is_answered_from_the_cache(fault, remote):
+    panel = Playground("Hi", ["a", "b"], "agg", backend=remote)
+    click_and_wait(panel)
+    first = (slot_texts(panel), panel.final_text)
+    click_and_wait(panel)
+    assert len(fault.requests) == 3  # no new request
+    assert (slot_texts(panel), panel.final_text) == first
+    assert "Done: 3 calls (3 from the cache)" in panel.message and "cached" in panel.trace.value
+    panel.max_tokens.value = 33  # another setting: called again
+    click_and_wait(panel)
+    assert len(fault.requests) == 6 and "from the cache" not in panel.message
