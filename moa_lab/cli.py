@@ -78,6 +78,10 @@ def _batch(args: argparse.Namespace) -> int:
     except LocalServerError as exc:
         print(f"moa-lab batch: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\nmoa-lab batch: interrupted; the finished prompts are in {args.output}: run the same command "
+              "again to go on", file=sys.stderr)
+        return 130
     print(summary)
     return 1 if summary.failed else 0
 
