@@ -111,13 +111,19 @@ class Pool:
         self.tickets = itertools.count()
 
     @contextlib.asynccontextmanager
-    async def worker_for(self, model: str, cost: float):
+    async def worker_for(self, model: str, cost: float, gone=None):
+        """A worker for ``model``; ``gone()`` (async, polled while waiting) says the client left: the request
+        then leaves the queue (ClientGone) instead of taking a core for an answer nobody reads."""
         ticket = (-cost, next(self.tickets))
         async with self.changed:
             self.waiting.append(ticket)
             try:
                 while min(self.waiting) != ticket or sum(w.busy for w in self.workers) >= self.slots:
-                    await self.changed.wait()
+                    try:
+                        await asyncio.wait_for(self.changed.wait(), 0.25)
+                    except asyncio.TimeoutError:
+                        if gone is not None and await gone():
+                            raise ClientGone from None
             finally:
                 self.waiting.remove(ticket)
             worker = next(w for w in self.workers if not w.busy and w.model == model)
@@ -129,6 +135,10 @@ class Pool:
             async with self.changed:
                 worker.busy = False
                 self.changed.notify_all()
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request waited for a worker (e.g. a straggler cancelled by a quorum)."""
 
 
 def expected_cost(body: dict) -> float:
@@ -172,8 +182,11 @@ def build_app(workers: list[Worker], slots: int, aliases: Mapping[str, str], max
             body["max_tokens"] = max_tokens_cap
         if body.get("stream"):
             return StreamingResponse(_stream(state, body, requested), media_type="text/event-stream")
-        async with state["pool"].worker_for(body["model"], expected_cost(body)) as worker:
-            r = await state["http"].post(worker.url + "/v1/chat/completions", json=body)
+        try:
+            async with state["pool"].worker_for(body["model"], expected_cost(body), request.is_disconnected) as worker:
+                r = await state["http"].post(worker.url + "/v1/chat/completions", json=body)
+        except ClientGone:
+            return Response(b"", 499)  # nobody is there to read it
         content = r.content
         if r.status_code == 200:
             answer = r.json()

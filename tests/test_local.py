@@ -146,3 +146,31 @@ def test_front_passes_bad_request_fields_to_llama_cpp_for_its_own_error(local):
     # llama-cpp-python answers validation errors with 500; the front passes its message on and keeps serving.
     assert r.status_code == 500 and "'max_tokens'" in r.json()["error"]["message"]
     assert run(run_layer(P, [S], max_tokens=4, backend=local)).calls[0].ok
+
+
+def test_a_request_cancelled_while_queued_never_takes_a_core(local):
+    """Fill every core with calls, one of them shorter; queue a long call and cancel it (as a quorum cancels a
+    straggler); then queue a short one: it takes the first core that frees, not after the cancelled call (which,
+    being longer, would go first)."""
+    import asyncio
+
+    prompt = "Write a very long story about a dragon who learns to bake bread, with many chapters."
+    settings = dict(temperature=0.0, timeout=120, retries=0, backend=local, cache=False)
+
+    async def scenario():
+        busy = [asyncio.ensure_future(run_layer(prompt, [S], seed=i, max_tokens=100 if i == 0 else 250, **settings))
+                for i in range(local.server.workers)]
+        await asyncio.sleep(0.4)
+        straggler = asyncio.ensure_future(run_layer(prompt, [S], seed=99, max_tokens=200, **settings))
+        await asyncio.sleep(0.4)
+        straggler.cancel()
+        await asyncio.sleep(0.5)  # the server looks every 0.25 s
+        short = asyncio.ensure_future(run_layer(prompt, [S], seed=7, max_tokens=2, **settings))
+        first = (await busy[0]).calls[0]
+        done = (await short).calls[0]
+        await asyncio.gather(*busy[1:])
+        return first, done.started + done.seconds
+
+    first, short_done = run(scenario())
+    assert first.completion_tokens == 100 and first.started + first.seconds < short_done
+    assert short_done - (first.started + first.seconds) < 1.2  # the cancelled call would hold that core ~3 s first
