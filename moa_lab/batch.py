@@ -242,8 +242,8 @@ async def run_batch(
     """
     items = read_prompts(prompts)
     first = plan_run(items[0].prompt, proposers, aggregator, **settings)
-    for item in items[1:]:
-        plan_run(item.prompt, first.proposers, first.aggregator, **{**settings, "backend": first.backend})
+    same = {**settings, "backend": first.backend}  # every prompt's plan: checked now, used as it runs
+    plans = {item.id: plan_run(item.prompt, first.proposers, first.aggregator, **same) for item in items}
     limiter, picked = check_batch_settings(concurrency, rps, shard)
     if picked is not None:
         items = [item for position, item in enumerate(items) if position % picked[1] == picked[0]]
@@ -253,18 +253,19 @@ async def run_batch(
     path.parent.mkdir(parents=True, exist_ok=True)
     output = _Output(path)
     try:
-        return await _run(items, output, first, settings, limiter, retry_failed, progress, prices, on_result)
+        return await _run(items, plans, output, limiter, retry_failed, progress, prices, on_result)
     finally:
         output.close()
 
 
-async def _run(items, output: _Output, first: RunPlan, settings, limiter, retry_failed, progress, prices, on_result):
+async def _run(items, plans: dict[str, RunPlan], output: _Output, limiter, retry_failed, progress, prices, on_result):
+    first = plans[items[0].id] if items else next(iter(plans.values()))
     sid = settings_id(first)
     existing = output.existing()
-    other = sorted({v.get("settings_id") for v in existing} - {sid})
+    other = sorted({str(v.get("settings_id")) for v in existing} - {sid})
     if other:
-        raise ValueError(f"{str(output.path)!r} holds results made with other settings (settings_id {', '.join(map(str, other))}, "
-                         f"now {sid}); give a new output file, or run with the same settings to resume")
+        raise ValueError(f"{str(output.path)!r} holds results made with other settings (settings_id "
+                         f"{', '.join(other)}, now {sid}); give a new output file, or the same settings to resume")
     if retry_failed and any(v["status"] != "ok" for v in existing):
         existing = [v for v in existing if v["status"] == "ok"]
         output.rewrite(existing)
@@ -281,11 +282,10 @@ async def _run(items, output: _Output, first: RunPlan, settings, limiter, retry_
     async def worker() -> None:
         while not queue.empty():
             item = queue.get_nowait()
-            plan = plan_run(item.prompt, first.proposers, first.aggregator, **{**settings, "backend": first.backend})
             result = error = None
             started = time.perf_counter()
             try:
-                result = await run_plan(plan, stream=False)
+                result = await run_plan(plans[item.id], stream=False)
             except Exception as exc:  # noqa: BLE001 - a failed prompt is a line with its error, not the batch's end
                 error = exc
             line = _line(item, sid, result, error, time.perf_counter() - started, prices)
@@ -302,7 +302,7 @@ async def _run(items, output: _Output, first: RunPlan, settings, limiter, retry_
 
     token = limits.current.set(limiter)
     try:
-        await asyncio.gather(*(worker() for _ in range(min(limiter.concurrency, len(todo)) or 0)))
+        await asyncio.gather(*(worker() for _ in range(min(limiter.concurrency, len(todo)))))
     finally:
         limits.current.reset(token)
         summary.seconds = time.perf_counter() - t0
