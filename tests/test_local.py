@@ -172,5 +172,7 @@ def test_a_request_cancelled_while_queued_never_takes_a_core(local):
         return first, done.started + done.seconds
 
     first, short_done = run(scenario())
-    assert first.completion_tokens == 100 and first.started + first.seconds < short_done
-    assert short_done - (first.started + first.seconds) < 1.2  # the cancelled call would hold that core ~3 s first
+    assert first.completion_tokens == 100  # it held its core for a while (about 2 s)
+    # The short call ends right after (or, seen from here, even just before) the first core frees: the cancelled
+    # call, which would have gone first, would hold that core about 3 s.
+    assert short_done - (first.started + first.seconds) < 1.2
