@@ -29,8 +29,9 @@ RETRY_STATUS = {408, 409, 429}
 @dataclass(frozen=True)
 class CallSettings:
     """What every call of a run shares. ``timeout``: seconds to wait on the server (httpx's timeouts, in
-    the calling task): for the answer, or for the first and each next chunk of a stream. ``retries``: extra attempts after a retryable failure (429, 408,
-    409, 5xx, timeout, connection error); waits ``backoff * 2**n`` seconds, or what Retry-After says.
+    the calling task): for the answer, or for the first and each next chunk of a stream. ``retries``: extra
+    attempts after a retryable failure (429, 408, 409, 5xx, timeout, connection error); waits
+    ``backoff * 2**n`` seconds, or what Retry-After says.
     ``cache``: where answers are looked up and stored (None: not cached)."""
 
     temperature: float = 0.7

@@ -128,9 +128,9 @@ class MoAResult:
 
 def layers_dict(layers: list[LayerResult], prices=None) -> dict[str, Any]:
     """``{"layers": [...]}``: per layer its models, answers, errors, tokens and estimated cost."""
-    from .usage import usage
+    from .usage import get_prices, usage
 
-    out = []
+    prices, out = get_prices(prices), []  # resolved once for every layer
     for layer in layers:
         used = usage(layer.calls, prices)
         out.append({"layer": layer.layer, "models": layer.models, "answers": layer.answers,
@@ -141,8 +141,9 @@ def layers_dict(layers: list[LayerResult], prices=None) -> dict[str, Any]:
 
 def trace_dict(trace: list[CallRecord], prices=None) -> dict[str, Any]:
     """Totals over ``trace`` (calls, failed, cached, tokens, cost) and every call with its estimated cost."""
-    from .usage import call_cost, usage
+    from .usage import call_cost, get_prices, usage
 
+    prices = get_prices(prices)  # resolved once for every call
     used = usage(trace, prices)
     return {"calls": used.calls, "failed_calls": used.failed, "cached_calls": used.cached,
             "prompt_tokens": used.prompt_tokens, "completion_tokens": used.completion_tokens, "cost": used.cost,

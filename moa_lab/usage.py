@@ -54,9 +54,16 @@ def set_prices(prices: Mapping, *, replace: bool = False) -> None:
     _prices.update(checked)
 
 
-def get_prices(prices: Mapping | None = None) -> dict[str, tuple[float, float]]:
-    """The price table in use: this process's (defaults and :func:`set_prices`), updated with ``prices``."""
-    return {**_prices, **check_prices(prices or {})}
+class PriceTable(dict):
+    """A resolved price table (what :func:`get_prices` returns): passed on as ``prices``, it is used as it is."""
+
+
+def get_prices(prices: Mapping | None = None) -> PriceTable:
+    """The price table in use: this process's (defaults and :func:`set_prices`), updated with ``prices``
+    (checked once here; a :class:`PriceTable` is returned as it is, so a table resolved once serves many calls)."""
+    if isinstance(prices, PriceTable):
+        return prices
+    return PriceTable({**_prices, **check_prices(prices or {})})
 
 
 def call_cost(record: CallRecord, prices: Mapping | None = None) -> float | None:
@@ -102,7 +109,7 @@ class Usage:
 
 def usage(calls: Iterable[CallRecord], prices: Mapping | None = None) -> Usage:
     """Tokens and estimated cost of ``calls`` (a run's ``trace``, one layer's ``calls``, a whole batch's)."""
-    table = get_prices(prices)  # checked once, then used as the full table
+    table = get_prices(prices)
     total = Usage()
     for record in calls:
         total.calls += 1
