@@ -24,7 +24,7 @@ from . import limits
 from .moa import run_plan
 from .plan import RunPlan, plan_run
 from .records import MoAError, MoAResult, layers_dict, trace_dict
-from .usage import Usage, usage
+from .usage import Usage, get_prices, usage
 from .validation import check_output_path
 
 
@@ -245,6 +245,7 @@ async def run_batch(
     same = {**settings, "backend": first.backend}  # every prompt's plan: checked now, used as it runs
     plans = {item.id: plan_run(item.prompt, first.proposers, first.aggregator, **same) for item in items}
     limiter, picked = check_batch_settings(concurrency, rps, shard)
+    prices = get_prices(prices)  # checked before any call, resolved once for every line
     if picked is not None:
         items = [item for position, item in enumerate(items) if position % picked[1] == picked[0]]
     path = check_output_path(out)

@@ -152,6 +152,7 @@ def test_text_files_and_lists(tmp_path):
 @pytest.mark.parametrize("kw,match", [
     (dict(concurrency=0), "concurrency"), (dict(rps=0), "rps"), (dict(shard="3/3"), "shard"),
     (dict(shard="a/b"), "shard"), (dict(max_tokens=0), "max_tokens"), (dict(quorum=9), "quorum"),
+    (dict(prices={"a": -1}), "price of 'a'"),
 ])
 def test_bad_settings_call_nothing_and_write_nothing(fault, remote, tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
