@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import json
 import random
 import time
 import re
@@ -73,6 +74,10 @@ def _classify(exc: Exception, timeout: float) -> _Failure:
     if isinstance(exc, together.APIConnectionError):
         cause = exc.__cause__ or exc
         return _Failure(f"connection error: {type(cause).__name__}: {cause}", retry=True)
+    if isinstance(exc, json.JSONDecodeError):  # a 200 whose body is garbled or missing: a glitch worth a retry
+        if not exc.doc.strip():
+            return _Failure("empty response body", retry=True)
+        return _Failure(f"malformed response: the body is not JSON ({exc})", retry=True)
     return _Failure(f"malformed response: {type(exc).__name__}: {exc}", retry=False)
 
 

@@ -45,7 +45,7 @@ class CallRecord:
         return "straggler" if self.straggler else "cancelled" if self.error == "cancelled" else "failed"
 
     def describe_failure(self) -> str:
-        where = "aggregator" if self.role == "aggregator" else f"layer {self.layer} proposer {self.index + 1}"
+        where = f"layer {self.layer} " + ("aggregator" if self.role == "aggregator" else f"proposer {self.index + 1}")
         return f"{self.model} ({where}): {self.error}"
 
 

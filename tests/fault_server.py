@@ -8,8 +8,9 @@ Each request for a model takes the next fault scripted for that model (then "ok"
   hang          never answer (until the server stops)
   cut           stream: send two chunks, then drop the connection; plain: promise a body, send half
   stall         stream: send two chunks, then nothing more (until the server stops)
-  malformed     200 with a body that is not JSON
-  empty         200 with an empty answer
+  malformed     200 with a body that is not JSON (stream: an event whose data is not JSON)
+  blank         200 with an empty body (stream: no events at all)
+  empty         200 with an answer whose content is empty
   echo-auth     401 whose error message repeats the request's Authorization header
 Every request body is kept in ``requests`` (its arrival time, ``time.monotonic()``, in ``arrivals``);
 ``active``/``peak`` count concurrent requests. ``POST /_script``, ``GET /_stats`` and ``POST /_reset`` do the
@@ -24,6 +25,9 @@ import threading
 import time
 from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+SSE = "text/event-stream"
 
 
 class _Server(ThreadingHTTPServer):
@@ -76,9 +80,10 @@ def _handler(server: FaultServer):
         def log_message(self, *args) -> None:
             pass
 
-        def _send(self, status: int, body: bytes, headers: dict | None = None, length: int | None = None) -> None:
+        def _send(self, status: int, body: bytes, headers: dict | None = None, length: int | None = None,
+                  content_type: str = "application/json") -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body) if length is None else length))
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
@@ -141,8 +146,12 @@ def _handler(server: FaultServer):
             elif name == "hang":
                 server.stopping.wait(60)
                 return None
+            elif name == "malformed" and body.get("stream"):
+                return self._send(200, b"data: {this is not json\n\n", content_type=SSE)
             elif name == "malformed":
                 return self._send(200, b"this is not json {")
+            elif name == "blank":
+                return self._send(200, b"", content_type=SSE if body.get("stream") else "application/json")
             elif name == "echo-auth":
                 return self._error(401, f"invalid key in header: {self.headers.get('Authorization')}")
             text = "" if name == "empty" else answer_text(body)
@@ -159,7 +168,7 @@ def _handler(server: FaultServer):
 
         def _stream(self, body: dict, text: str, cut: bool, stall: bool) -> None:
             self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Type", SSE)
             self.end_headers()
             words = text.split(" ")
             for i, word in enumerate(words):

@@ -57,7 +57,7 @@ def test_failed_prompts_are_recorded_and_retried_on_request(fault, remote, tmp_p
     summary = batch(remote, prompts, out, retries=0)
     failed = [r for r in read_results(out) if r["status"] == "failed"]
     assert summary.failed == 1 and len(failed) == 1
-    assert "agg (aggregator): HTTP 500" in failed[0]["error"] and len(failed[0]["layers"][0]["answers"]) == 4
+    assert "agg (layer 2 aggregator): HTTP 500" in failed[0]["error"] and len(failed[0]["layers"][0]["answers"]) == 4
     batch(remote, prompts, out, retries=0)
     assert len(read_results(out)) == 4  # not retried without the flag
     summary = batch(remote, prompts, out, retries=0, retry_failed=True)

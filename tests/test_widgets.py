@@ -163,7 +163,7 @@ def test_aggregator_failure_is_shown_and_the_layers_stay(fault, remote):
     panel = Playground("q", ["a", "b"], "agg", backend=remote, retries=0)
     click_and_wait(panel)
     assert isinstance(panel.error, moa_lab.MoAError) and "the aggregator failed" in panel.message
-    assert "agg (aggregator)" in panel.message
+    assert "agg (layer 2 aggregator)" in panel.message
     assert "a answers" in panel.slots[0][0].value and "b answers" in panel.slots[0][1].value
     assert panel.final_text and panel.final_text in panel.final.value  # the part that arrived stays
     assert len(panel.records) == 3 and "agg" in panel.trace.value
