@@ -6,7 +6,7 @@ Async first (``await run_moa(...)`` in a notebook cell); ``*_sync`` forms for pl
 from __future__ import annotations
 
 from ._sync import run_sync
-from .batch import BatchSummary, read_prompts, read_results, run_batch, run_batch_sync
+from .batch import BatchSummary, OutputError, read_prompts, read_results, run_batch, run_batch_sync
 from .cache import ResponseCache, get_cache
 from .limits import CallLimiter, call_limits
 from .usage import Estimate, Usage, estimate, get_prices, set_prices
@@ -33,7 +33,7 @@ def run_layer_sync(*args, **kwargs) -> LayerResult:
 
 
 __all__ = [
-    "BatchSummary", "CallLimiter", "Estimate", "ResponseCache", "Usage", "call_limits", "estimate", "get_cache",
+    "BatchSummary", "OutputError", "CallLimiter", "Estimate", "ResponseCache", "Usage", "call_limits", "estimate", "get_cache",
     "get_prices", "read_prompts", "read_results", "run_batch", "run_batch_sync", "set_prices",
     "Aggregation", "AGGREGATOR_PROMPT", "AGGREGATOR_PROMPT_EN", "AGGREGATOR_PROMPT_ZH", "Backend", "BUNDLED_MODELS",
     "CallRecord", "LayerResult", "LOCAL_AGGREGATOR", "LOCAL_PROPOSERS", "LocalServer", "LocalServerError",

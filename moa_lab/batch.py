@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -120,6 +121,27 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
 
 
+#: Written (to an unnamed temporary file) beside the output before any call: room for a few dozen lines.
+PROBE_BYTES = 64 * 1024
+
+
+class OutputError(OSError):
+    """The output file could not be written during a batch; the batch stopped at once, keeping its lines."""
+
+
+def _probe(path: Path) -> None:
+    """Fail now, before any call, if the output's folder cannot take ``PROBE_BYTES`` (a full disk, a quota, a
+    read-only or immutable folder): a real write, to an unnamed file that vanishes when closed."""
+    folder = next((p for p in path.parents if p.exists()), Path("."))
+    try:
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"\0" * PROBE_BYTES)
+            probe.flush()
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write the results to {str(path)!r}: {exc.strerror} in {str(folder)!r} "
+                                 f"(a full disk, or a read-only folder?); nothing was run") from None
+
+
 class _Output:
     """The output JSONL, locked for this process; whole lines only."""
 
@@ -165,9 +187,9 @@ class _Output:
         data = (json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8")
         size = os.fstat(self.fd).st_size
         try:
-            written = os.write(self.fd, data)
-            if written != len(data):
-                raise OSError(f"only {written} of {len(data)} bytes could be written (disk full?)")
+            view = memoryview(data)
+            while view:  # a short write (a disk filling up) is followed by one that fails with the real cause
+                view = view[os.write(self.fd, view):]
         except OSError:
             os.ftruncate(self.fd, size)  # never leave a torn line behind
             raise
@@ -251,6 +273,7 @@ async def run_batch(
     path = check_output_path(out)
     if path is None:
         raise ValueError("out must be a file path for the results (JSONL)")
+    _probe(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     output = _Output(path)
     try:
@@ -290,7 +313,13 @@ async def _run(items, plans: dict[str, RunPlan], output: _Output, limiter, retry
             except Exception as exc:  # noqa: BLE001 - a failed prompt is a line with its error, not the batch's end
                 error = exc
             line = _line(item, sid, result, error, time.perf_counter() - started, prices)
-            output.append(line)
+            try:
+                output.append(line)
+            except OSError as exc:
+                written = summary.done + summary.failed
+                raise OutputError(exc.errno, f"cannot write to {str(output.path)!r}: {exc.strerror}; the batch "
+                                  f"stopped ({written} new lines kept, {summary.skipped} there before); run it again "
+                                  "to go on") from None
             summary.done += error is None
             summary.failed += error is not None
             summary.usage.add(usage(result.trace if result else _failed_trace(error), prices))
@@ -303,13 +332,30 @@ async def _run(items, plans: dict[str, RunPlan], output: _Output, limiter, retry
 
     token = limits.current.set(limiter)
     try:
-        await asyncio.gather(*(worker() for _ in range(min(limiter.concurrency, len(todo)))))
+        await _all_or_none([worker() for _ in range(min(limiter.concurrency, len(todo)))])
     finally:
         limits.current.reset(token)
         summary.seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
     return summary
+
+
+async def _all_or_none(coros) -> None:
+    """Run the workers; the first that raises (an output that cannot be written, on_result raising) stops the
+    others at once: no call is made, and no line written, after it."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    if not tasks:
+        return
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()
 
 
 def _progress(total: int, initial: int, enabled: bool):

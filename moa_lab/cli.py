@@ -58,7 +58,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .batch import read_prompts, run_batch
+    from .batch import OutputError, read_prompts, run_batch
     from .usage import check_prices, estimate
 
     try:
@@ -72,7 +72,10 @@ def _batch(args: argparse.Namespace) -> int:
         summary = asyncio.run(run_batch(
             args.input, args.output, concurrency=args.concurrency, rps=args.rps, shard=args.shard,
             retry_failed=args.retry_failed, progress=not args.no_progress, prices=prices, **settings))
-    except (ValueError, OSError) as exc:  # bad input, or an output that cannot be written
+    except OutputError as exc:  # the output could not be written mid-run: stopped, the lines written are kept
+        print(f"moa-lab batch: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:  # bad input, or an output that cannot be written: nothing was run
         print(f"moa-lab batch: error: {exc}", file=sys.stderr)
         return 2
     except LocalServerError as exc:

@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from fault_server import FaultServer  # noqa: E402
 
 import moa_lab  # noqa: E402
 
+MOA = [str(Path(sys.executable).parent / "moa-lab")]  # the CLI of the environment running the tests
 ENV = ("TOGETHER_API_KEY", "TOGETHER_BASE_URL", "MOA_LAB_MODEL_URLS", "MOA_LAB_PROPOSERS", "MOA_LAB_AGGREGATOR")
 
 
@@ -44,3 +46,9 @@ def local():
 
 def run(coro):
     return moa_lab.run_sync(coro)
+
+
+def write_jsonl(path: Path, n: int) -> Path:
+    """A batch input of n prompts with ids p0, p1, ..."""
+    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Question {i}?"}) + "\n" for i in range(n)))
+    return path

@@ -1,31 +1,19 @@
 """Batch runs: one line per prompt, resume after kill -9, failed prompts, shards, the call limit, bad input."""
 
 import json
-import os
-import random
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-from conftest import run
+from conftest import run, write_jsonl
 
 from moa_lab import read_prompts, read_results, run_batch
 from moa_lab.batch import _Output
 
-MOA = [str(Path(sys.executable).parent / "moa-lab")]
 MODELS = dict(proposers=["a", "b", "c", "d"], aggregator="agg")
 
 
 def batch(remote, prompts, out, **kw):
     return run(run_batch(prompts, out, **{**MODELS, "backend": remote, "progress": False, **kw}))
 
-
-def write_jsonl(path, n):
-    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Question {i}?"}) + "\n" for i in range(n)))
-    return path
 
 
 def test_one_line_per_prompt_with_everything(fault, remote, tmp_path):
@@ -165,40 +153,6 @@ def test_an_unwritable_output_fails_before_any_call(fault, remote, tmp_path):
     with pytest.raises(ValueError, match="cannot be written"):
         batch(remote, ["q"], tmp_path / "file" / "out.jsonl")
     assert fault.requests == []
-
-
-def test_resume_after_kill_9_at_random_moments(tmp_path):
-    """The CLI in a subprocess, killed with SIGKILL at random moments, then run to the end: every prompt
-    exactly once, every line whole JSON."""
-    from fault_server import FaultServer
-
-    n, prompts, out = 120, write_jsonl(tmp_path / "in.jsonl", 120), tmp_path / "out.jsonl"
-    cmd = MOA + ["batch", str(prompts), str(out), "--proposers", "a,b,c,d", "--aggregator", "agg",
-                 "--concurrency", "8", "--no-progress", "--retries", "0"]
-    rng = random.Random(5)
-    lines = lambda: out.read_text().splitlines() if out.exists() else []  # noqa: E731
-    with FaultServer(latency=0.1) as server:  # about 7.5 s of work in all
-        env = {**os.environ, "MOA_LAB_CACHE": str(tmp_path / "cache.sqlite")}
-        counts = [0]
-        for _ in range(5):
-            proc = subprocess.Popen(cmd + ["--backend", server.url], env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE)
-            deadline = time.monotonic() + 60
-            while len(lines()) == counts[-1] and time.monotonic() < deadline:  # it is writing now...
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0, 0.4))  # ...and dies at a random moment of it
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            assert all(json.loads(line)["id"] for line in lines())
-            counts.append(len(lines()))
-        done = subprocess.run(cmd + ["--backend", server.url], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted(r["id"] for r in rows) == sorted(f"p{i}" for i in range(n))  # each exactly once
-    assert all(r["status"] == "ok" for r in rows)
-    print("lines after each kill:", counts)
-    assert counts == sorted(counts) and 0 < counts[-1] < n, counts  # each kill landed mid-run
-    assert f"{n - counts[-1]} done" in done.stdout and f"{counts[-1]} already there" in done.stdout
 
 
 def test_the_limiter_serves_later_layers_first_and_survives_cancelled_waiters():

@@ -91,28 +91,6 @@ def test_the_cache_file_never_holds_the_api_key(fault, tmp_path, monkeypatch):
     assert len(fault.requests) == 3
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_a_corrupt_cache_file_is_rebuilt_with_a_warning(fault, remote, tmp_path, damage):
-    path = tmp_path / "damaged.sqlite"
-    if damage == "garbage":
-        path.write_bytes(b"this is not a database at all" * 100)
-    else:
-        good = ResponseCache(path)
-        for i in range(300):
-            good.put(f"k{i}", "m", "some answer text " * 20, 1, 2)
-        good.close()
-        data = path.read_bytes()
-        assert len(data) > 8192
-        path.write_bytes(data[: len(data) // 2])
-    with pytest.warns(CacheWarning, match="unreadable"):
-        cache = ResponseCache(path)
-    assert len(cache) == 0 and list(tmp_path.glob("damaged.sqlite.corrupt-*"))  # kept aside, not deleted
-    result, _ = moa(remote, cache=cache)
-    assert result.text and len(cache) == 3
-    moa(remote, cache=cache)
-    assert len(fault.requests) == 3
-
-
 def test_a_cache_that_fails_mid_run_turns_itself_off_without_failing_the_run(fault, remote, tmp_path):
     cache = ResponseCache(tmp_path / "c.sqlite")
     cache._db.close()  # the file's connection dies under it (as when a disk goes away)
