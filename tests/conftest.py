@@ -52,3 +52,28 @@ def write_jsonl(path: Path, n: int) -> Path:
     """A batch input of n prompts with ids p0, p1, ..."""
     path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Question {i}?"}) + "\n" for i in range(n)))
     return path
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def execute_notebook(name: str, folder: Path, **parameters):
+    """Run ``notebooks/<name>.ipynb`` under papermill in ``folder``; the executed copy is saved there as
+    ``<name>.out.ipynb`` and returned."""
+    import nbformat
+    import papermill
+
+    out = folder / f"{name}.out.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters,
+                               kernel_name="python3", cwd=str(folder), progress_bar=False)
+    return nbformat.read(out, as_version=4)
+
+
+def check_table(path: Path, table: str) -> None:
+    """A table a test generated must be the one committed (and documented); ``MOA_LAB_WRITE_TABLES=1`` rewrites
+    it after a deliberate change, to be reviewed in the diff."""
+    if os.environ.get("MOA_LAB_WRITE_TABLES"):
+        path.write_text(table)
+    print(table)
+    assert path.exists() and path.read_text() == table, f"{path.name} changed: see the diff, then rewrite it with " \
+        "MOA_LAB_WRITE_TABLES=1 if the change is meant"

@@ -112,22 +112,6 @@ def test_a_second_writer_on_the_same_output_is_refused(fault, remote, tmp_path):
     assert fault.requests == []
 
 
-@pytest.mark.parametrize("content,match", [
-    ('{"prompt": "ok"}\n{"prompt": "fine"}\n{"prompt": oops}\n', r"in\.jsonl:3: not valid JSON"),
-    ('{"prompt": "ok", "id": 1}\n{"prompt": "again", "id": 1}\n', r"in\.jsonl:2: id '1' repeats the one at .*in\.jsonl:1"),
-    ('{"prompt": ""}\n', r"in\.jsonl:1: \"prompt\" must be a non-empty string"),
-    ('{"text": "no prompt"}\n', r"in\.jsonl:1: \"prompt\" must be"),
-    ('{"prompt": "x", "id": [1]}\n', r"in\.jsonl:1: \"id\" must be"),
-    ('\n\n', "no prompts"),
-])
-def test_bad_input_files_name_the_line_and_call_nothing(fault, remote, tmp_path, content, match):
-    path = tmp_path / "in.jsonl"
-    path.write_text(content)
-    with pytest.raises(ValueError, match=match):
-        batch(remote, path, tmp_path / "out.jsonl")
-    assert fault.requests == [] and not (tmp_path / "out.jsonl").exists()
-
-
 def test_text_files_and_lists(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("First prompt\n\n  Second prompt  \n")
@@ -135,17 +119,6 @@ def test_text_files_and_lists(tmp_path):
     assert [(i.id, i.prompt) for i in read_prompts(["x", {"prompt": "y", "id": "b"}])] == [("1", "x"), ("b", "y")]
     with pytest.raises(ValueError, match="cannot read prompts"):
         read_prompts(tmp_path / "missing.jsonl")
-
-
-@pytest.mark.parametrize("kw,match", [
-    (dict(concurrency=0), "concurrency"), (dict(rps=0), "rps"), (dict(shard="3/3"), "shard"),
-    (dict(shard="a/b"), "shard"), (dict(max_tokens=0), "max_tokens"), (dict(quorum=9), "quorum"),
-    (dict(prices={"a": -1}), "price of 'a'"),
-])
-def test_bad_settings_call_nothing_and_write_nothing(fault, remote, tmp_path, kw, match):
-    with pytest.raises(ValueError, match=match):
-        batch(remote, ["q"], tmp_path / "out.jsonl", **kw)
-    assert fault.requests == [] and not (tmp_path / "out.jsonl").exists()
 
 
 def test_an_unwritable_output_fails_before_any_call(fault, remote, tmp_path):

@@ -5,7 +5,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -74,28 +73,6 @@ def test_seed_script_runs_unchanged_against_serve(served):
     assert done.stdout.split("databricks/dbrx-instruct")[-1].strip() or done.stdout.split("Mixtral")[-1].strip()
 
 
-def test_serve_refuses_a_busy_port():
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        t0 = time.perf_counter()
-        done = subprocess.run(MOA + ["serve", "--port", str(busy.getsockname()[1])], capture_output=True,
-                              text=True, timeout=60)
-    assert done.returncode == 2 and "cannot listen on 127.0.0.1" in done.stderr and "--port 0" in done.stderr
-    assert time.perf_counter() - t0 < 30  # before any model is loaded
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--alias", "x=gpt-4"], "points to 'gpt-4', which is not a bundled model; bundled models: smollm2-135m"),
-    (["--alias", "novalue"], "is not of the form NAME=MODEL"),
-    (["--alias-file", "/nonexistent/aliases"], "cannot read alias file"),
-    (["--workers", "0"], "--workers must be at least 1"),
-])
-def test_serve_bad_arguments(args, message):
-    done = subprocess.run(MOA + ["serve", "--port", "0"] + args, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and message in done.stderr
-
-
 def test_ask_streams_then_summarises():
     done = subprocess.run(MOA + ["ask", "Name a color.", "--proposers", "smollm2-135m,gemma3-270m",
                                  "--max-tokens", "12", "--json"], capture_output=True, text=True, timeout=300)
@@ -108,14 +85,10 @@ def test_ask_streams_then_summarises():
     assert "3 calls" in done.stdout
 
 
-def test_ask_table_and_bad_input():
+def test_ask_table():
     done = subprocess.run(MOA + ["ask", "Hi", "--layers", "1", "--max-tokens", "8"], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.split("\n\n")[-2].splitlines()[-1].startswith("agg")
-    bad = subprocess.run(MOA + ["ask", "Hi", "--layers", "0"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "layers must be an integer >= 1" in bad.stderr
-    bad = subprocess.run(MOA + ["ask", "Hi", "--proposers", "gpt-4"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "unknown model 'gpt-4'" in bad.stderr
 
 
 def test_batch_on_the_bundled_models_then_estimate_and_bad_lines(tmp_path):

@@ -1,6 +1,5 @@
 """The real embedded llama.cpp server with the bundled models (small max_tokens: structure, never quality)."""
 
-import json
 import os
 import signal
 import subprocess

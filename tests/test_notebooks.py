@@ -1,29 +1,17 @@
 """The notebooks, executed top to bottom by papermill in a real kernel: on the embedded local server with
-their default parameters and with changed ones, with bad parameters, and against a remote server with a key."""
+their default parameters and with changed ones, and against a remote server with a key (bad parameters: in the
+table of tests/reliability/test_bad_input_table.py)."""
 
 import json
-from pathlib import Path
 
-import nbformat
-import papermill
 import pytest
+from conftest import execute_notebook as execute
 
 from moa_lab import AGGREGATOR_PROMPT_ZH, SEED_PROPOSERS
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 S, G = "smollm2-135m", "gemma3-270m"
 KEY = "tgp-FAKE-notebook-key-7f3a9c1e5b"
 WIDGET = "application/vnd.jupyter.widget-view+json"
-
-
-def execute(name: str, tmp_path: Path, **parameters) -> nbformat.NotebookNode:
-    """Run ``notebooks/<name>.ipynb`` in tmp_path; returns the executed notebook (also saved beside)."""
-    out = tmp_path / f"{name}.out.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name="python3",
-        cwd=str(tmp_path), progress_bar=False,
-    )
-    return nbformat.read(out, as_version=4)
 
 
 def text_of(cell) -> str:
@@ -179,36 +167,6 @@ def test_batch_notebook_remote_with_a_key_leaks_no_key(tmp_path, monkeypatch, fa
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
     assert KEY not in all_text(nb)
-
-
-BAD = [
-    ("01_two_layer_moa", {"proposers": []}, "proposers is empty"),
-    ("01_two_layer_moa", {"temperature": 5}, "temperature must be a number in [0, 2], got 5"),
-    ("01_two_layer_moa", {"aggregator": "gpt-7"}, "unknown model 'gpt-7' on the local backend"),
-    ("02_three_layer_moa", {"layers": 0}, "layers must be an integer >= 1 (1 = the aggregator alone), got 0"),
-    ("02_three_layer_moa", {"layers": 1}, "layers=1: this notebook needs at least 2"),
-    ("02_three_layer_moa", {"layers": 3, "proposers": [[S], []]}, "proposers of layer 2 is empty"),
-    ("02_three_layer_moa", {"output_path": "."}, "output_path '.' is a folder"),
-    ("03_playground", {"layers": 9}, "layers=9: the playground shows at most 6 layers"),
-    ("03_playground", {"max_tokens": -5}, "max_tokens must be an integer >= 1, got -5"),
-    ("04_batch_synthetic_data", {"n_prompts": -1}, "n_prompts must be an integer >= 0 (0: all), got -1"),
-    ("04_batch_synthetic_data", {"prompts_path": "missing.jsonl"}, "cannot read prompts from 'missing.jsonl'"),
-    ("04_batch_synthetic_data", {"concurrency": 0}, "concurrency must be an integer >= 1, got 0"),
-]
-
-
-@pytest.mark.parametrize("name, parameters, message", BAD, ids=[f"{b[0][:2]}-{b[1]}" for b in BAD])
-def test_bad_parameter_stops_in_the_first_cell_after_the_parameters(tmp_path, name, parameters, message):
-    with pytest.raises(papermill.PapermillExecutionError) as info:
-        execute(name, tmp_path, **parameters)
-    assert message in str(info.value)
-    nb = nbformat.read(tmp_path / f"{name}.out.ipynb", as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    injected = next(i for i, c in enumerate(code) if "injected-parameters" in c.metadata.get("tags", []))
-    failed = [i for i, c in enumerate(code) if any(o.output_type == "error" for o in c.get("outputs", []))]
-    assert failed == [injected + 1] and ("plan_run(" in code[injected + 1].source or name == "03_playground")
-    assert all(c.execution_count is None for c in code[injected + 2:])  # no model was called after it
-    assert not (tmp_path / "runs").exists()  # nothing half-written
 
 
 @pytest.mark.parametrize("name", ["01_two_layer_moa", "02_three_layer_moa"])

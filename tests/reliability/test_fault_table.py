@@ -3,19 +3,18 @@
 Every fault the fault-injecting server can produce, at every place of a run, once (the next attempt is
 answered) and always (every attempt fails): the run either succeeds with the failure in its trace, or raises
 :class:`MoAError` naming the model, the layer and the cause. The outcomes form a table, generated here and
-checked against ``fault_table.md`` (``MOA_LAB_WRITE_TABLES=1`` rewrites it after a deliberate change).
+checked against ``fault_table.md``.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from conftest import run
+from conftest import check_table, run
 from fault_server import FaultServer
 
 from moa_lab import MoAError, aggregate, get_backend, run_moa
@@ -160,9 +159,4 @@ def render() -> str:
 
 
 def test_the_generated_table_is_the_documented_one():
-    table = render()
-    if os.environ.get("MOA_LAB_WRITE_TABLES"):
-        TABLE.write_text(table)
-    print(table)
-    assert TABLE.exists() and TABLE.read_text() == table, "the fault table changed: see the diff, then rewrite it " \
-        "with MOA_LAB_WRITE_TABLES=1 if the change is meant"
+    check_table(TABLE, render())

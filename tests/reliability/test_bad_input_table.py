@@ -1,0 +1,236 @@
+"""Promise 4: bad input gets a clear message naming the bad value, before anything is called or written.
+
+One table over every way in: the Python API, batch input files and settings, the CLI, papermill parameters,
+the playground widgets and ``moa-lab serve``. Each row runs against the fault-injecting server (or the local
+backend, which is never started) in an empty folder, and checks: the message, no request, no file left behind.
+The table is rendered to ``bad_input_table.md`` and checked like the fault table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import MOA, check_table, execute_notebook, run
+
+from moa_lab import aggregate, check_output_path, plan_run, run_batch, run_layer, run_moa
+from moa_lab.widgets import Playground
+
+P = "What is MoA?"
+S = "smollm2-135m"
+
+
+def api(call):
+    """A call of the Python API with the fault server as backend; returns the error message."""
+    def go(ctx):
+        with pytest.raises(ValueError) as info:
+            obj = call(ctx.remote)
+            run(obj) if asyncio.iscoroutine(obj) else None
+        return str(info.value)
+    return go
+
+
+def batch_file(content: str):
+    def go(ctx):
+        (ctx.dir / "in.jsonl").write_text(content)
+        ctx.inputs.add("in.jsonl")
+        with pytest.raises(ValueError) as info:
+            run(run_batch(ctx.dir / "in.jsonl", ctx.dir / "out.jsonl", ["a", "b"], "agg", backend=ctx.remote,
+                          progress=False))
+        return str(info.value)
+    return go
+
+
+def batch_settings(**kw):
+    def go(ctx):
+        with pytest.raises(ValueError) as info:
+            run(run_batch(["q"], ctx.dir / "out.jsonl", ["a", "b"], "agg", backend=ctx.remote, progress=False, **kw))
+        return str(info.value)
+    return go
+
+
+def cli(*args: str, files: dict[str, str] | None = None, backend: bool = True):
+    """``moa-lab ARGS`` in the folder (with the fault server as backend): exit 2, nothing on stdout."""
+    def go(ctx):
+        for name, content in (files or {}).items():
+            (ctx.dir / name).write_text(content)
+            ctx.inputs.add(name)
+        extra = ["--backend", ctx.fault.url] if backend else []
+        done = subprocess.run(MOA + list(args) + extra, cwd=ctx.dir, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and not done.stdout.strip(), (done.returncode, done.stdout, done.stderr)
+        return done.stderr
+    return go
+
+
+def serve(*args: str):
+    return cli("serve", "--port", "0", *args, backend=False)
+
+
+def serve_on_a_busy_port(ctx):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        return serve("--port", str(busy.getsockname()[1]))(ctx)
+
+
+def serve_without_model_file(ctx):
+    os.environ["MOA_LAB_MODEL_DIR"] = str(ctx.dir / "models")  # an empty folder (monkeypatched: undone after)
+    try:
+        return serve()(ctx)
+    finally:
+        del os.environ["MOA_LAB_MODEL_DIR"]
+
+
+def notebook(name: str, **parameters):
+    """The notebook under papermill: it stops in the first cell after the parameters, and runs no other."""
+    def go(ctx):
+        import nbformat
+        import papermill
+
+        with pytest.raises(papermill.PapermillExecutionError) as info:
+            execute_notebook(name, ctx.dir, **parameters)
+        ctx.inputs.add(f"{name}.out.ipynb")
+        nb = nbformat.read(ctx.dir / f"{name}.out.ipynb", as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        injected = next(i for i, c in enumerate(code) if "injected-parameters" in c.metadata.get("tags", []))
+        failed = [i for i, c in enumerate(code) if any(o.output_type == "error" for o in c.get("outputs", []))]
+        assert failed == [injected + 1] and ("plan_run(" in code[injected + 1].source or name == "03_playground")
+        assert all(c.execution_count is None for c in code[injected + 2:])  # no model was called after it
+        return str(info.value)
+    return go
+
+
+def widget(change):
+    """The playground: change a control, click Run; nothing starts, the panel says why."""
+    def go(ctx):
+        panel = Playground(backend=ctx.remote)
+        change(panel)
+
+        async def click():
+            panel.run_button.click()
+            return panel.task
+
+        assert run(click()) is None and panel.task is None and "Not started" in panel.message
+        assert panel.run_button.disabled is False
+        return panel.message
+    return go
+
+
+BAD = [
+    # surface, case, how, what the message must say
+    ("API", "empty prompt", api(lambda b: run_moa("  ", ["a"], "g", backend=b)), "prompt must be a non-empty string"),
+    ("API", "prompt not a string", api(lambda b: run_moa(None, ["a"], "g", backend=b)), "prompt must be a non-empty string, got None"),
+    ("API", "no proposers", api(lambda b: run_moa(P, [], "g", backend=b)), "proposers is empty"),
+    ("API", "proposers a string", api(lambda b: run_moa(P, "abc", "g", backend=b)), "proposers must be a list of model names"),
+    ("API", "model not a string", api(lambda b: run_moa(P, ["a", 3], "g", backend=b)), "holds 3"),
+    ("API", "empty model name", api(lambda b: run_moa(P, ["a", ""], "g", backend=b)), "non-empty string"),
+    ("API", "aggregator not a string", api(lambda b: run_moa(P, ["a"], 7, backend=b)), "aggregator holds 7"),
+    ("API", "aggregator empty", api(lambda b: plan_run(P, ["a"], "", backend=b)), "every model name must be a non-empty string"),
+    ("API", "layers 0", api(lambda b: run_moa(P, ["a"], "g", layers=0, backend=b)), "layers must be an integer >= 1"),
+    ("API", "layers -1", api(lambda b: run_moa(P, ["a"], "g", layers=-1, backend=b)), "got -1"),
+    ("API", "layers 2.5", api(lambda b: run_moa(P, ["a"], "g", layers=2.5, backend=b)), "got 2.5"),
+    ("API", "per-layer lists against layers", api(lambda b: run_moa(P, [["a"], ["b"]], "g", layers=4, backend=b)), "makes layers=3"),
+    ("API", "an empty layer", api(lambda b: run_moa(P, [["a"], []], "g", backend=b)), "proposers of layer 2 is empty"),
+    ("API", "temperature 2.5", api(lambda b: run_moa(P, ["a"], "g", temperature=2.5, backend=b)), "temperature must be a number in [0, 2], got 2.5"),
+    ("API", "temperature -0.1", api(lambda b: run_layer(P, ["a"], temperature=-0.1, backend=b)), "got -0.1"),
+    ("API", "temperature 'hot'", api(lambda b: run_layer(P, ["a"], temperature="hot", backend=b)), "got 'hot'"),
+    ("API", "max_tokens 0", api(lambda b: run_moa(P, ["a"], "g", max_tokens=0, backend=b)), "max_tokens must be an integer >= 1, got 0"),
+    ("API", "max_tokens 1.5", api(lambda b: run_layer(P, ["a"], max_tokens=1.5, backend=b)), "got 1.5"),
+    ("API", "max_tokens True", api(lambda b: run_layer(P, ["a"], max_tokens=True, backend=b)), "got True"),
+    ("API", "timeout 0", api(lambda b: run_layer(P, ["a"], timeout=0, backend=b)), "timeout must be a positive number"),
+    ("API", "retries -1", api(lambda b: run_layer(P, ["a"], retries=-1, backend=b)), "retries must be an integer >= 0"),
+    ("API", "min_ok above the proposers", api(lambda b: run_layer(P, ["a", "b"], min_ok=3, backend=b)), "from 1 to the number of proposers (2)"),
+    ("API", "quorum above the proposers", api(lambda b: run_moa(P, ["a", "b"], "g", quorum=3, backend=b)), "quorum"),
+    ("API", "deadline 0", api(lambda b: run_moa(P, ["a", "b"], "g", deadline=0, backend=b)), "deadline"),
+    ("API", "None among previous answers", api(lambda b: run_layer(P, ["a"], previous=["x", None], backend=b)), "every answer must be a string"),
+    ("API", "previous answers empty", api(lambda b: run_layer(P, ["a"], previous=[], backend=b)), "previous answers are empty"),
+    ("API", "answers a string", api(lambda b: aggregate(P, "xy", "g", backend=b)), "answers must be a list"),
+    ("API", "aggregate with an empty prompt", api(lambda b: aggregate("", ["x"], "g", backend=b)), "prompt must be"),
+    ("API", "aggregate at layer 0", api(lambda b: aggregate(P, ["x"], "g", layer=0, backend=b)), "layer must be an integer >= 1"),
+    ("API", "system_prompt not a string", api(lambda b: plan_run(P, ["a"], "g", system_prompt=3, backend=b)), "system_prompt must be"),
+    ("API", "seed a string", api(lambda b: plan_run(P, ["a"], "g", seed="1", backend=b)), "seed must be an integer or None"),
+    ("API", "cache a number", api(lambda b: plan_run(P, ["a"], "g", cache=3, backend=b)), "cache"),
+    ("API", "backend a number", api(lambda b: run_moa(P, ["a"], "g", backend=42)), "backend must be a Backend, 'local', 'together' or a URL, got 42"),
+    ("API", "backend URL without http", api(lambda b: run_moa(P, ["a"], "g", backend="localhost:8000")), "must be an http:// or https:// URL, got 'localhost:8000'"),
+    ("API", "unknown model on the local backend", api(lambda b: run_moa(P, [S, "gpt-7"], S, backend="local")), "unknown model 'gpt-7' on the local backend; known models: smollm2-135m, gemma3-270m"),
+    ("API", "output_path a number", api(lambda b: check_output_path(3)), "output_path must be a file path"),
+    ("batch file", "a line that is not JSON", batch_file('{"prompt": "ok"}\n{"prompt": "fine"}\n{"prompt": oops}\n'), "in.jsonl:3: not valid JSON"),
+    ("batch file", "a repeated id", batch_file('{"prompt": "ok", "id": 1}\n{"prompt": "again", "id": 1}\n'), "in.jsonl:2: id '1' repeats the one at"),
+    ("batch file", "an empty prompt", batch_file('{"prompt": ""}\n'), 'in.jsonl:1: "prompt" must be a non-empty string'),
+    ("batch file", "no prompt field", batch_file('{"text": "no prompt"}\n'), 'in.jsonl:1: "prompt" must be'),
+    ("batch file", "an id that is a list", batch_file('{"prompt": "x", "id": [1]}\n'), 'in.jsonl:1: "id" must be'),
+    ("batch file", "only blank lines", batch_file("\n\n"), "no prompts"),
+    ("batch", "concurrency 0", batch_settings(concurrency=0), "concurrency must be an integer >= 1, got 0"),
+    ("batch", "rps 0", batch_settings(rps=0), "rps"),
+    ("batch", "shard 3/3", batch_settings(shard="3/3"), "shard 3/3: I must be from 0 to N-1 (2)"),
+    ("batch", "shard a/b", batch_settings(shard="a/b"), "shard must be 'I/N' (e.g. '0/4'), got 'a/b'"),
+    ("batch", "quorum 9 of 2", batch_settings(quorum=9), "quorum"),
+    ("batch", "a negative price", batch_settings(prices={"a": -1}), "price of 'a'"),
+    ("CLI", "ask: layers 0", cli("ask", "Hi", "--layers", "0"), "layers must be an integer >= 1"),
+    ("CLI", "ask: empty prompt", cli("ask", " "), "prompt must be a non-empty string"),
+    ("CLI", "ask: temperature 3", cli("ask", "Hi", "--temperature", "3"), "temperature must be a number in [0, 2], got 3"),
+    ("CLI", "ask: max-tokens not a number", cli("ask", "Hi", "--max-tokens", "many"), "argument --max-tokens: invalid int value: 'many'"),
+    ("CLI", "ask: an ftp backend", cli("ask", "Hi", "--backend", "ftp://x", backend=False), "must be an http:// or https:// URL, got 'ftp://x'"),
+    ("CLI", "ask: unknown local model", cli("ask", "Hi", "--proposers", "gpt-4", "--backend", "local", backend=False), "unknown model 'gpt-4' on the local backend"),
+    ("CLI", "batch: a missing input file", cli("batch", "missing.jsonl", "out.jsonl"), "cannot read prompts from 'missing.jsonl'"),
+    ("CLI", "batch: a bad JSON line", cli("batch", "in.jsonl", "out.jsonl", files={"in.jsonl": '{"prompt": "a"}\n{oops\n'}), "in.jsonl:2: not valid JSON"),
+    ("CLI", "batch: concurrency 0", cli("batch", "in.txt", "out.jsonl", "--concurrency", "0", files={"in.txt": "q\n"}), "concurrency must be an integer >= 1, got 0"),
+    ("CLI", "batch: shard 5/2", cli("batch", "in.txt", "out.jsonl", "--shard", "5/2", files={"in.txt": "q\n"}), "shard 5/2: I must be from 0 to N-1 (1)"),
+    ("CLI", "batch: a missing prices file", cli("batch", "in.txt", "out.jsonl", "--prices", "p.json", files={"in.txt": "q\n"}), "cannot read prices from 'p.json': No such file or directory"),
+    ("CLI", "batch: a prices file that is not JSON", cli("batch", "in.txt", "out.jsonl", "--prices", "p.json", files={"in.txt": "q\n", "p.json": "a: 1"}), "prices file 'p.json' is not JSON"),
+    ("CLI", "batch: an output that is a folder", cli("batch", "in.txt", ".", files={"in.txt": "q\n"}), "output_path '.' is a folder"),
+    ("serve", "an alias to a model that is not bundled", serve("--alias", "x=gpt-4"), "points to 'gpt-4', which is not a bundled model; bundled models: smollm2-135m"),
+    ("serve", "an alias without =", serve("--alias", "novalue"), "alias 'novalue' is not of the form NAME=MODEL"),
+    ("serve", "a missing alias file", serve("--alias-file", "nope.txt"), "cannot read alias file 'nope.txt': No such file or directory"),
+    ("serve", "an alias file that is broken JSON", cli("serve", "--port", "0", "--alias-file", "a.json", files={"a.json": "{oops"}, backend=False), "alias file 'a.json' is not a JSON object"),
+    ("serve", "workers 0", serve("--workers", "0"), "--workers must be at least 1, got 0"),
+    ("serve", "max-tokens-cap 0", serve("--max-tokens-cap", "0"), "--max-tokens-cap must be at least 1, got 0"),
+    ("serve", "a port in use", serve_on_a_busy_port, "(choose another --port, or --port 0 for any free one)"),
+    ("serve", "a missing model file", serve_without_model_file, "the model file of smollm2-135m is missing"),
+    ("papermill", "01: proposers []", notebook("01_two_layer_moa", proposers=[]), "proposers is empty"),
+    ("papermill", "01: temperature 5", notebook("01_two_layer_moa", temperature=5), "temperature must be a number in [0, 2], got 5"),
+    ("papermill", "01: an unknown aggregator", notebook("01_two_layer_moa", aggregator="gpt-7"), "unknown model 'gpt-7' on the local backend"),
+    ("papermill", "02: layers 0", notebook("02_three_layer_moa", layers=0), "layers must be an integer >= 1 (1 = the aggregator alone), got 0"),
+    ("papermill", "02: layers 1", notebook("02_three_layer_moa", layers=1), "layers=1: this notebook needs at least 2"),
+    ("papermill", "02: an empty layer", notebook("02_three_layer_moa", layers=3, proposers=[[S], []]), "proposers of layer 2 is empty"),
+    ("papermill", "02: output_path a folder", notebook("02_three_layer_moa", output_path="."), "output_path '.' is a folder"),
+    ("papermill", "03: layers 9", notebook("03_playground", layers=9), "layers=9: the playground shows at most 6 layers"),
+    ("papermill", "03: max_tokens -5", notebook("03_playground", max_tokens=-5), "max_tokens must be an integer >= 1, got -5"),
+    ("papermill", "04: n_prompts -1", notebook("04_batch_synthetic_data", n_prompts=-1), "n_prompts must be an integer >= 0 (0: all), got -1"),
+    ("papermill", "04: a missing prompts file", notebook("04_batch_synthetic_data", prompts_path="missing.jsonl"), "cannot read prompts from 'missing.jsonl'"),
+    ("papermill", "04: concurrency 0", notebook("04_batch_synthetic_data", concurrency=0), "concurrency must be an integer >= 1, got 0"),
+    ("widgets", "a blank prompt", widget(lambda p: setattr(p.prompt, "value", "   ")), "prompt must be a non-empty string"),
+    ("widgets", "max_tokens 0", widget(lambda p: setattr(p.max_tokens, "value", 0)), "max_tokens must be an integer >= 1, got 0"),
+    ("widgets", "no proposers in layer 1", widget(lambda p: setattr(p.proposers[0], "value", [])), "proposers of layer 1 is empty"),
+    ("widgets", "an empty aggregator", widget(lambda p: setattr(p.aggregator, "value", "")), "every model name must be a non-empty string"),
+]
+
+
+class Ctx:
+    def __init__(self, fault, remote, folder: Path) -> None:
+        self.fault, self.remote, self.dir, self.inputs = fault, remote, folder, set()
+
+
+@pytest.mark.parametrize("surface, case, how, message", BAD, ids=[f"{b[0]}: {b[1]}" for b in BAD])
+def test_bad_input(fault, remote, tmp_path, surface, case, how, message):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    ctx = Ctx(fault, remote, folder)
+    said = how(ctx)
+    assert message in said, said
+    assert fault.requests == []  # nothing was called
+    left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name not in ctx.inputs)
+    assert left == [], left  # nothing half-written
+
+
+def test_the_table_has_thirty_cases_over_every_surface_and_is_the_documented_one():
+    surfaces = {b[0] for b in BAD}
+    assert len(BAD) >= 30 and {"API", "batch file", "CLI", "papermill", "widgets", "serve"} <= surfaces
+    rows = "".join(f"| {surface} | {case} | {message.replace('|', '/')} |\n" for surface, case, _, message in BAD)
+    check_table(Path(__file__).with_name("bad_input_table.md"),
+                "Generated by tests/reliability/test_bad_input_table.py: each case gives this message, calls "
+                "nothing and leaves no file.\n\n| surface | bad input | the message says |\n|---|---|---|\n" + rows)
