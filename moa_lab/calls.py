@@ -22,6 +22,7 @@ import together
 from . import limits
 from .backends import Backend
 from .cache import ResponseCache, cache_key
+from .logs import log
 from .records import CallRecord
 
 RETRY_STATUS = {408, 409, 429}
@@ -168,6 +169,7 @@ async def chat(
                 if not "".join(parts).strip():
                     raise _Failure("the model returned an empty answer", retry=False)
                 record.error = None
+                log.debug("%s: answered, attempt %d, %.2fs", record.where, record.attempts, time.perf_counter() - t0)
                 if key:
                     settings.cache.put(key, record.model, "".join(parts), record.prompt_tokens, record.completion_tokens)
                 return
@@ -177,6 +179,7 @@ async def chat(
                 if received.strip():
                     failure = _Failure(f"stream broke after {len(received)} characters: {failure}", False)
                 record.error = _scrub(str(failure), backend.secret())
+                log.debug("%s: attempt %d failed: %s", record.where, attempt + 1, record.error)
                 if not failure.retry or parts or attempt == settings.retries:
                     return
                 delay = failure.wait if failure.wait is not None else settings.backoff * 2**attempt

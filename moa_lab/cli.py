@@ -133,6 +133,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=None, metavar="FILE", help="the answers cache file (default: MOA_LAB_CACHE, "
                    "else the user cache dir)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the answers cache")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log every call and HTTP request to stderr (the API key is scrubbed from every line)")
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
@@ -201,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        from .logs import verbose
+
+        verbose()
     return args.func(args)
 
 

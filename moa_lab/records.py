@@ -44,9 +44,14 @@ class CallRecord:
             return "cached" if self.cached else "ok"
         return "straggler" if self.straggler else "cancelled" if self.error == "cancelled" else "failed"
 
+    @property
+    def where(self) -> str:
+        """The call's model and place: ``"model (layer 1 proposer 2)"``."""
+        place = "aggregator" if self.role == "aggregator" else f"proposer {self.index + 1}"
+        return f"{self.model} (layer {self.layer} {place})"
+
     def describe_failure(self) -> str:
-        where = f"layer {self.layer} " + ("aggregator" if self.role == "aggregator" else f"proposer {self.index + 1}")
-        return f"{self.model} ({where}): {self.error}"
+        return f"{self.where}: {self.error}"
 
 
 @dataclass

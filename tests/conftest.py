@@ -77,3 +77,18 @@ def check_table(path: Path, table: str) -> None:
     print(table)
     assert path.exists() and path.read_text() == table, f"{path.name} changed: see the diff, then rewrite it with " \
         "MOA_LAB_WRITE_TABLES=1 if the change is meant"
+
+
+def text_of(cell) -> str:
+    """Everything a cell printed or displayed as text."""
+    parts = []
+    for output in cell.get("outputs", []):
+        parts.append("".join(output.get("text", "")))
+        data = output.get("data", {})
+        parts.append("".join(data.get("text/markdown", data.get("text/plain", ""))))
+        parts.append(output.get("evalue", ""))
+    return "".join(parts)
+
+
+def all_text(nb) -> str:
+    return "\n".join(text_of(c) for c in nb.cells if c.cell_type == "code")

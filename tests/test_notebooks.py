@@ -1,32 +1,17 @@
 """The notebooks, executed top to bottom by papermill in a real kernel: on the embedded local server with
-their default parameters and with changed ones, and against a remote server with a key (bad parameters: in the
-table of tests/reliability/test_bad_input_table.py)."""
+their default parameters and with changed ones (bad parameters, and a remote backend
+with a key: in tests/reliability/)."""
 
 import json
 
 import pytest
+from conftest import all_text, text_of
 from conftest import execute_notebook as execute
 
-from moa_lab import AGGREGATOR_PROMPT_ZH, SEED_PROPOSERS
+from moa_lab import AGGREGATOR_PROMPT_ZH
 
 S, G = "smollm2-135m", "gemma3-270m"
-KEY = "tgp-FAKE-notebook-key-7f3a9c1e5b"
 WIDGET = "application/vnd.jupyter.widget-view+json"
-
-
-def text_of(cell) -> str:
-    """Everything a cell printed or displayed as text."""
-    parts = []
-    for output in cell.get("outputs", []):
-        parts.append("".join(output.get("text", "")))
-        data = output.get("data", {})
-        parts.append("".join(data.get("text/markdown", data.get("text/plain", ""))))
-        parts.append(output.get("evalue", ""))
-    return "".join(parts)
-
-
-def all_text(nb) -> str:
-    return "\n".join(text_of(c) for c in nb.cells if c.cell_type == "code")
 
 
 def has_output(nb, mime: str) -> bool:
@@ -152,38 +137,3 @@ def test_batch_notebook_changed_parameters(tmp_path):
     assert all([layer["models"] for layer in r["layers"]] == [[G, S], [G, S]] and r["calls"] == 5 for r in rows)
     assert all(r["trace"][-1]["model"] == G and c["completion_tokens"] <= 12 for r in rows for c in r["trace"])
     assert len((tmp_path / "out" / "data.jsonl").read_text().splitlines()) == 2
-
-
-def test_batch_notebook_remote_with_a_key_leaks_no_key(tmp_path, monkeypatch, fault):
-    monkeypatch.setenv("TOGETHER_BASE_URL", fault.url)
-    monkeypatch.setenv("TOGETHER_API_KEY", KEY)
-    fault.script(SEED_PROPOSERS[1], "echo-auth")
-    nb = execute("04_batch_synthetic_data", tmp_path, n_prompts=3)
-    rows = [json.loads(line) for line in (tmp_path / "runs" / "04_batch.jsonl").read_text().splitlines()]
-    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
-    assert sum(len(r["layers"][0]["errors"]) for r in rows) == 1  # the 401, recorded in its line
-    assert all(r["layers"][0]["models"] == list(SEED_PROPOSERS) and r["cost"] > 0 for r in rows)  # Together prices
-    for path in tmp_path.rglob("*"):  # results, dataset, cache, executed notebook
-        if path.is_file():
-            assert KEY.encode() not in path.read_bytes(), path
-    assert KEY not in all_text(nb)
-
-
-@pytest.mark.parametrize("name", ["01_two_layer_moa", "02_three_layer_moa"])
-def test_remote_backend_with_a_key_unchanged_notebook_leaks_no_key(tmp_path, monkeypatch, fault, name):
-    """With TOGETHER_BASE_URL and a key set, the same notebook runs on the seed's models (an OpenAI-compatible
-    server, here the fault-injecting one). One proposer's server echoes the Authorization header in its error."""
-    monkeypatch.setenv("TOGETHER_BASE_URL", fault.url)
-    monkeypatch.setenv("TOGETHER_API_KEY", KEY)
-    fault.script(SEED_PROPOSERS[1], "echo-auth")
-    nb = execute(name, tmp_path)
-    summary_file = next((tmp_path / "runs").glob("*.json"))
-    summary = json.loads(summary_file.read_text())
-    assert summary["settings"]["backend"] == "url" and summary["layers"][0]["models"] == list(SEED_PROPOSERS)
-    assert summary["settings"]["max_tokens"] == 512  # the seed's default off the local backend
-    assert summary["failed_calls"] == 1 and "HTTP 401" in summary["layers"][0]["errors"][0]
-    assert summary["final"].strip()
-    for path in tmp_path.rglob("*"):  # the server's error text held the key; no file the run produced does
-        if path.is_file():
-            assert KEY not in path.read_text(errors="replace"), path
-    assert KEY not in all_text(nb)

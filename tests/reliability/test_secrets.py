@@ -1,0 +1,166 @@
+"""Promise 5: the API key is never printed, logged, cached, traced, raised or saved; the local server stays local.
+
+A recognisable fake key is set in TOGETHER_API_KEY and the calls go to the fault-injecting server, one of whose
+models answers 401 with the request's Authorization header in the error text (as some servers do). Every file
+the run produced and everything it printed, logged or raised is scanned for the key.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import time
+
+import psutil
+import pytest
+from conftest import MOA, all_text, run, write_jsonl
+from conftest import execute_notebook as execute
+
+import moa_lab
+from moa_lab import SEED_PROPOSERS, MoAError, run_moa
+from moa_lab.logs import verbose
+from moa_lab.widgets import Playground
+
+KEY = "tgp-FAKE-0f3a9c1e5b7d-SECRET"
+
+
+@pytest.fixture
+def keyed(monkeypatch, fault):
+    monkeypatch.setenv("TOGETHER_BASE_URL", fault.url)
+    monkeypatch.setenv("TOGETHER_API_KEY", KEY)
+    return fault
+
+
+def assert_no_key(tmp_path, *texts: str) -> None:
+    """Not in any file under tmp_path (outputs, cache, executed notebooks, logs), nor in any text given."""
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    for path in files:
+        assert KEY.encode() not in path.read_bytes(), path
+    for text in texts:
+        assert KEY not in text
+    assert files or texts
+
+
+def test_cli_ask_with_verbose_logging_and_a_failing_aggregator(keyed, tmp_path):
+    keyed.script("agg", "echo-auth", "echo-auth")
+    done = subprocess.run(MOA + ["ask", "Hi", "--proposers", "a,b", "--aggregator", "agg", "--retries", "1", "-v"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "agg (layer 2 aggregator): HTTP 401" in done.stderr and "Bearer ***" in done.stderr  # the server saw it
+    assert "moa_lab DEBUG: a (layer 1 proposer 1): answered" in done.stderr  # the verbose log ran...
+    assert "httpx" in done.stderr and "Request options" in done.stderr  # ...down to the SDK's requests
+    assert_no_key(tmp_path, done.stdout, done.stderr)
+
+
+def test_cli_batch_with_verbose_logging(keyed, tmp_path):
+    keyed.script("b", "echo-auth").script("agg", "echo-auth")
+    done = subprocess.run(MOA + ["batch", str(write_jsonl(tmp_path / "in.jsonl", 4)), str(tmp_path / "out.jsonl"),
+                                 "--proposers", "a,b", "--aggregator", "agg", "--retries", "0", "-v"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 1 and "3 done, 1 failed" in done.stdout  # one 401 proposer, one 401 aggregator
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert "HTTP 401" in json.dumps(rows) and "Bearer ***" in json.dumps(rows)
+    assert (tmp_path / "moa_cache.sqlite").exists()  # the answers cache (MOA_LAB_CACHE) is under tmp_path: scanned
+    assert_no_key(tmp_path, done.stdout, done.stderr)
+
+
+def test_a_failing_run_in_python_its_error_trace_result_and_log(keyed, tmp_path):
+    keyed.script("b", "echo-auth").script("agg", "echo-auth")
+    stream = io.StringIO()
+    handler = verbose(stream=stream)
+    try:
+        with pytest.raises(MoAError) as info:
+            run(run_moa("Hi", ["a", "b"], "agg", retries=0))
+        result = run(run_moa("Hi", ["a", "b"], "agg2", retries=0))
+        # What a library might log one day: the header in the arguments, the key in an exception's traceback.
+        logging.getLogger("httpcore").debug("send headers %s", {"authorization": f"Bearer {KEY}"})
+        try:
+            raise ValueError(f"rejected key {KEY}")
+        except ValueError:
+            logging.getLogger("together").debug("failed", exc_info=True)
+    finally:
+        for name in ("moa_lab", "together", "httpx", "httpcore"):
+            logging.getLogger(name).removeHandler(handler)
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    err = info.value
+    texts = [str(err), repr(err), repr(err.failures), repr(err.layers), err.partial, stream.getvalue(),
+             json.dumps(result.to_dict()), result.summary(), repr(result), repr(moa_lab.get_backend()),
+             moa_lab.get_backend().describe(), json.dumps(moa_lab.trace_rows(result.trace))]
+    assert "HTTP 401" in str(err) and "Bearer ***" in stream.getvalue() and "rejected key ***" in stream.getvalue()
+    assert_no_key(tmp_path, *texts)
+
+
+def test_the_playground_panel(fault, tmp_path):
+    from test_widgets import click_and_wait
+
+    fault.script("leaky", "echo-auth")
+    panel = Playground("q", ["leaky", "ok"], "agg", backend=moa_lab.get_backend(fault.url, api_key=KEY))
+    click_and_wait(panel)
+    assert "failed" in panel.slots[0][0].value and "HTTP 401" in panel.slots[0][0].value
+    shown = [panel.message, panel.final_text, repr(panel), panel.settings_text(),
+             panel.settings_text("run_moa(...) call")]
+    shown += [repr(widget.get_state()) for widget in _all_widgets(panel.widget)]
+    assert "Bearer ***" in panel.slots[0][0].value
+    assert_no_key(tmp_path, *shown)
+
+
+def _all_widgets(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _all_widgets(child)
+
+
+@pytest.mark.parametrize("name", ["01_two_layer_moa", "02_three_layer_moa"])
+def test_the_notebooks_unchanged_on_a_remote_backend(keyed, tmp_path, name):
+    """With TOGETHER_BASE_URL and a key set, the same notebook runs on the seed's models (an OpenAI-compatible
+    server, here the fault-injecting one). One proposer's server echoes the Authorization header in its error."""
+    keyed.script(SEED_PROPOSERS[1], "echo-auth")
+    nb = execute(name, tmp_path)
+    summary = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    assert summary["settings"]["backend"] == "url" and summary["layers"][0]["models"] == list(SEED_PROPOSERS)
+    assert summary["settings"]["max_tokens"] == 512  # the seed's default off the local backend
+    assert summary["failed_calls"] == 1 and "HTTP 401" in summary["layers"][0]["errors"][0]
+    assert summary["final"].strip()
+    assert_no_key(tmp_path, all_text(nb))  # the executed notebook is a file under tmp_path too
+
+
+def test_the_batch_notebook_on_a_remote_backend(keyed, tmp_path):
+    keyed.script(SEED_PROPOSERS[1], "echo-auth")
+    nb = execute("04_batch_synthetic_data", tmp_path, n_prompts=3)
+    rows = [json.loads(line) for line in (tmp_path / "runs" / "04_batch.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
+    assert sum(len(r["layers"][0]["errors"]) for r in rows) == 1  # the 401, recorded in its line
+    assert all(r["layers"][0]["models"] == list(SEED_PROPOSERS) and r["cost"] > 0 for r in rows)  # Together prices
+    assert_no_key(tmp_path, all_text(nb))
+
+
+def _listening(pid: int) -> set[str]:
+    """The addresses a process and its children listen on."""
+    procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+    return {c.laddr.ip for p in procs for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+
+
+@pytest.mark.local
+def test_the_embedded_server_listens_on_loopback_only(local):
+    pid = local.server._proc.pid
+    assert local.server.url.startswith("http://127.0.0.1:") and _listening(pid) == {"127.0.0.1"}
+
+
+@pytest.mark.local
+def test_serve_on_another_address_says_so(tmp_path):
+    proc = subprocess.Popen(MOA + ["serve", "--host", "0.0.0.0", "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = [proc.stdout.readline() for _ in range(3)]
+        deadline = time.monotonic() + 30
+        while "0.0.0.0" not in _listening(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        addresses = _listening(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "listening on http://0.0.0.0:" in banner[0]
+    assert banner[1].startswith("WARNING: bound to 0.0.0.0, not loopback: other machines can reach this server")
+    assert addresses == {"0.0.0.0", "127.0.0.1"}  # the front as told; its llama.cpp workers stay on loopback
