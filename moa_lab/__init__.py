@@ -33,8 +33,8 @@ def run_layer_sync(*args, **kwargs) -> LayerResult:
 
 
 __all__ = [
-    "BatchSummary", "OutputError", "CallLimiter", "Estimate", "ResponseCache", "Usage", "call_limits", "estimate", "get_cache",
-    "get_prices", "read_prompts", "read_results", "run_batch", "run_batch_sync", "set_prices",
+    "BatchSummary", "CallLimiter", "Estimate", "OutputError", "ResponseCache", "Usage", "call_limits", "estimate",
+    "get_cache", "get_prices", "read_prompts", "read_results", "run_batch", "run_batch_sync", "set_prices",
     "Aggregation", "AGGREGATOR_PROMPT", "AGGREGATOR_PROMPT_EN", "AGGREGATOR_PROMPT_ZH", "Backend", "BUNDLED_MODELS",
     "CallRecord", "LayerResult", "LOCAL_AGGREGATOR", "LOCAL_PROPOSERS", "LocalServer", "LocalServerError",
     "MoAError", "MoAResult", "RunPlan", "SEED_AGGREGATOR", "SEED_PROPOSERS", "aggregate", "build_messages",
