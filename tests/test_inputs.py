@@ -108,11 +108,14 @@ def test_breaking_out_of_a_sync_stream_closes_it_inside_a_running_loop(fault, re
     assert error == "cancelled" and text
 
 
-def test_plan_run_resolves_defaults_per_backend(fault, remote):
-    local = plan_run(P, backend="local")  # costs nothing: no server is started
+def test_plan_run_resolves_defaults_per_backend(fault, remote, monkeypatch):
+    def no_start(self):
+        raise AssertionError("plan_run started the local server")
+
+    monkeypatch.setattr(moa_lab.LocalServer, "start", no_start)  # costs nothing: no server is started
+    local = plan_run(P, backend="local")
     assert local.proposers == [list(moa_lab.LOCAL_PROPOSERS)] and local.aggregator == moa_lab.LOCAL_AGGREGATOR
     assert plan_run(P, max_tokens=None, backend="local").max_tokens == 64
-    assert local.backend.server.url is None
     plan = plan_run(P, layers=3, max_tokens=None, system_prompt=None, backend=remote)
     assert plan.proposers == [list(moa_lab.SEED_PROPOSERS)] * 2 and plan.aggregator == moa_lab.SEED_AGGREGATOR
     assert (plan.max_tokens, plan.system_prompt, plan.layers, plan.calls) == (512, moa_lab.AGGREGATOR_PROMPT, 3, 9)
