@@ -31,11 +31,13 @@ from .validation import check_output_path
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One prompt of a batch: its id (given, or its 1-based line number / position) and where it came from."""
+    """One prompt of a batch: its id (given, or its 1-based line number / position), where it came from, and
+    the line's other fields (``extra``: e.g. an expected answer, for :mod:`moa_lab.evaluate`)."""
 
     id: str
     prompt: str
     where: str
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 def _item(value: Any, where: str, number: int) -> BatchItem:
@@ -48,7 +50,7 @@ def _item(value: Any, where: str, number: int) -> BatchItem:
         raise ValueError(f"{where}: \"prompt\" must be a non-empty string, got {prompt!r}")
     if isinstance(item_id, bool) or not isinstance(item_id, (str, int)) or not str(item_id).strip():
         raise ValueError(f"{where}: \"id\" must be a non-empty string or an integer, got {item_id!r}")
-    return BatchItem(str(item_id), prompt, where)
+    return BatchItem(str(item_id), prompt, where, {k: v for k, v in value.items() if k not in ("prompt", "id")})
 
 
 def read_prompts(source: str | os.PathLike | Iterable[str | Mapping]) -> list[BatchItem]:

@@ -42,6 +42,8 @@ def layer_plan(proposers, layers, backend) -> list[list[str]]:
     """
     if layers is not None and (not _is_int(layers) or layers < 1):
         raise ValueError(f"layers must be an integer >= 1 (1 = the aggregator alone), got {layers!r}")
+    if layers == 1 and isinstance(proposers, (list, tuple)) and not proposers:  # the aggregator alone
+        return []
     per_layer = (
         isinstance(proposers, Sequence)
         and not isinstance(proposers, str)

@@ -31,6 +31,19 @@ def test_one_line_per_prompt_with_everything(fault, remote, tmp_path):
     assert (summary.done, summary.failed, summary.skipped, summary.usage.calls) == (6, 0, 0, 30)
 
 
+def test_the_aggregator_alone_and_the_lines_other_fields(fault, remote, tmp_path):
+    """layers=1 (one model answers alone: the single-model baseline of an evaluation) runs in a batch, and
+    read_prompts keeps a line's other fields in ``extra``."""
+    prompts = tmp_path / "in.jsonl"
+    prompts.write_text('{"id": "x", "prompt": "Two plus two?", "answer": "4"}\n{"prompt": "Hi"}\n')
+    assert [item.extra for item in read_prompts(prompts)] == [{"answer": "4"}, {}]
+    out = tmp_path / "out.jsonl"
+    summary = batch(remote, prompts, out, proposers=[], aggregator="agg", layers=1)
+    rows = read_results(out)
+    assert summary.done == 2 and all(r["calls"] == 1 and r["layers"] == [] for r in rows)
+    assert [r["model"] for r in fault.requests] == ["agg", "agg"]
+
+
 def test_running_again_skips_what_is_done(fault, remote, tmp_path):
     prompts, out = write_jsonl(tmp_path / "in.jsonl", 5), tmp_path / "out.jsonl"
     batch(remote, prompts, out, cache=False)
