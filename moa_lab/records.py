@@ -21,7 +21,7 @@ class CallRecord:
     layer: int
     index: int
     model: str
-    role: str = "proposer"  # or "aggregator"
+    role: str = "proposer"  # or "aggregator", or "judge" (moa_lab.evaluate)
     seed: int | None = None
     started: float = 0.0
     seconds: float = 0.0
@@ -47,6 +47,8 @@ class CallRecord:
     @property
     def where(self) -> str:
         """The call's model and place: ``"model (layer 1 proposer 2)"``."""
+        if self.role == "judge":
+            return f"{self.model} (judge)"
         place = "aggregator" if self.role == "aggregator" else f"proposer {self.index + 1}"
         return f"{self.model} (layer {self.layer} {place})"
 

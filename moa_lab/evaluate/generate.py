@@ -1,0 +1,104 @@
+"""Every configuration's answers to every task, made with the batch runner: one JSONL file per configuration
+(and settings), so a run stopped at any point goes on where it stopped, and every answer is cached."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import mean
+from typing import Any, Sequence
+
+from ..batch import read_results, run_batch, settings_id
+from ..plan import plan_run
+from .configs import Config
+from .tasks import Task
+
+
+@dataclass
+class ConfigRun:
+    """One configuration's answers (task id → final text; failed prompts in ``failed`` with their error) and
+    what they cost: model calls, tokens, estimated cost (``unpriced`` calls had no price), ``seconds`` per
+    prompt (the time of one MoA, end to end), ``cached`` calls answered from the cache."""
+
+    config: Config
+    answers: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    calls: int = 0
+    cached: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+    unpriced: int = 0
+    seconds: list[float] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def seconds_per_prompt(self) -> float | None:
+        return mean(self.seconds) if self.seconds else None
+
+
+def from_lines(config: Config, lines: Sequence[dict], path: Path | None = None) -> ConfigRun:
+    """A :class:`ConfigRun` from a batch output file's lines (:func:`moa_lab.read_results`)."""
+    run = ConfigRun(config, path=path)
+    for line in lines:
+        if line["status"] == "ok":
+            run.answers[line["id"]] = line["final"]
+        else:
+            run.failed[line["id"]] = line["error"]
+        run.calls += line["calls"]
+        run.cached += line["cached_calls"]
+        run.tokens += line["prompt_tokens"] + line["completion_tokens"]
+        run.cost += line["cost"]
+        run.unpriced += line["unpriced_calls"]
+        run.seconds.append(line["seconds"])
+    return run
+
+
+def _reference_run(config: Config, tasks: Sequence[Task]) -> ConfigRun:
+    """The tasks' reference answers (questions without one are left unanswered: they score as wrong)."""
+    return ConfigRun(config, {t.id: t.reference for t in tasks if t.reference is not None})
+
+
+def plans(tasks: Sequence[Task], configs: Sequence[Config], **settings: Any) -> dict[str, Any]:
+    """Each model configuration's checked run plan (for its first task): raises ValueError before any call, also
+    when a ``reference`` configuration is asked for and an open task has no ``reference`` answer."""
+    missing = [t.id for t in tasks if not t.objective and t.reference is None]
+    if missing and any(c.kind == "reference" for c in configs):
+        raise ValueError(f"the reference configuration needs a \"reference\" answer for every open task; task "
+                         f"{missing[0]!r} has none ({len(missing)} without one)")
+    return {c.name: plan_run(tasks[0].prompt, [list(m) for m in c.proposers], c.aggregator,
+                             layers=c.layers, **settings) for c in configs if c.kind != "reference"}
+
+
+async def generate(
+    tasks: Sequence[Task],
+    configs: Sequence[Config],
+    folder: str | os.PathLike,
+    *,
+    concurrency: int = 8,
+    progress: bool = True,
+    **settings: Any,
+) -> dict[str, ConfigRun]:
+    """Answer every task with every configuration, one configuration after another, with
+    :func:`moa_lab.run_batch` (``concurrency`` calls at once). ``settings``: those of :func:`moa_lab.run_moa`
+    (``max_tokens``, ``temperature``, ``seed``, ``cache``, ``backend``, ...), the same for every configuration.
+
+    Costs ``config.calls`` model calls per task and configuration, none for answers already in ``folder``
+    (``answers/<config>-<settings>.jsonl``: run again to go on after a stop) or in the cache. Returns each
+    configuration's :class:`ConfigRun`, by name."""
+    folder = Path(folder) / "answers"
+    checked = plans(tasks, configs, **settings)
+    prompts = [{"id": t.id, "prompt": t.prompt} for t in tasks]
+    runs = {}
+    for config in configs:
+        if config.kind == "reference":
+            runs[config.name] = _reference_run(config, tasks)
+            continue
+        plan = checked[config.name]
+        path = folder / f"{config.slug}-{settings_id(plan)}.jsonl"
+        if progress:
+            print(config.describe())
+        await run_batch(prompts, path, plan.proposers, plan.aggregator, concurrency=concurrency, progress=progress,
+                        **{**settings, "backend": plan.backend, "layers": plan.layers})
+        runs[config.name] = from_lines(config, read_results(path), path)
+    return runs
