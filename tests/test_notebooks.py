@@ -137,3 +137,55 @@ def test_batch_notebook_changed_parameters(tmp_path):
     assert all([layer["models"] for layer in r["layers"]] == [[G, S], [G, S]] and r["calls"] == 5 for r in rows)
     assert all(r["trace"][-1]["model"] == G and c["completion_tokens"] <= 12 for r in rows for c in r["trace"])
     assert len((tmp_path / "out" / "data.jsonl").read_text().splitlines()) == 2
+
+
+def results_csv(folder):
+    import csv
+
+    return {row["config"]: row for row in csv.DictReader((folder / "results.csv").open())}
+
+
+@pytest.mark.local
+@pytest.mark.timeout(1200)
+def test_evaluate_notebook_defaults(tmp_path):
+    """The full built-in set (20 instructions, 12 questions) and the five standard configurations: the table the
+    closing note of the evaluation issue quotes, printed here too."""
+    nb = execute("05_evaluate_moa", tmp_path)
+    folder = tmp_path / "runs" / "05_evaluate"
+    rows = results_csv(folder)
+    names = ["smollm2-135m alone", "MoA n=1", "MoA n=2", "Self-MoA smollm2-135m x2", "MoA n=2, 3 layers"]
+    assert list(rows) == names
+    for name, calls in zip(names, (1, 2, 3, 3, 5)):
+        row = rows[name]
+        assert int(row["calls"]) == 32 * calls and int(row["questions"]) == 12 and int(row["failed"]) == 0
+        if name != names[0]:  # every open instruction judged in both orders: a verdict or counted as none
+            judged = int(row["wins"]) + int(row["ties"]) + int(row["losses"]) + int(row["unparseable"])
+            assert judged == 40 and int(row["compared"]) <= 20
+            assert (row["win_rate"] == "") == (int(row["compared"]) == 0)
+    judgments = (folder / "judgments.jsonl").read_text().splitlines()
+    assert len(judgments) == 2 * 20 * 4 and len(list((folder / "answers").iterdir())) == 5
+    text = all_text(nb)
+    assert "32 tasks: 20 open instructions, 12 questions with one right answer" in text
+    assert "NOTE: These answers and verdicts come from the bundled" in text  # the honest framing, in the output
+    assert "448 calls for the answers + at most 160 judge calls" in text  # the estimate, before any call
+    assert "shown first | shown second | both orders" in text
+    assert has_output(nb, "text/html") and has_output(nb, "image/png")
+    for plot in ("win_rate_vs_proposers.png", "quality_vs_cost.png"):
+        assert (folder / plot).read_bytes()[:4] == b"\x89PNG"
+    print((folder / "results.md").read_text())
+
+
+@pytest.mark.local
+def test_evaluate_notebook_tiny_setting(tmp_path):
+    """A few prompts, two configurations, shorter answers, one judge order, somewhere else."""
+    nb = execute("05_evaluate_moa", tmp_path, n_instructions=3, n_questions=2, proposer_counts=[2], self_moa_n=0,
+                 deep_layers=0, max_tokens=24, n_orders=1, output_dir="out/ev")
+    folder = tmp_path / "out" / "ev"
+    rows = results_csv(folder)
+    assert list(rows) == ["smollm2-135m alone", "MoA n=2"]
+    assert int(rows["MoA n=2"]["calls"]) == 5 * 3 and int(rows["smollm2-135m alone"]["calls"]) == 5
+    judgments = [json.loads(line) for line in (folder / "judgments.jsonl").read_text().splitlines()]
+    assert len(judgments) == 3 and all(j["config"] == "MoA n=2" for j in judgments)
+    lines = [json.loads(x) for f in (folder / "answers").iterdir() for x in f.read_text().splitlines()]
+    assert all(c["completion_tokens"] <= 24 for line in lines for c in line["trace"])
+    assert "5 tasks: 3 open instructions, 2 questions" in all_text(nb)

@@ -101,6 +101,6 @@ def test_papermill_sees_every_parameter(name):
     cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
     assigned = {node.target.id if isinstance(node, ast.AnnAssign) else node.targets[0].id
                 for node in ast.parse(cell.source).body if isinstance(node, (ast.Assign, ast.AnnAssign))}
-    assert "max_tokens" in assigned and ({"prompt", "prompts_path"} & assigned)  # the cell was found and read
+    assert "max_tokens" in assigned and ({"prompt", "prompts_path", "tasks_path"} & assigned)  # the cell was read
     params = papermill.inspect_notebook(str(path))
     assert assigned == set(params), f"papermill cannot parse: {sorted(assigned - set(params))}"
