@@ -18,6 +18,7 @@ import pytest
 from conftest import MOA, check_table, execute_notebook, run
 
 from moa_lab import aggregate, check_output_path, plan_run, run_batch, run_layer, run_moa
+from moa_lab.evaluate import builtin_tasks, evaluate, moa, reference, single
 from moa_lab.widgets import Playground
 
 P = "What is MoA?"
@@ -85,6 +86,21 @@ def serve_without_model_file(ctx):
         del os.environ["MOA_LAB_MODEL_DIR"]
 
 
+def evaluation(tasks=None, configs=None, file: str | None = None, **kw):
+    """``moa_lab.evaluate.evaluate`` into the folder (built-in tasks, two configurations unless given)."""
+    def go(ctx):
+        given = tasks
+        if file is not None:
+            (ctx.dir / "tasks.jsonl").write_text(file)
+            ctx.inputs.add("tasks.jsonl")
+            given = ctx.dir / "tasks.jsonl"
+        with pytest.raises(ValueError) as info:
+            run(evaluate(given or builtin_tasks(2, 1), configs or [single("a"), moa(["a", "b"], "agg")],
+                         ctx.dir / "eval", backend=ctx.remote, progress=False, **kw))
+        return str(info.value)
+    return go
+
+
 def notebook(name: str, **parameters):
     """The notebook under papermill: it stops in the first cell after the parameters, and runs no other."""
     def go(ctx):
@@ -98,7 +114,8 @@ def notebook(name: str, **parameters):
         code = [c for c in nb.cells if c.cell_type == "code"]
         injected = next(i for i, c in enumerate(code) if "injected-parameters" in c.metadata.get("tags", []))
         failed = [i for i, c in enumerate(code) if any(o.output_type == "error" for o in c.get("outputs", []))]
-        assert failed == [injected + 1] and ("plan_run(" in code[injected + 1].source or name == "03_playground")
+        checks = {"03_playground": "Playground(", "05_evaluate_moa": "check_configs("}.get(name, "plan_run(")
+        assert failed == [injected + 1] and checks in code[injected + 1].source
         assert all(c.execution_count is None for c in code[injected + 2:])  # no model was called after it
         return str(info.value)
     return go
@@ -158,6 +175,14 @@ BAD = [
     ("API", "backend URL without http", api(lambda b: run_moa(P, ["a"], "g", backend="localhost:8000")), "must be an http:// or https:// URL, got 'localhost:8000'"),
     ("API", "unknown model on the local backend", api(lambda b: run_moa(P, [S, "gpt-7"], S, backend="local")), "unknown model 'gpt-7' on the local backend; known models: smollm2-135m, gemma3-270m"),
     ("API", "output_path a number", api(lambda b: check_output_path(3)), "output_path must be a file path"),
+    ("evaluate", "one configuration", evaluation(configs=[single("a")]), "configs must be a list of at least two configurations"),
+    ("evaluate", "two configurations with one name", evaluation(configs=[single("a"), single("a")]), "configurations 'a alone' and 'a alone' have the same name"),
+    ("evaluate", "an unknown baseline", evaluation(baseline="GPT"), "baseline 'GPT' is not one of the configurations: 'a alone', 'MoA n=2'"),
+    ("evaluate", "n_orders 3", evaluation(n_orders=3), "orders must be 1 (one random order) or 2 (both orders), got 3"),
+    ("evaluate", "judge_max_tokens 0", evaluation(judge_max_tokens=0), "max_tokens must be an integer >= 1, got 0"),
+    ("evaluate", "temperature 3", evaluation(temperature=3), "temperature must be a number in [0, 2], got 3"),
+    ("evaluate", "a reference baseline without references", evaluation(configs=[reference(), single("a")]), "the reference configuration needs a \"reference\" answer for every open task; task 'i01' has none"),
+    ("evaluate", "a tasks file with a bad kind", evaluation(file='{"prompt": "2+2?", "answer": "4", "kind": "maths"}\n'), "tasks.jsonl:1: \"kind\" must be one of number, choice, text, got 'maths'"),
     ("batch file", "a line that is not JSON", batch_file('{"prompt": "ok"}\n{"prompt": "fine"}\n{"prompt": oops}\n'), "in.jsonl:3: not valid JSON"),
     ("batch file", "a repeated id", batch_file('{"prompt": "ok", "id": 1}\n{"prompt": "again", "id": 1}\n'), "in.jsonl:2: id '1' repeats the one at"),
     ("batch file", "an empty prompt", batch_file('{"prompt": ""}\n'), 'in.jsonl:1: "prompt" must be a non-empty string'),
@@ -203,6 +228,11 @@ BAD = [
     ("papermill", "04: n_prompts -1", notebook("04_batch_synthetic_data", n_prompts=-1), "n_prompts must be an integer >= 0 (0: all), got -1"),
     ("papermill", "04: a missing prompts file", notebook("04_batch_synthetic_data", prompts_path="missing.jsonl"), "cannot read prompts from 'missing.jsonl'"),
     ("papermill", "04: concurrency 0", notebook("04_batch_synthetic_data", concurrency=0), "concurrency must be an integer >= 1, got 0"),
+    ("papermill", "05: n_instructions 25", notebook("05_evaluate_moa", n_instructions=25), "n_instructions must be an integer from 0 to 20 (None: all 20), got 25"),
+    ("papermill", "05: proposer_counts [5]", notebook("05_evaluate_moa", proposer_counts=[5]), "counts must be integers from 1 to the pool's size (4), got 5"),
+    ("papermill", "05: an unknown baseline", notebook("05_evaluate_moa", baseline="GPT"), "baseline 'GPT' is not one of the configurations"),
+    ("papermill", "05: a reference baseline on the built-in tasks", notebook("05_evaluate_moa", baseline="reference"), "task 'i01' has none"),
+    ("papermill", "05: n_orders 0", notebook("05_evaluate_moa", n_orders=0), "orders must be 1 (one random order) or 2 (both orders), got 0"),
     ("widgets", "a blank prompt", widget(lambda p: setattr(p.prompt, "value", "   ")), "prompt must be a non-empty string"),
     ("widgets", "max_tokens 0", widget(lambda p: setattr(p.max_tokens, "value", 0)), "max_tokens must be an integer >= 1, got 0"),
     ("widgets", "no proposers in layer 1", widget(lambda p: setattr(p.proposers[0], "value", [])), "proposers of layer 1 is empty"),
@@ -229,7 +259,7 @@ def test_bad_input(fault, remote, tmp_path, surface, case, how, message):
 
 def test_the_table_has_thirty_cases_over_every_surface_and_is_the_documented_one():
     surfaces = {b[0] for b in BAD}
-    assert len(BAD) >= 30 and {"API", "batch file", "CLI", "papermill", "widgets", "serve"} <= surfaces
+    assert len(BAD) >= 30 and {"API", "evaluate", "batch file", "CLI", "papermill", "widgets", "serve"} <= surfaces
     rows = "".join(f"| {surface} | {case} | {message.replace('|', '/')} |\n" for surface, case, _, message in BAD)
     check_table(Path(__file__).with_name("bad_input_table.md"),
                 "Generated by tests/reliability/test_bad_input_table.py: each case gives this message, calls "
