@@ -272,6 +272,11 @@ def test_a_failing_or_unreadable_judge_is_counted_not_fatal(fault, remote, tmp_p
     failed = [j for j in judgments if j.record.error]
     assert len(judgments) == 4 and len(failed) == 1 and failed[0].verdict is None
     assert failed[0].note.startswith("judge call failed: HTTP 500")
+    with pytest.raises(ValueError, match="concurrency must be an integer >= 1, got 0"):
+        run(judge(tasks, runs, "a alone", judge_model="A", concurrency=0, backend=remote, progress=False))
+    with pytest.raises(ValueError, match="baseline 'b alone' has no answers"):
+        run(judge(tasks, runs, "b alone", judge_model="A", backend=remote, progress=False))
+    assert len(fault.calls_to("A")) == 4  # neither made a call
     unreadable = run(judge(tasks, runs, "a alone", judge_model="agg", backend=remote, progress=False))
     assert {j.note for j in unreadable} == {"no verdict found"}  # "agg answers ..." is no verdict
     report = summarize(tasks, configs, runs, unreadable, "a alone", judge_model="agg", n_orders=2, backend=remote)

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 from .. import calls
 from ..backends import get_backend
-from ..limits import call_limits
+from ..limits import CallLimiter, call_limits
 from ..records import CallRecord
 from ..validation import check_call_settings, check_models, check_seed
 from .generate import ConfigRun
@@ -157,6 +157,7 @@ async def judge(
     backend = get_backend(backend)
     judge_model, settings = check_judge(judge_model, n_orders, max_tokens, temperature=temperature, seed=seed,
                                         timeout=timeout, retries=retries, cache=cache, backend=backend)
+    CallLimiter(concurrency)  # checks concurrency now, before the server is started
     if baseline not in runs:
         raise ValueError(f"baseline {baseline!r} has no answers; configurations: {', '.join(map(repr, runs))}")
     base = runs[baseline].answers
