@@ -30,15 +30,15 @@ def win_rate_vs_proposers(report: "EvalReport"):
     for number, (kind, label) in enumerate(SERIES.items()):
         line = sorted((r for r in rows if r.kind == kind and r.layers == 2), key=lambda r: r.n)
         if line:
-            x = [r.n for r in line]
+            x = [r.n + 0.06 * number for r in line]  # side by side, not on top of each other
             ax.errorbar(x, [r.win_rate for r in line], yerr=[[r.win_rate - r.ci_low for r in line],
                                                              [r.ci_high - r.win_rate for r in line]],
                         marker="o", capsize=4, color=f"C{number}", label=label)
             ax.plot(x, [r.lc_win_rate for r in line], "--", color=f"C{number}", alpha=0.6, label=f"{label}, LC")
-    for r in rows:
-        if r.kind not in SERIES or r.layers != 2:
-            ax.errorbar([r.n], [r.win_rate], yerr=[[r.win_rate - r.ci_low], [r.ci_high - r.win_rate]], marker="s",
-                        capsize=4, linestyle="none", label=r.config)
+    others = [r for r in rows if r.kind not in SERIES or r.layers != 2]
+    for number, r in enumerate(others, start=2):
+        ax.errorbar([r.n + 0.06 * number], [r.win_rate], yerr=[[r.win_rate - r.ci_low], [r.ci_high - r.win_rate]],
+                    marker="s", capsize=4, linestyle="none", color=f"C{number}", label=r.config)
     ax.axhline(50, color="grey", linestyle=":", label=f"baseline: {report.baseline}")
     most = max((r.n for r in report.rows), default=1)
     ax.set_xticks(range(0, most + 1))
