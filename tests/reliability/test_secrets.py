@@ -7,6 +7,7 @@ the run produced and everything it printed, logged or raised is scanned for the 
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import logging
@@ -134,6 +135,24 @@ def test_the_batch_notebook_on_a_remote_backend(keyed, tmp_path):
     assert sum(len(r["layers"][0]["errors"]) for r in rows) == 1  # the 401, recorded in its line
     assert all(r["layers"][0]["models"] == list(SEED_PROPOSERS) and r["cost"] > 0 for r in rows)  # Together prices
     assert_no_key(tmp_path, all_text(nb))
+
+
+def test_the_evaluation_notebook_on_a_remote_backend(keyed, tmp_path):
+    """Notebook 05 unchanged on a keyed OpenAI-compatible server: the seed's models, Together's prices (so the cost
+    is in dollars), no local-models caveat; one proposer's server echoes the Authorization header."""
+    keyed.script(SEED_PROPOSERS[1], "echo-auth")
+    nb = execute("05_evaluate_moa", tmp_path, n_instructions=2, n_questions=1)
+    folder = tmp_path / "runs" / "05_evaluate"
+    table = (folder / "results.md").read_text()
+    assert "OpenAI-compatible server at http://127.0.0.1:" in table and "bundled" not in table
+    assert "| MoA n=2 | 3 |" in table
+    costs = [float(row["cost"]) for row in csv.DictReader((folder / "results.csv").open())]
+    assert len(costs) == 5 and all(c > 0 for c in costs)  # Together's prices for the seed's models
+    text = all_text(nb)
+    assert "NOTE:" not in text and f"judge: {moa_lab.SEED_AGGREGATOR}" in text
+    answers = "".join(f.read_text() for f in (folder / "answers").iterdir())
+    assert "HTTP 401" in answers and "Bearer ***" in answers  # the server got the key, and it was scrubbed
+    assert_no_key(tmp_path, text)
 
 
 def _listening(pid: int) -> set[str]:
