@@ -293,8 +293,10 @@ def test_a_reference_baseline_needs_every_reference(fault, remote, tmp_path):
         run(evaluate(tasks, [reference(), single("a")], tmp_path, judge_model="A", backend=remote, progress=False))
     assert not fault.requests
     tasks[1] = Task("i2", "Tell a joke.", reference="Knock knock.")
+    tasks.append(Task("q1", "2 + 2?", "number", "4"))  # no reference answer: the reference is not scored on it
     report = run(evaluate(tasks, [reference(), single("a")], tmp_path, judge_model="A", backend=remote,
                           progress=False))
     assert report.baseline == "reference" and report.row("a alone").compared == 2
-    assert report.row("reference").calls == 0 and len(fault.calls_to("a")) == 2
+    assert (report.row("reference").questions, report.row("a alone").questions) == (0, 1)
+    assert report.row("reference").calls == 0 and len(fault.calls_to("a")) == 3
     assert "Answer B: Roses are red." in "".join(r["messages"][0]["content"] for r in fault.calls_to("A"))

@@ -191,8 +191,8 @@ def summarize(tasks: Sequence[Task], configs: Sequence[Config], runs: Mapping[st
                   seconds_per_prompt=run.seconds_per_prompt)
         lengths = [len(run.answers[i]) for i in open_ids if i in run.answers]
         row.length = mean(lengths) if lengths else None
-        row.questions = len(questions)
-        row.correct = sum(is_correct(t, run.answers.get(t.id)) for t in questions)
+        scored = [t for t in questions if config.kind != "reference" or t.reference is not None]
+        row.questions, row.correct = len(scored), sum(is_correct(t, run.answers.get(t.id)) for t in scored)
         if config.name != baseline:
             mine = [j for j in judgments if j.config == config.name]
             row.wins, row.ties, row.losses = (sum(j.winner == w for j in mine) for w in ("config", "tie", "baseline"))
