@@ -194,8 +194,8 @@ display(Image(filename=str(paths["quality_vs_cost.png"])))
 # On the bundled models (135M and 270M parameters), this notebook shows **the method**, not the value of MoA.
 # Their answers are weak, and as a judge SmolLM2 mostly answers "A", whatever it reads (see the order table):
 # judging both orders turns that into ties, so win rates sit at 50% with narrow intervals. That is the method
-# working, not evidence that MoA does nothing. A few prompts give wide intervals, and a difference is only worth
-# reading when the intervals barely overlap.
+# working, not evidence that MoA does nothing. With a judge that reads, 20 prompts still give wide intervals: a
+# configuration beats the baseline only where its whole interval lies above 50%.
 #
 # ## The real experiment: the paper's Table 3 on Together
 #
