@@ -61,15 +61,16 @@ def quality_vs_cost(report: "EvalReport"):
     cost = (lambda r: r.cost) if dollars else (lambda r: r.tokens)
     for ax, what, value in ((axes[0], "win rate vs the baseline, %", lambda r: 50.0 if r.config == report.baseline
                              else r.win_rate), (axes[1], "exact-match accuracy, %", lambda r: r.accuracy)):
-        points = [(cost(r), value(r), r.config) for r in report.rows if value(r) is not None]
-        for number, (x, y, name) in enumerate(points):
-            ax.scatter([x], [y], color=f"C{number % 10}")
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        points = [(cost(r), value(r), r.config, number) for number, r in enumerate(report.rows) if value(r) is not None]
+        for x, y, name, number in points:  # one colour per configuration, the same in both panels
+            ax.scatter([x], [y], color=f"C{number % 10}", label=name)
         if not points:
             _no_data(ax, "nothing to show")
         ax.set_ylim(-5, 105)
         ax.set_xlabel("cost of the evaluation's answers, $" if dollars else "tokens used (prompt + completion)")
         ax.set_ylabel(what)
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=3, fontsize=8)
     axes[0].set_title("Quality vs cost: judged", fontsize=10)
     axes[1].set_title("Quality vs cost: exact match", fontsize=10)
     return figure
