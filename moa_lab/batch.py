@@ -298,7 +298,7 @@ async def _run(items, plans: dict[str, RunPlan], output: _Output, limiter, retry
     done_ids = {v["id"] for v in existing}
     todo = [item for item in items if item.id not in done_ids]
     summary = BatchSummary(output.path, len(items), skipped=len(items) - len(todo))
-    bar = _progress(len(items), summary.skipped, progress)
+    bar = progress_bar(len(items), summary.skipped, progress)
     await first.backend.ready()
     queue: asyncio.Queue = asyncio.Queue()
     for item in todo:
@@ -360,12 +360,13 @@ async def _all_or_none(coros) -> None:
             raise task.exception()
 
 
-def _progress(total: int, initial: int, enabled: bool):
+def progress_bar(total: int, initial: int, enabled: bool, desc: str = "MoA batch", unit: str = "prompt"):
+    """A tqdm bar (a widget in Jupyter), or None when ``enabled`` is false."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="MoA batch", unit="prompt", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)
 
 
 def run_batch_sync(*args, **kwargs) -> BatchSummary:

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 from .. import calls
 from ..backends import get_backend
+from ..batch import progress_bar
 from ..limits import CallLimiter, call_limits
 from ..records import CallRecord
 from ..validation import check_call_settings, check_models, check_seed
@@ -170,7 +171,7 @@ async def judge(
                 a, b = (run.answers[task.id], base[task.id]) if first else (base[task.id], run.answers[task.id])
                 record = CallRecord(0, len(todo), judge_model, role="judge", seed=seed)
                 todo.append((Judgment(task.id, name, first, None, "", record), judge_messages(task.prompt, a, b)))
-    bar = _bar(len(todo), progress)
+    bar = progress_bar(len(todo), 0, progress and bool(todo), "judging", "call")
 
     async def one(judgment: Judgment, messages) -> None:
         await calls.complete(backend, judgment.record, messages, settings)
@@ -190,10 +191,3 @@ async def judge(
             bar.close()
     return [j for j, _ in todo]
 
-
-def _bar(total: int, enabled: bool):
-    if not enabled or not total:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="judging", unit="call", dynamic_ncols=True)
