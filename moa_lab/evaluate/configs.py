@@ -4,7 +4,7 @@ n times), deeper MoA, and answers written elsewhere (``reference``)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from ..validation import check_models
@@ -69,9 +69,9 @@ def self_moa(model: str, n: int, aggregator: str | None = None, layers: int = 2,
     ``aggregator`` (default: ``model`` itself). ``n * (layers - 1) + 1`` calls per prompt."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n (samples of {model!r}) must be an integer >= 1, got {n!r}")
-    config = moa([model] * n, aggregator or model, layers)
     depth = "" if layers == 2 else f", {layers} layers"
-    return Config(name or f"Self-MoA {model} x{n}{depth}", config.proposers, config.aggregator, "self-moa")
+    return replace(moa([model] * n, aggregator or model, layers, name or f"Self-MoA {model} x{n}{depth}"),
+                   kind="self-moa")
 
 
 def proposer_sweep(pool: Sequence[str], aggregator: str, counts: Sequence[int] | None = None,

@@ -92,7 +92,6 @@ async def evaluate(
     configs, base = check_configs(configs, baseline, backend)
     seed, cache = settings.get("seed", 0), settings.get("cache")
     judge_model, _ = check_judge(judge_model, n_orders, judge_max_tokens, seed=seed, cache=cache, backend=backend)
-    plans(tasks, configs, backend=backend, **settings)
     runs = await generate(tasks, configs, folder, concurrency=concurrency, progress=progress, backend=backend,
                           **settings)
     judgments = await judge(tasks, runs, base.name, judge_model=judge_model, n_orders=n_orders,
