@@ -17,7 +17,7 @@ from .prompts import AGGREGATOR_PROMPT, build_messages
 from .records import CallRecord, LayerResult, MoAError, MoAResult
 from .plan import RunPlan, plan_run
 from .validation import (check_answers, check_call_settings, check_layer, check_min_ok, check_models, check_prompt,
-                         check_quorum)
+                         check_quorum, check_system_prompt)
 
 OnCall = Callable[[CallRecord], None]
 
@@ -60,6 +60,7 @@ async def run_layer(
     backend = get_backend(backend)
     settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens, cache)
     check_prompt(prompt)
+    check_system_prompt(system_prompt)
     models = check_models(models, backend, "models")
     check_min_ok(min_ok, len(models))
     check_quorum(quorum, deadline, len(models), min_ok)
@@ -87,13 +88,16 @@ async def _layer(prompt, models, previous, system_prompt, settings, seed, layer,
         for task in late:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
+    raised = None
     for task, record in zip(tasks, result.calls):
         if task.cancelled():  # a straggler: recorded as such, never passed on
             record.error, record.straggler = f"straggler: cancelled, {why}", True
             if on_call is not None:
                 on_call(record)
-        elif task.exception() is not None:  # e.g. on_call raised
-            raise task.exception()
+        elif task.exception() is not None and raised is None:  # e.g. on_call raised (every one is retrieved)
+            raised = task.exception()
+    if raised is not None:
+        raise raised
     if len(result.answers) < min_ok:
         raise MoAError(
             f"layer {layer}: only {len(result.answers)} of {len(models)} proposers answered (min_ok={min_ok})",
@@ -183,6 +187,7 @@ def aggregate(
     backend = get_backend(backend)
     settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens, cache)
     check_prompt(prompt)
+    check_system_prompt(system_prompt)
     (model,) = check_models([model], backend, "model")
     answers = check_answers(answers, allow_empty=True)
     if layer is None:

@@ -13,7 +13,7 @@ from .cache import ResponseCache
 from .calls import CallSettings
 from .prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_ZH
 from .validation import (check_call_settings, check_min_ok, check_models, check_prompt, check_quorum, check_seed,
-                         layer_plan)
+                         check_system_prompt, layer_plan)
 
 
 _BACKEND_ENV = {  # how a notebook run by papermill gets the same backend
@@ -153,10 +153,7 @@ def plan_run(
     backend = get_backend(backend)
     settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens, cache)
     check_prompt(prompt)
-    if system_prompt is None:
-        system_prompt = AGGREGATOR_PROMPT
-    if not isinstance(system_prompt, str):
-        raise ValueError(f"system_prompt must be a string (None: the paper's prompt), got {system_prompt!r}")
+    system_prompt = check_system_prompt(AGGREGATOR_PROMPT if system_prompt is None else system_prompt)
     check_seed(seed)
     plan = layer_plan(backend.default_proposers if proposers is None else proposers, layers, backend)
     fewest = min((len(p) for p in plan), default=min_ok)

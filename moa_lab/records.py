@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .jsonl import dumps
 
 
 @dataclass
@@ -128,7 +129,7 @@ class MoAResult:
         """Write :meth:`to_dict` (plus ``extra`` keys, e.g. the settings) as JSON to ``path``; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({**self.to_dict(), **extra}, indent=2, ensure_ascii=False)
+        text = dumps({**self.to_dict(), **extra}, indent=2)
         path.write_text(text + "\n", encoding="utf-8")
         return path
 

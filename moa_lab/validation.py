@@ -9,16 +9,32 @@ from typing import Sequence
 
 from .cache import get_cache
 from .calls import CallSettings
+from .unicode import surrogate_error
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_prompt(prompt) -> str:
+def check_text(text: str, what: str) -> str:
+    """A string that can be sent: no lone surrogate (see :mod:`moa_lab.unicode`)."""
+    problem = surrogate_error(text, what)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+def check_prompt(prompt, what: str = "prompt") -> str:
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
-    return prompt
+        raise ValueError(f"{what} must be a non-empty string, got {prompt!r}")
+    return check_text(prompt, what)
+
+
+def check_system_prompt(system_prompt) -> str:
+    """The aggregator's prompt: a string (None: the paper's prompt is chosen by the caller)."""
+    if not isinstance(system_prompt, str):
+        raise ValueError(f"system_prompt must be a string (None: the paper's prompt), got {system_prompt!r}")
+    return check_text(system_prompt, "system_prompt")
 
 
 def check_models(models, backend, what: str = "models") -> list[str]:
@@ -30,6 +46,7 @@ def check_models(models, backend, what: str = "models") -> list[str]:
     for m in models:
         if not isinstance(m, str) or not m.strip():
             raise ValueError(f"every model name must be a non-empty string; {what} holds {m!r}")
+        check_text(m, f"the model name {m!r}")
     backend.check_models(models)
     return list(models)
 
@@ -108,9 +125,10 @@ def check_answers(answers, allow_empty: bool = False) -> list[str]:
         raise ValueError(f"answers must be a list of strings, got {answers!r}")
     if not answers and not allow_empty:
         raise ValueError("previous answers are empty: give at least one, or previous=None for layer 1")
-    for a in answers:
+    for i, a in enumerate(answers):
         if not isinstance(a, str):
             raise ValueError(f"every answer must be a string; got {a!r}")
+        check_text(a, f"answer {i + 1}")
     return list(answers)
 
 

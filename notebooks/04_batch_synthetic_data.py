@@ -151,9 +151,11 @@ print("new output file: ", copy)
 # %%
 import json
 
+from moa_lab.jsonl import dumps  # JSON Lines that any reader splits right: U+2028 and the like are escaped
+
 dataset = [{"instruction": row["prompt"], "output": row["final"]} for row in rows if row["status"] == "ok"]
 dataset_file.parent.mkdir(parents=True, exist_ok=True)
-dataset_file.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dataset), encoding="utf-8")
+dataset_file.write_text("".join(dumps(d) + "\n" for d in dataset), encoding="utf-8")
 print(f"{len(dataset)} examples written to {dataset_file}")
 print(json.dumps(dataset[0], ensure_ascii=False, indent=1))
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean
 from typing import Mapping, Sequence
 
 from ..display import View, _html_table
+from ..jsonl import dumps
 from ..usage import Usage, usage
 from .configs import Config
 from .generate import ConfigRun
@@ -168,7 +168,7 @@ class EvalReport:
                                                   "win_rate_vs_proposers.png", "quality_vs_cost.png")}
         paths["results.md"].write_text(self.to_markdown(), encoding="utf-8")
         paths["results.csv"].write_text(self.to_csv(), encoding="utf-8")
-        paths["judgments.jsonl"].write_text("".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n"
+        paths["judgments.jsonl"].write_text("".join(dumps(j.to_dict()) + "\n"
                                                     for j in self.judgments), encoding="utf-8")
         win_rate_vs_proposers(self).savefig(paths["win_rate_vs_proposers.png"], dpi=100)
         quality_vs_cost(self).savefig(paths["quality_vs_cost.png"], dpi=100)
