@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import limits
+from .jsonl import dumps, split_lines
 from .moa import run_plan
 from .plan import RunPlan, plan_run
 from .records import MoAError, MoAResult, layers_dict, trace_dict
 from .usage import Usage, get_prices, usage
-from .validation import check_output_path
+from .validation import check_output_path, check_prompt
 
 
 @dataclass(frozen=True)
@@ -46,24 +47,34 @@ def _item(value: Any, where: str, number: int) -> BatchItem:
     if not isinstance(value, Mapping):
         raise ValueError(f"{where}: expected a prompt string or an object with \"prompt\", got {value!r}")
     prompt, item_id = value.get("prompt"), value.get("id", number)
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError(f"{where}: \"prompt\" must be a non-empty string, got {prompt!r}")
+    check_prompt(prompt, f'{where}: "prompt"')
     if isinstance(item_id, bool) or not isinstance(item_id, (str, int)) or not str(item_id).strip():
         raise ValueError(f"{where}: \"id\" must be a non-empty string or an integer, got {item_id!r}")
     return BatchItem(str(item_id), prompt, where, {k: v for k, v in value.items() if k not in ("prompt", "id")})
 
 
+def _read_lines(path: Path) -> list[str]:
+    """A prompts file's lines (split on "\\n" only; a UTF-8 BOM dropped); ValueError naming a line that is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read prompts from {str(path)!r}: {exc}") from None
+    try:
+        return split_lines(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8") from None
+
+
 def read_prompts(source: str | os.PathLike | Iterable[str | Mapping]) -> list[BatchItem]:
     """The prompts of a batch, checked: a JSONL file (one ``{"prompt": ..., "id": ...}`` per line, ``id``
-    optional), a plain text file (one prompt per line), or a list of strings or such dicts. Blank lines are
-    skipped; a missing id is the line number (or the 1-based position in a list). Raises ValueError naming the
-    line of a bad JSON line, an empty prompt or a repeated id."""
+    optional), a plain text file (one prompt per line), or a list of strings or such dicts. Lines are split on
+    "\\n" only (a prompt may hold U+2028 and the like); blank lines are skipped; a missing id is the line number
+    (or the 1-based position in a list). Raises ValueError naming the line of a bad JSON line, an empty prompt,
+    a prompt that is not valid Unicode (a lone surrogate) or a repeated id."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read prompts from {str(path)!r}: {exc}") from None
+        lines = _read_lines(path)
         first = next((ln for ln in lines if ln.strip()), "")
         as_json = path.suffix in (".jsonl", ".json", ".ndjson") or first.lstrip().startswith("{")
         items = []
@@ -93,8 +104,16 @@ def read_prompts(source: str | os.PathLike | Iterable[str | Mapping]) -> list[Ba
     return items
 
 
+def prompt_hash(prompt: str) -> str:
+    """A short fingerprint of a prompt's text (16 hex digits of its SHA-256): each output line records it, a
+    resume checks it, and shards are chosen by it."""
+    return hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def parse_shard(shard: str | Sequence[int] | None) -> tuple[int, int] | None:
-    """``"I/N"`` or ``(I, N)``: this machine takes the prompts at positions p with ``p % N == I`` (0 <= I < N)."""
+    """``"I/N"`` or ``(I, N)``: this machine takes the prompts whose :func:`prompt_hash` is I modulo N
+    (0 <= I < N). The key is the prompt's text, not its position: adding or removing prompts moves no other
+    prompt to another shard."""
     if shard is None:
         return None
     try:
@@ -106,21 +125,29 @@ def parse_shard(shard: str | Sequence[int] | None) -> tuple[int, int] | None:
     return i, n
 
 
+def in_shard(item: BatchItem, shard: tuple[int, int] | None) -> bool:
+    return shard is None or int(prompt_hash(item.prompt), 16) % shard[1] == shard[0]
+
+
 def check_batch_settings(concurrency: int = 16, rps: float | None = None, shard=None):
     """Check a batch's own settings (ValueError naming a bad one); returns its call limiter and its shard."""
     return limits.CallLimiter(concurrency, rps), parse_shard(shard)
 
 
 def settings_id(plan: RunPlan) -> str:
-    """A short fingerprint of a batch's settings (everything but the prompt); stored in every output line."""
+    """A short fingerprint of a batch's settings (everything but the prompt), and of what answers each model
+    (its server's URL, or the embedded server's model file: :meth:`moa_lab.Backend.scope`); stored in every
+    output line, so that a resume with other settings, or other models behind the same names, is refused."""
     settings = {k: v for k, v in plan.to_dict().items() if k != "prompt"}
+    models = sorted({m for layer in plan.proposers for m in layer} | {plan.aggregator})
+    settings["served_by"] = {model: plan.backend.scope(model) for model in models}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def read_results(path: str | os.PathLike) -> list[dict]:
     """The lines of a batch output file (a torn last line, if any, is left out)."""
     text = Path(path).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
+    return [json.loads(line) for line in split_lines(text[: text.rfind("\n") + 1]) if line.strip()]
 
 
 #: Written (to an unnamed temporary file) beside the output before any call: room for a few dozen lines.
@@ -165,7 +192,7 @@ class _Output:
                           "that was stopped while writing; that prompt runs again", stacklevel=3)
             os.ftruncate(self.fd, keep)
         lines = []
-        for number, line in enumerate(data[:keep].decode("utf-8", "replace").splitlines(), start=1):
+        for number, line in enumerate(split_lines(data[:keep].decode("utf-8", "replace")), start=1):
             try:
                 value = json.loads(line)
                 value["id"], value["status"]  # noqa: B018 - a line of ours has both
@@ -178,7 +205,7 @@ class _Output:
     def rewrite(self, lines: list[dict]) -> None:
         """Replace the file's content with ``lines`` atomically (a temp file, then rename)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(v, ensure_ascii=False) + "\n" for v in lines), encoding="utf-8")
+        tmp.write_text("".join(dumps(v) + "\n" for v in lines), encoding="utf-8")
         os.replace(tmp, self.path)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -186,7 +213,7 @@ class _Output:
         self.fd = fd
 
     def append(self, value: dict) -> None:
-        data = (json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8")
+        data = (dumps(value) + "\n").encode("utf-8")
         size = os.fstat(self.fd).st_size
         try:
             view = memoryview(data)
@@ -232,7 +259,8 @@ def _line(item: BatchItem, sid: str, result: MoAResult | None, error: BaseExcept
         final, layers, trace = result.text, result.layers, result.trace
     else:
         final, layers, trace = getattr(error, "partial", ""), getattr(error, "layers", []), _failed_trace(error)
-    return {"id": item.id, "prompt": item.prompt, "status": "ok" if error is None else "failed",
+    return {"id": item.id, "prompt": item.prompt, "prompt_hash": prompt_hash(item.prompt),
+            "status": "ok" if error is None else "failed",
             "error": None if error is None else (str(error) if isinstance(error, MoAError)
                                                  else f"{type(error).__name__}: {error}"),
             "final": final, "seconds": seconds, "settings_id": sid,
@@ -270,8 +298,6 @@ async def run_batch(
     plans = {item.id: plan_run(item.prompt, first.proposers, first.aggregator, **same) for item in items}
     limiter, picked = check_batch_settings(concurrency, rps, shard)
     prices = get_prices(prices)  # checked before any call, resolved once for every line
-    if picked is not None:
-        items = [item for position, item in enumerate(items) if position % picked[1] == picked[0]]
     path = check_output_path(out)
     if path is None:
         raise ValueError("out must be a file path for the results (JSONL)")
@@ -279,19 +305,48 @@ async def run_batch(
     path.parent.mkdir(parents=True, exist_ok=True)
     output = _Output(path)
     try:
-        return await _run(items, plans, output, limiter, retry_failed, progress, prices, on_result)
+        sid = settings_id(first)
+        existing = _resumable(output, items, sid)
+        mine = [item for item in items if in_shard(item, picked)]
+        return await _run(mine, sid, existing, plans, output, limiter, retry_failed, progress, prices, on_result)
     finally:
         output.close()
 
 
-async def _run(items, plans: dict[str, RunPlan], output: _Output, limiter, retry_failed, progress, prices, on_result):
-    first = plans[items[0].id] if items else next(iter(plans.values()))
-    sid = settings_id(first)
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _resumable(output: _Output, items: list[BatchItem], sid: str) -> list[dict]:
+    """The output's lines, if this batch may go on from them: the same settings, and the same prompt under every
+    id (checked against the whole input, every shard's prompts included); else ValueError saying what differs."""
     existing = output.existing()
     other = sorted({str(v.get("settings_id")) for v in existing} - {sid})
     if other:
-        raise ValueError(f"{str(output.path)!r} holds results made with other settings (settings_id "
-                         f"{', '.join(other)}, now {sid}); give a new output file, or the same settings to resume")
+        raise ValueError(f"{str(output.path)!r} holds results made with other settings, or with other servers or "
+                         f"model files behind the same model names (settings_id {', '.join(other)}, now {sid}); "
+                         "give a new output file, or the same settings to resume")
+    order = {item.id: (position, item) for position, item in enumerate(items)}
+    changed = []
+    for line in existing:
+        position, item = order.get(str(line["id"]), (None, None))
+        written = line.get("prompt_hash") or prompt_hash(str(line.get("prompt")))
+        if item is not None and written != prompt_hash(item.prompt):
+            changed.append((position, line, item))
+    if changed:
+        _, line, item = min(changed, key=lambda c: c[0])  # the first in the input
+        raise ValueError(
+            f"{str(output.path)!r} holds answers to other prompts under the same ids ({len(changed)} id(s) differ): "
+            f"id {item.id!r} was {_short(str(line.get('prompt')))} there but is {_short(item.prompt)} in "
+            f"{item.where}. Prompts without an \"id\" are numbered by their line, so adding or removing a line "
+            "renumbers the ones after it. Give a new output file (answers made before come from the cache, with "
+            "no call), or give every prompt its own \"id\"")
+    return existing
+
+
+async def _run(items, sid: str, existing, plans: dict[str, RunPlan], output: _Output, limiter, retry_failed, progress,
+               prices, on_result):
+    first = plans[items[0].id] if items else next(iter(plans.values()))
     if retry_failed and any(v["status"] != "ok" for v in existing):
         existing = [v for v in existing if v["status"] == "ok"]
         output.rewrite(existing)

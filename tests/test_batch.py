@@ -69,14 +69,21 @@ def test_failed_prompts_are_recorded_and_retried_on_request(fault, remote, tmp_p
     assert redo["cached_calls"] == 4  # its proposers' answers came from the cache: only the aggregator ran again
 
 
-def test_shards_split_the_dataset(fault, remote, tmp_path):
+def test_shards_split_the_dataset_by_a_stable_key(fault, remote, tmp_path):
     prompts = write_jsonl(tmp_path / "in.jsonl", 10)
-    ids = []
-    for i in range(3):
-        batch(remote, prompts, tmp_path / f"out{i}.jsonl", shard=f"{i}/3")
-        ids.append({r["id"] for r in read_results(tmp_path / f"out{i}.jsonl")})
-    assert set.union(*ids) == {f"p{i}" for i in range(10)} and sum(map(len, ids)) == 10
-    assert ids[0] == {"p0", "p3", "p6", "p9"}
+
+    def run_shards():
+        summaries = [batch(remote, prompts, tmp_path / f"out{i}.jsonl", shard=f"{i}/3") for i in range(3)]
+        return summaries, [{r["id"] for r in read_results(tmp_path / f"out{i}.jsonl")} for i in range(3)]
+
+    _, ids = run_shards()
+    assert set.union(*ids) == {f"p{i}" for i in range(10)} and sum(map(len, ids)) == 10 and all(ids)
+    # A prompt added at the top moves no other prompt to another shard (positions would): each shard resumes
+    # where it was, and the new prompt runs in exactly one of them.
+    prompts.write_text(json.dumps({"id": "new", "prompt": "A new question?"}) + "\n" + prompts.read_text())
+    summaries, after = run_shards()
+    assert [s.skipped for s in summaries] == [len(i) for i in ids] and sum(s.done for s in summaries) == 1
+    assert all(old <= new for old, new in zip(ids, after)) and set.union(*after) == {"new"} | set.union(*ids)
 
 
 def test_the_call_limit_is_never_exceeded(tmp_path):
@@ -166,3 +173,88 @@ def test_the_limiter_serves_later_layers_first_and_survives_cancelled_waiters():
     order, limiter = run(main())
     assert order == ["first", "layer2", "layer1-a", "layer1-b"]  # the later layer first, then first come first served
     assert limiter.active == 0 and limiter.peak == 1
+
+
+#: Text users really have: CJK, emoji, the separators str.splitlines() splits on (U+2028, U+2029, U+0085), a tab.
+ODD = ["什么是混合智能体？", "Plan a trip 🚀🇫🇷 for two", "line one\u2028line two", "para\u2029graph", "next\x85line",
+       "tab\there"]
+
+
+@pytest.mark.parametrize("form", ["jsonl", "text"])
+def test_text_users_really_have_is_read_written_and_resumed(fault, remote, tmp_path, form):
+    """Prompts and answers holding CJK, emoji and the Unicode line separators: read from a JSONL or text file written
+    by a common tool (raw UTF-8, a BOM), answered (a model whose name holds U+2028 puts it in its answers), written
+    one line each, read back, and resumed."""
+    prompts = tmp_path / f"in.{form}"
+    text = "".join((json.dumps({"prompt": p}, ensure_ascii=False) if form == "jsonl" else p) + "\n" for p in ODD)
+    prompts.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Notepad saves "UTF-8 with BOM"
+    assert [item.prompt for item in read_prompts(prompts)] == ODD
+    out = tmp_path / "out.jsonl"
+    summary = batch(remote, prompts, out, proposers=["a\u2028b", "c"])
+    rows = read_results(out)
+    assert summary.done == len(ODD) and sorted(r["prompt"] for r in rows) == sorted(ODD)
+    assert all("a\u2028b answers" in r["layers"][0]["answers"][0] for r in rows)
+    data = out.read_bytes()
+    assert data.count(b"\n") == len(ODD) and "什么".encode() in data and "🚀".encode() in data  # readable UTF-8
+    assert not any(sep.encode() in data for sep in ("\u2028", "\u2029", "\x85"))  # those are escaped
+    again = batch(remote, prompts, out, proposers=["a\u2028b", "c"])
+    assert (again.done, again.skipped) == (0, len(ODD)) and len(fault.requests) == 3 * len(ODD)
+
+
+def test_a_lone_surrogate_is_refused_by_line_before_any_call(fault, remote, tmp_path):
+    prompts = tmp_path / "in.jsonl"
+    prompts.write_text('{"prompt": "fine"}\n{"prompt": "scraped text \\udc00 here"}\n')  # valid JSON, invalid text
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(ValueError, match=r'in.jsonl:2: "prompt" holds a lone surrogate \(U\+DC00 at character 13\)'):
+        batch(remote, prompts, out)
+    with pytest.raises(ValueError, match=r'prompts\[1\]: "prompt" holds a lone surrogate'):
+        batch(remote, ["fine", "half an emoji \ud83d"], out)
+    assert fault.requests == [] and not out.exists()
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_its_line(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_bytes("first\nsecond\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"in.txt:3: not UTF-8 text \(byte 0xe9\)"):
+        read_prompts(path)
+
+
+def test_an_input_edited_between_runs(fault, remote, tmp_path):
+    """Ids default to line numbers. A prompt added at the end resumes (the new one runs); a prompt added at the
+    top renumbers every line after it: the resume is refused, naming the first id whose prompt changed, and
+    nothing is run or written; a new output file costs no call for the prompts answered before."""
+    prompts, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    prompts.write_text("first question\nsecond question\n")
+    batch(remote, prompts, out)
+    prompts.write_text("first question\nsecond question\nthird question\n")
+    summary = batch(remote, prompts, out)
+    assert (summary.done, summary.skipped) == (1, 2)
+    before, calls = out.read_bytes(), len(fault.requests)
+    prompts.write_text("a new first question\nfirst question\nsecond question\nthird question\n")
+    with pytest.raises(ValueError) as info:
+        batch(remote, prompts, out)
+    assert str(info.value).startswith(f"{str(out)!r} holds answers to other prompts under the same ids (3 id(s) "
+                                      "differ): id '1' was 'first question' there but is 'a new first question' in ")
+    assert "numbered by their line" in str(info.value) and "give every prompt its own" in str(info.value)
+    assert out.read_bytes() == before and len(fault.requests) == calls
+    fresh = batch(remote, prompts, tmp_path / "new.jsonl")
+    assert fresh.done == 4 and fresh.usage.cached == 15 and len(fault.requests) == calls + 5
+
+
+def test_other_servers_behind_the_same_model_names_are_refused(fault, tmp_path):
+    """The settings id names what answers each model: the same names served elsewhere (model_urls) are other
+    settings, and the answers cache keeps them apart."""
+    from fault_server import FaultServer
+
+    from moa_lab import get_backend
+
+    out = tmp_path / "out.jsonl"
+    with FaultServer() as other:
+        first = get_backend(fault.url, model_urls={"a": other.url})
+        batch(first, ["q"], out)
+        with pytest.raises(ValueError, match="other servers or model files behind the same model names"):
+            batch(get_backend(fault.url), ["q", "q2"], out)
+        summary = batch(get_backend(fault.url), ["q"], tmp_path / "elsewhere.jsonl")
+    # Only "a" is asked again, where it is served now (both servers answer alike, so the aggregator's call is the same).
+    assert summary.usage.model_calls == 1 and summary.usage.cached == 4
+    assert len(other.requests) == 1 and [r["model"] for r in fault.requests].count("a") == 1
