@@ -1,13 +1,15 @@
 """An on-disk cache of model answers: one SQLite file, so that a re-run cell or batch makes no model calls.
 
 A call is cached only when it succeeded and has a seed (a call with ``seed=None`` asks for a new sample each
-time). The key is a SHA-256 of everything that determines the answer: where the call goes (the backend's URL,
-or "local" for the bundled models), the model, the messages, temperature, max_tokens and seed. The API key is
-never part of the key or the stored row. A stream is stored as its text and replayed as a stream.
+time). The key is a SHA-256 of everything that determines the answer: what answers the call (the server's URL,
+or for the embedded server the GGUF file behind the model: see :meth:`moa_lab.Backend.scope`), the model, the
+messages, temperature, max_tokens and seed. The API key is never part of the key or the stored row. A stream is
+stored as its text and replayed as a stream.
 
 Where: ``MOA_LAB_CACHE`` (a file path, or ``off``), else ``<user cache dir>/moa_lab/responses.sqlite``.
-A file that is not a readable cache (truncated, garbage) is moved aside and rebuilt, with a warning; an error
-while a run is going turns the cache off for that process, with a warning, and never fails the run.
+A file that is not a readable cache (truncated, garbage) is moved aside and rebuilt, with a warning. Any other
+error (a full disk, an I/O error, a lock, a read-only file), when opening or while a run is going, turns the
+cache off for that process with a warning, leaves the file alone, and never fails the run.
 """
 
 from __future__ import annotations
@@ -53,15 +55,34 @@ def cache_key(scope: str, model: str, messages, temperature: float, max_tokens: 
     """SHA-256 of what determines an answer (``scope``: the server the call goes to; never a key)."""
     payload = {"scope": scope, "model": model, "messages": messages, "temperature": temperature,
                "max_tokens": max_tokens, "seed": seed}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+#: What SQLite says of a file that is not a readable database (corrupt or not one at all); any other error
+#: (disk full, I/O error, locked, read-only, a missing folder) says nothing about the file's content.
+_CORRUPT_NAMES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+_CORRUPT_TEXT = ("file is not a database", "database disk image is malformed", "integrity check failed")
+
+
+def _corrupt(exc: BaseException) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return isinstance(exc, sqlite3.DatabaseError) and (
+        name.startswith(_CORRUPT_NAMES) or any(text in str(exc) for text in _CORRUPT_TEXT))
 
 
 class ResponseCache:
     """The answers cache in one SQLite file (WAL mode: several processes may share it).
 
     ``get``/``put`` cost one small query each (well under a millisecond); ``hits``, ``misses`` and ``stores``
-    count them for this process.
+    count them for this process. Opening never fails a run: a file that is not a readable database is moved
+    aside and a new one started; any other error (a full disk, an I/O error, a lock held too long, a read-only
+    file or folder) leaves the file alone and turns the cache off for this process; both with a
+    :class:`CacheWarning`. ``enabled`` says whether it is on.
     """
+
+    #: Seconds to wait for another process's lock (SQLite's busy timeout).
+    busy_timeout = 10.0
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -70,16 +91,37 @@ class ResponseCache:
         self._db: sqlite3.Connection | None = None
         try:
             self._db = self._open()
-        except sqlite3.DatabaseError as exc:  # not a database, or a torn one: keep it aside, start afresh
-            aside = self.path.with_name(self.path.name + f".corrupt-{int(time.time())}")
-            os.replace(self.path, aside)
+        except (sqlite3.Error, OSError) as exc:
+            if not _corrupt(exc):
+                self._off("could not be opened", exc)
+                return
+            try:
+                aside = self._set_aside()
+                self._db = self._open()
+            except (sqlite3.Error, OSError) as again:
+                self._off("was unreadable and could not be replaced", again)
+                return
             warnings.warn(f"the cache file {str(self.path)!r} was unreadable ({exc}); moved it to {str(aside)!r} "
                           "and started an empty cache", CacheWarning, stacklevel=2)
-            self._db = self._open()
+
+    def _set_aside(self) -> Path:
+        """Move the damaged file aside; return where it went. (Its stale -wal and -shm files, if any, SQLite
+        removed when the failed connection closed: the new file never reads them.)"""
+        aside = self.path.with_name(self.path.name + f".corrupt-{int(time.time())}")
+        os.replace(self.path, aside)
+        return aside
+
+    def _off(self, what: str, exc: BaseException) -> None:
+        warnings.warn(f"the cache {str(self.path)!r} {what} ({type(exc).__name__}: {exc}); it is off for this "
+                      "process, and answers are not cached (the file was left as it is)", CacheWarning, stacklevel=3)
+
+    @property
+    def enabled(self) -> bool:
+        return self._db is not None
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
