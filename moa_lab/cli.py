@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .backends import get_backend
+from .jsonl import dumps
 from .local import SEED_ALIASES, LocalServerError, check_aliases, default_workers
 from .moa import run_moa
 from .prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
@@ -52,7 +53,7 @@ def _ask(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         return 1
     print("\n")
-    print(json.dumps(result.to_dict(), ensure_ascii=False, indent=1) if args.json else result.summary())
+    print(dumps(result.to_dict(), indent=1) if args.json else result.summary())
     print(f"\n{result.usage()}; {result.seconds:.2f}s wall time")
     return 0
 
@@ -150,6 +151,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--log-dir", help=argparse.SUPPRESS)
+    p.add_argument("--model-file", action="append", default=[], help=argparse.SUPPRESS)  # NAME=PATH (LocalServer)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -161,8 +163,10 @@ def run_serve(args: argparse.Namespace) -> int:
             raise ValueError(f"--workers must be at least 1, got {args.workers}")
         if args.max_tokens_cap < 1:
             raise ValueError(f"--max-tokens-cap must be at least 1, got {args.max_tokens_cap}")
+        files = dict(pair.split("=", 1) for pair in args.model_file)
         serve(args.host, args.port, args.workers or default_workers(), aliases, args.max_tokens_cap,
-              args.ready_file, args.watch_stdin, args.log_dir, announce=lambda s: print(s, flush=True))
+              args.ready_file, args.watch_stdin, args.log_dir, announce=lambda s: print(s, flush=True),
+              model_files=files or None)
     except (ValueError, LocalServerError) as exc:
         print(f"moa-lab serve: error: {exc}", file=sys.stderr)
         return 2

@@ -7,8 +7,10 @@ The server itself (a front that spreads requests over single-threaded llama.cpp 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Mapping
+
+from .logs import log
 
 #: Bundled model name → how llama.cpp should format chats for it (None: the template in the GGUF file).
 BUNDLED_MODELS = {"smollm2-135m": None, "gemma3-270m": "alpaca"}  # Gemma 270M is a base model: see MOA_NOTES
@@ -95,7 +99,29 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
-def tail(path: Path, lines: int = 25) -> str:
+_FINGERPRINTS: dict[tuple, str] = {}
+_SAMPLES, _SAMPLE_BYTES = 16, 64 * 1024
+
+
+def fingerprint(path: Path) -> str:
+    """A short fingerprint of a model file's content: SHA-256 of its size and 16 samples of 64 KiB spread evenly
+    over it (the GGUF header and metadata, and weights of every part of the file). Reads 1 MiB whatever the
+    file's size; computed once per process for a file unchanged on disk (same size and modification time)."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _FINGERPRINTS:
+        digest = hashlib.sha256(str(stat.st_size).encode())
+        with open(path, "rb") as f:
+            for i in range(_SAMPLES):
+                f.seek(max(0, stat.st_size - _SAMPLE_BYTES) * i // (_SAMPLES - 1))
+                digest.update(f.read(_SAMPLE_BYTES))
+        _FINGERPRINTS[key] = digest.hexdigest()[:16]
+    return _FINGERPRINTS[key]
+
+
+def tail(path: Path | None, lines: int = 25) -> str:
+    if path is None:
+        return "(no log)"
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -106,7 +132,9 @@ class LocalServer:
     """The embedded server as a subprocess. ``start()`` is idempotent and thread-safe; ``stop()`` too.
 
     Binds 127.0.0.1 on a free port (a busy port is never an error). The subprocess exits by itself
-    when this process dies (it watches its stdin), so no server outlives its user.
+    when this process dies (it watches its stdin), so no server outlives its user; a server that died is
+    started again by the next ``start()`` (every call does one), with a warning naming the cause. Its
+    folder of logs under the temporary directory is removed when it stops.
     """
 
     def __init__(
@@ -122,7 +150,9 @@ class LocalServer:
         self.startup_timeout = startup_timeout
         self.url: str | None = None
         self.log_path: Path | None = None
+        self.restarts = 0
         self._proc: subprocess.Popen | None = None
+        self._files: dict[str, Path] | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -131,25 +161,52 @@ class LocalServer:
     def model_names(self) -> tuple[str, ...]:
         return tuple(BUNDLED_MODELS) + tuple(a for a in self.aliases if a not in BUNDLED_MODELS)
 
+    def model_files(self) -> dict[str, Path]:
+        """The GGUF file of each bundled model, found once (``MOA_LAB_MODEL_DIR`` is read then): the server
+        serves these files, and the answers cache knows them by content (:meth:`identity`)."""
+        with self._lock:
+            if self._files is None:
+                self._files = {name: model_path(name) for name in BUNDLED_MODELS}
+            return self._files
+
+    def identity(self, model: str) -> str:
+        """What answers ``model`` here: the bundled model it names (through an alias), the fingerprint of its GGUF
+        file's content, and its chat format. Two model folders with different files never share an identity."""
+        target = self.aliases.get(model, model)
+        path = self.model_files()[target]
+        return f"{target}:{fingerprint(path)}:{BUNDLED_MODELS[target] or 'gguf-template'}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None and bool(self.url)
+
     def start(self) -> str:
         """Start the server if it is not running; return its base URL. Blocks until it answers."""
+        files = self.model_files()
         with self._lock:
-            if self._proc is not None and self._proc.poll() is None and self.url:
+            if self.running:
                 return self.url
+            if self._proc is not None:  # it was running and died (killed, out of memory, ...): say so, start anew
+                self.restarts += 1
+                log.warning("the embedded llama.cpp server (pid %d) exited with code %s; starting it again. The end "
+                            "of its log:\n%s", self._proc.pid, self._proc.returncode, tail(self.log_path, 10))
+                self._kill()
             workdir = Path(tempfile.mkdtemp(prefix="moa_lab_server_"))
             self.log_path, ready = workdir / "server.log", workdir / "ready"
             cmd = [sys.executable, "-m", "moa_lab", "serve", "--host", "127.0.0.1", "--port", "0",
                    "--workers", str(self.workers), "--max-tokens-cap", str(self.max_tokens_cap),
                    "--ready-file", str(ready), "--watch-stdin", "--log-dir", str(workdir)]
+            for name, path in files.items():
+                cmd += ["--model-file", f"{name}={path}"]
             for name, target in self.aliases.items():
                 cmd += ["--alias", f"{name}={target}"]
-            with open(self.log_path, "wb") as log:
-                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+            with open(self.log_path, "wb") as out:
+                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + self.startup_timeout
             while not ready.exists():
                 if self._proc.poll() is not None or time.monotonic() > deadline:
                     why = "exited" if self._proc.poll() is not None else f"did not answer in {self.startup_timeout:g}s"
-                    self._kill()
+                    self._kill(keep_log=True)  # the message names the log: it stays for a look
                     raise LocalServerError(f"the embedded llama.cpp server {why}; log {self.log_path}:\n"
                                            + tail(self.log_path))
                 time.sleep(0.05)
@@ -161,18 +218,19 @@ class LocalServer:
         with self._lock:
             self._kill()
 
-    def _kill(self) -> None:
+    def _kill(self, keep_log: bool = False) -> None:
         proc, self._proc, self.url = self._proc, None, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdin:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc is not None and proc.stdin:
             proc.stdin.close()
+        if self.log_path is not None and not keep_log:
+            shutil.rmtree(self.log_path.parent, ignore_errors=True)
 
 
 _default: LocalServer | None = None

@@ -1,6 +1,7 @@
 """The real embedded llama.cpp server with the bundled models (small max_tokens: structure, never quality)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,37 +99,40 @@ def _wait_gone(pids, seconds=20.0) -> list[int]:
     return [p for p in pids if _alive(p)]
 
 
-def test_stop_leaves_no_processes():
+def test_stop_leaves_no_processes_and_no_folder():
     server = moa_lab.LocalServer(workers=1)
     server.start()
-    front = server._proc.pid
+    front, folder = server._proc.pid, server.log_path.parent
     workers = _children(front)
-    assert len(workers) == len(moa_lab.BUNDLED_MODELS)
+    assert len(workers) == len(moa_lab.BUNDLED_MODELS) and folder.is_dir()
     server.stop()
-    assert _wait_gone([front] + workers) == []
+    assert _wait_gone([front] + workers) == [] and not folder.exists()
 
 
 def test_no_orphans_when_the_user_process_is_killed(tmp_path):
-    """The user's Python dies by SIGKILL (no atexit): the server and its workers still go away."""
+    """The user's Python dies by SIGKILL (no atexit): the server and its workers still go away, and so does the
+    server's folder of logs (nobody is left to read it)."""
     script = (
         "import moa_lab, os, sys, time\n"
         "s = moa_lab.LocalServer(workers=1); s.start()\n"
-        "print(s._proc.pid, flush=True); time.sleep(600)\n"
+        "print(s._proc.pid, s.log_path.parent, flush=True); time.sleep(600)\n"
     )
     user = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    front = int(user.stdout.readline())
+    front, folder = user.stdout.readline().split()
+    front, folder = int(front), Path(folder)
     workers = _children(front)
-    assert workers
+    assert workers and folder.is_dir()
     os.kill(user.pid, signal.SIGKILL)
     user.wait()
-    assert _wait_gone([front] + workers) == []
+    assert _wait_gone([front] + workers) == [] and not folder.exists()
 
 
-def test_failed_start_shows_the_log_tail():
+def test_failed_start_shows_the_log_tail_and_keeps_the_log():
     server = moa_lab.LocalServer(workers=1, startup_timeout=0.05)
     with pytest.raises(moa_lab.LocalServerError, match="did not answer in 0.05s; log .*server.log"):
         server.start()
-    assert server._proc is None
+    assert server._proc is None and server.log_path.is_file()  # the message names it: it stays for a look
+    shutil.rmtree(server.log_path.parent)
 
 
 def test_server_error_becomes_a_call_failure_naming_the_model(monkeypatch):
@@ -137,14 +141,16 @@ def test_server_error_becomes_a_call_failure_naming_the_model(monkeypatch):
     backend = moa_lab.Backend("local", None, {}, backend.known_models, server=broken)
     with pytest.raises(moa_lab.MoAError, match=r"smollm2-135m \(layer 1 proposer 1\): LocalServerError"):
         run(run_layer(P, [S], backend=backend))
+    shutil.rmtree(broken.log_path.parent)  # kept by the failed start, for a look
 
 
-def test_front_passes_bad_request_fields_to_llama_cpp_for_its_own_error(local):
-    body = {"model": S, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": "many"}
+@pytest.mark.parametrize("limit", ["many", 0, -1, 2.5, True])
+def test_the_front_refuses_a_max_tokens_llama_cpp_would_read_as_no_limit(local, limit):
+    body = {"model": S, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": limit}
     r = httpx.post(local.server.url + "/v1/chat/completions", json=body, timeout=30)
-    # llama-cpp-python answers validation errors with 500; the front passes its message on and keeps serving.
-    assert r.status_code == 500 and "'max_tokens'" in r.json()["error"]["message"]
-    assert run(run_layer(P, [S], max_tokens=4, backend=local)).calls[0].ok
+    assert r.status_code == 400 and r.json()["error"]["message"] == (
+        f"max_tokens must be an integer >= 1 (or left out: {local.server.max_tokens_cap}), got {limit!r}")
+    assert run(run_layer(P, [S], max_tokens=4, backend=local)).calls[0].ok  # the front keeps serving
 
 
 def test_a_request_cancelled_while_queued_never_takes_a_core(local):
@@ -157,13 +163,13 @@ def test_a_request_cancelled_while_queued_never_takes_a_core(local):
     settings = dict(temperature=0.0, timeout=120, retries=0, backend=local, cache=False)
 
     async def scenario():
-        busy = [asyncio.ensure_future(run_layer(prompt, [S], seed=i, max_tokens=100 if i == 0 else 250, **settings))
+        busy = [asyncio.ensure_future(run_layer(prompt, [S], seed=i, max_tokens=150 if i == 0 else 400, **settings))
                 for i in range(local.server.workers)]
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.3)
         straggler = asyncio.ensure_future(run_layer(prompt, [S], seed=99, max_tokens=200, **settings))
+        await asyncio.sleep(0.3)
+        straggler.cancel()  # about 0.8 s before the first core frees: the server looks every 0.25 s
         await asyncio.sleep(0.4)
-        straggler.cancel()
-        await asyncio.sleep(0.5)  # the server looks every 0.25 s
         short = asyncio.ensure_future(run_layer(prompt, [S], seed=7, max_tokens=2, **settings))
         first = (await busy[0]).calls[0]
         done = (await short).calls[0]
@@ -171,7 +177,198 @@ def test_a_request_cancelled_while_queued_never_takes_a_core(local):
         return first, done.started + done.seconds
 
     first, short_done = run(scenario())
-    assert first.completion_tokens == 100  # it held its core for a while (about 2 s)
-    # The short call ends right after (or, seen from here, even just before) the first core frees: the cancelled
-    # call, which would have gone first, would hold that core about 3 s.
-    assert short_done - (first.started + first.seconds) < 1.2
+    assert first.completion_tokens == 150  # it held its core for a while (about 1.4 s)
+    # The short call ends right after (or, seen from here, even just before) the first core frees. Had the
+    # cancelled call (which, being longer, would go first) taken that core, the short one would wait for a core
+    # about 1.8 s longer.
+    assert short_done - (first.started + first.seconds) < 1.0
+
+
+def status(server) -> dict:
+    return httpx.get(server.url + "/moa_lab/status", timeout=10).json()
+
+
+def wait_for(condition, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_streams_that_disconnect_under_load_give_every_core_back(local):
+    """32 streams at once on 2 cores from clients that hang up early: some before any answer (while queued), most
+    after 1 to 10 lines (Stop in the playground, a ``break``, a client timeout). Afterwards no core is held, nothing
+    waits, and a layer of two calls runs on both cores at once. (Before, a core was lost for good when the code that
+    gave it back was cancelled while it waited for the pool's lock: this storm lost both.)"""
+    import asyncio
+    import json
+    import random
+    from urllib.parse import urlsplit
+
+    rng = random.Random(7)
+    where = urlsplit(local.server.url)
+
+    async def one(i: int) -> None:
+        body = json.dumps({"model": rng.choice([S, G]), "messages": [{"role": "user", "content": f"Story {i}."}],
+                           "max_tokens": 40, "stream": True}).encode()
+        leave_after = rng.choice([0, 0, 1, 2, 3, 10, None])  # data lines read before hanging up
+        reader, writer = await asyncio.open_connection(where.hostname, where.port)
+        try:
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            seen = 0
+            while leave_after is None or seen < leave_after:
+                line = await reader.readline()
+                if not line or b"[DONE]" in line:
+                    break
+                seen += line.startswith(b"data: ")
+        finally:
+            writer.close()
+
+    async def storm() -> None:
+        await asyncio.gather(*(one(i) for i in range(32)))
+
+    run(storm())
+    assert wait_for(lambda: (lambda s: s["busy"] == 0 and s["waiting"] == 0)(status(local.server))), status(local.server)
+    layer = run(run_layer(P, [S, S], max_tokens=24, cache=False, timeout=30, backend=local))
+    assert all(c.ok for c in layer.calls)
+    assert max(c.started for c in layer.calls) - min(c.started for c in layer.calls) < 0.5  # both cores free
+
+
+@pytest.fixture
+def own_server():
+    """A server of this test's own (one worker per model), to kill parts of."""
+    server = moa_lab.LocalServer(workers=1)
+    server.start()
+    yield server, moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=64)
+    server.stop()
+
+
+def test_a_dead_worker_is_started_again_and_the_call_it_held_answers(own_server):
+    """A llama.cpp worker killed while it answers: the front gives the call to its replacement (the caller sees one
+    attempt, no error), logs the death and the restart, and the model keeps answering."""
+    import asyncio
+
+    server, backend = own_server
+    (worker,) = [w for w in status(server)["workers"] if w["model"] == S]
+
+    async def kill_while_busy():
+        call = asyncio.ensure_future(run_layer(P, [S], max_tokens=200, cache=False, backend=backend))
+        await asyncio.sleep(0.5)
+        os.kill(worker["pid"], signal.SIGKILL)
+        return await call
+
+    layer = run(kill_while_busy())
+    assert layer.calls[0].ok and layer.calls[0].attempts == 1 and layer.calls[0].text.strip()
+    (fresh,) = [w for w in status(server)["workers"] if w["model"] == S]
+    assert fresh["generation"] == 1 and fresh["alive"] and fresh["pid"] != worker["pid"]
+    log = server.log_path.read_text()
+    assert f"llama.cpp worker {worker['index']} ({S}, pid {worker['pid']}) exited with code -9; starting it again" in log
+    assert "started again as" in log
+    assert run(run_layer(P, [S, G], max_tokens=4, cache=False, backend=backend)).calls[1].ok
+
+
+def test_a_worker_that_dies_mid_stream_is_named_in_the_error_and_its_text_kept(own_server):
+    """A stream already under way cannot move to another worker: the front ends it with an error event naming the
+    worker, the call keeps the text that arrived, and the aggregator's failure says so (not a quiet end)."""
+    server, backend = own_server
+    (worker,) = [w for w in status(server)["workers"] if w["model"] == S]
+
+    async def kill_mid_stream():
+        agg = aggregate(P, ["Ride a cable car."], S, max_tokens=300, cache=False, retries=0, backend=backend)
+        chunks = []
+        with pytest.raises(moa_lab.MoAError) as info:
+            async for chunk in agg:
+                chunks.append(chunk)
+                if len(chunks) == 3:
+                    os.kill(worker["pid"], signal.SIGKILL)
+        return info.value, chunks
+
+    error, chunks = run(kill_mid_stream())
+    assert len(chunks) >= 3 and error.partial == "".join(chunks)
+    (call,) = error.failures
+    assert call.error.startswith(f"stream broke after {len(error.partial)} characters: HTTP 502 in the stream: "
+                                 f"llama.cpp worker {worker['index']} ({S}, pid {worker['pid']}) stopped mid-answer")
+    assert wait_for(lambda: [w for w in status(server)["workers"] if w["model"] == S][0]["generation"] == 1)
+
+
+def test_a_worker_that_cannot_be_started_again_is_given_up_and_its_model_answers_503(tmp_path, monkeypatch):
+    """The model file went away under a running server: the dead worker's restarts fail, the front gives up on it
+    after 3 tries, logs why, and answers that model's calls with a 503 naming the cause (never an endless wait);
+    the other model still answers."""
+    from moa_lab.local import MODEL_FILES, model_path
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name, file in MODEL_FILES.items():
+        (folder / file).symlink_to(model_path(name))
+    monkeypatch.setenv("MOA_LAB_MODEL_DIR", str(folder))
+    server = moa_lab.LocalServer(workers=1)
+    server.start()
+    try:
+        backend = moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=64)
+        (folder / MODEL_FILES[S]).unlink()
+        (worker,) = [w for w in status(server)["workers"] if w["model"] == S]
+        os.kill(worker["pid"], signal.SIGKILL)
+        assert wait_for(lambda: [w for w in status(server)["workers"] if w["model"] == S][0]["failed"], 60)
+        layer = run(run_layer(P, [S, G], max_tokens=4, retries=0, cache=False, backend=backend))
+        log = server.log_path.read_text()
+    finally:
+        server.stop()
+    assert layer.calls[0].error.startswith(f"HTTP 503: every llama.cpp worker of {S} died and could not be started "
+                                           f"again: llama.cpp worker {worker['index']} ({S}, pid {worker['pid']}) could "
+                                           "not be started again (3 tries)"), layer.calls[0].error
+    assert layer.calls[1].ok and log.count("could not be started again") >= 3
+
+
+def test_a_dead_embedded_server_is_started_again_by_the_next_call(own_server, caplog):
+    server, backend = own_server
+    front, folder = server._proc.pid, server.log_path.parent
+    workers = _children(front)
+    os.kill(front, signal.SIGKILL)
+    assert _wait_gone([front] + workers) == []  # its workers went with it
+    with caplog.at_level("WARNING", logger="moa_lab"):
+        layer = run(run_layer(P, [S], max_tokens=4, cache=False, backend=backend))
+    assert layer.calls[0].ok and server.restarts == 1 and server._proc.pid != front
+    assert f"the embedded llama.cpp server (pid {front}) exited with code -9; starting it again" in caplog.text
+    assert not folder.exists()  # the dead one's folder went, once read
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_prompt_longer_than_the_context_is_an_error_that_says_so(local, stream):
+    """llama.cpp reports it only in its log when streaming: the front asks again and answers HTTP 400 with llama.cpp's
+    message, which is not retried and names the model."""
+    long_prompt = "word " * 5000
+    with pytest.raises(moa_lab.MoAError) as info:
+        if stream:
+            run(aggregate(long_prompt, ["x"], S, max_tokens=8, backend=local))
+        else:
+            run(run_layer(long_prompt, [S], max_tokens=8, backend=local))
+    (call,) = info.value.failures
+    assert call.attempts == 1 and call.error.startswith("HTTP 400: This model's maximum context length is 4096 "
+                                                        "tokens. However, you requested 5"), call.error
+    assert call.describe_failure().startswith(f"{S} (layer ")
+
+
+def test_answers_from_another_model_file_under_the_same_name_are_kept_apart(local, tmp_path, monkeypatch):
+    """MOA_LAB_MODEL_DIR with other files under the bundled names: the cache and a batch's settings know what
+    answers (a file's content, wherever it lies), so the old answers are neither replayed nor resumed."""
+    from moa_lab.local import MODEL_FILES
+
+    files = local.server.model_files()
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    (folder / MODEL_FILES[G]).symlink_to(files[G])  # the same file elsewhere: the same model
+    (folder / MODEL_FILES[S]).symlink_to(files[G])  # another model under SmolLM2's name
+    monkeypatch.setenv("MOA_LAB_MODEL_DIR", str(folder))
+    swapped = moa_lab.Backend("local", None, {}, local.known_models, server=moa_lab.LocalServer(), default_max_tokens=64)
+    assert swapped.scope(G) == local.scope(G) and swapped.scope(S) != local.scope(S)
+    out = tmp_path / "out.jsonl"
+    settings = dict(proposers=[S], aggregator=S, max_tokens=4, progress=False)
+    run(moa_lab.run_batch(["Hi"], out, backend=local, **settings))
+    with pytest.raises(ValueError, match="other servers or model files behind the same model names"):
+        run(moa_lab.run_batch(["Hi"], out, backend=swapped, **settings))
+    assert not swapped.server.running
