@@ -2,6 +2,8 @@
 
 Jupyter cells already run inside an event loop, where ``asyncio.run`` refuses to start another; there
 (and only there) nest-asyncio lets the loop be re-entered. This module is the one place that uses it.
+A loop made here closes the SDK clients (and their connections) made on it before it ends; an interrupted
+call (Ctrl-C, Jupyter's Interrupt) is cancelled and waited for, so nothing of it runs on in the background.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import AsyncGenerator, Awaitable, Iterator, TypeVar
+
+from .backends import close_clients
 
 T = TypeVar("T")
 
@@ -28,12 +32,28 @@ def run_sync(awaitable: Awaitable[T]) -> T:
     """Wait for ``awaitable`` from synchronous code, inside a running loop or not."""
     loop = _running_loop()
     if loop is None:
-        return asyncio.run(_as_coroutine(awaitable))
-    return loop.run_until_complete(_as_coroutine(awaitable))
+        return asyncio.run(_closing(awaitable))
+    task = loop.create_task(_as_coroutine(awaitable))
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:  # KeyboardInterrupt (the kernel's Interrupt): the task would go on in the kernel's loop
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):  # a second interrupt while it winds down: leave it
+                loop.run_until_complete(asyncio.wait([task]))
+        raise
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
+
+
+async def _closing(awaitable: Awaitable[T]) -> T:
+    """``awaitable``'s result; then the SDK clients of this loop (about to end) are closed."""
+    try:
+        return await awaitable
+    finally:
+        await close_clients()
 
 
 def iterate(agen: AsyncGenerator[T, None]) -> Iterator[T]:
@@ -77,5 +97,6 @@ def iterate(agen: AsyncGenerator[T, None]) -> Iterator[T]:
             with contextlib.suppress(asyncio.CancelledError):
                 loop.run_until_complete(task)
         if own:  # as asyncio.run does: finish the async generators this loop started, then close it
+            loop.run_until_complete(close_clients())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()

@@ -1,7 +1,9 @@
 """Which server answers a model: Together's cloud, any OpenAI-compatible base URL, or the embedded local server.
 
 Chosen once, from arguments then environment (see :func:`get_backend`). The API key is handed to the
-``together`` SDK client and is never part of a repr, a record or an error message.
+``together`` SDK client and is never part of a repr, a record or an error message. It goes only where it
+belongs: Together's key (``TOGETHER_API_KEY``) to Together or to ``TOGETHER_BASE_URL``; a per-model server of
+``MOA_LAB_MODEL_URLS`` gets the key its entry names (``name=url|ENV_VAR``), else none.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import weakref
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -16,6 +19,7 @@ from typing import Mapping, Sequence
 from together import AsyncTogether
 
 from . import local
+from .logs import SECRETS
 
 #: The seed's models: the documented defaults on Together (and on ``moa-lab serve --seed-aliases``).
 SEED_PROPOSERS = (
@@ -32,19 +36,30 @@ LOCAL_AGGREGATOR = "smollm2-135m"
 #: ``max_tokens=None`` on the local backend: short answers, so a whole notebook runs in well under a minute on 2 cores.
 LOCAL_MAX_TOKENS = 64
 
-_NO_KEY = "no-key-needed"  # the SDK insists on some key; local servers ignore it
+_NO_KEY = "no-key-needed"  # the SDK insists on some key; a server without keys ignores it
+#: Together's API, where TOGETHER_API_KEY belongs (as the SDK's default base URL, and as a model URL).
+TOGETHER_URLS = ("https://api.together.ai", "https://api.together.xyz")
 
 #: SDK clients, made once per event loop, URL and key, and shared by every Backend object: making one costs
-#: about 25 ms (an SSL context), more than moa_lab's own work for a whole layer.
+#: about 25 ms (an SSL context), more than moa_lab's own work for a whole layer. The clients of a loop hold its
+#: connections: :func:`close_clients` closes them before the loop ends (``run_sync`` does), and those of a loop
+#: closed without it are dropped on the next lookup.
 _CLIENTS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+
+
+async def close_clients() -> None:
+    """Close the SDK clients (and their connections) made on the running event loop, before it ends."""
+    for client in _CLIENTS.pop(asyncio.get_running_loop(), {}).values():
+        await client.close()
 
 
 @dataclass(frozen=True)
 class Backend:
     """Where each model's calls go. Build it with :func:`get_backend`.
 
-    ``kind`` is ``"together"``, ``"url"`` or ``"local"``; ``model_urls`` sends single models elsewhere.
-    ``known_models`` is the list a local backend can serve (None where the backend cannot know offline).
+    ``kind`` is ``"together"``, ``"url"`` or ``"local"``; ``model_urls`` sends single models elsewhere (each
+    with the key its entry gave, or none). ``known_models`` is the list a local backend can serve (None where the
+    backend cannot know offline).
     """
 
     kind: str
@@ -56,6 +71,7 @@ class Backend:
     default_max_tokens: int = 512  # what max_tokens=None means (512: the seed's)
     server: local.LocalServer | None = field(default=None, repr=False, compare=False)
     _api_key: str | None = field(default=None, repr=False, compare=False)
+    _url_keys: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def describe(self) -> str:
         """One line saying which backend this is and why it was chosen."""
@@ -82,33 +98,42 @@ class Backend:
                 )
 
     async def ready(self) -> None:
-        """Start the embedded server if this backend uses it and it is not running (a few seconds, once)."""
-        if self.server is not None and not self.server.url:
+        """Start the embedded server if this backend uses it and it is not running: a few seconds, once, and
+        again (with a warning naming the cause) if it died."""
+        if self.server is not None and not self.server.running:
             await asyncio.to_thread(self.server.start)
 
     async def client(self, model: str) -> AsyncTogether:
-        """The SDK client for ``model`` on the running event loop (clients are made once per loop and URL)."""
-        url = self.model_urls.get(model)
-        if url is None and self.server is not None:
+        """The SDK client for ``model`` on the running event loop (clients are made once per loop, URL and key),
+        holding the key that belongs to where the model's calls go (see the module's doc), or none."""
+        if model in self.model_urls:
+            url, key = self.model_urls[model], self._url_keys.get(model)
+        elif self.server is not None:
             await self.ready()
-            url = self.server.url
-        url = url or self.base_url
-        key = (self._api_key if (self.kind != "local" or model in self.model_urls) else None) or _NO_KEY
+            url, key = self.server.url, None
+        else:
+            url, key = self.base_url, self._api_key
+        key = key or _NO_KEY
+        for closed in [loop for loop in _CLIENTS if loop.is_closed()]:  # its connections can no longer be used
+            del _CLIENTS[closed]
         per_loop = _CLIENTS.setdefault(asyncio.get_running_loop(), {})
         if (url, key) not in per_loop:
             per_loop[url, key] = AsyncTogether(api_key=key, base_url=url, max_retries=0)
         return per_loop[url, key]
 
     def scope(self, model: str) -> str:
-        """Where ``model``'s calls go, for cache keys: its URL, ``"together"``, or ``"local"`` for the bundled
-        models (the embedded server's port changes from run to run; its models do not). Never holds a key."""
+        """What answers ``model``, for cache keys and a batch's settings: its server's URL (``"together"`` for
+        Together's), or for the embedded server ``"local:"`` and the GGUF file's identity (its port changes
+        from run to run; the model file behind a name may change with ``MOA_LAB_MODEL_DIR``). Never holds a key."""
         if model in self.model_urls:
             return self.model_urls[model]
+        if self.server is not None:
+            return "local:" + self.server.identity(model)
         return self.base_url or self.kind
 
-    def secret(self) -> str | None:
-        """The key, for scrubbing error text only."""
-        return self._api_key
+    def secrets(self) -> tuple[str, ...]:
+        """Every key this backend holds, for scrubbing error text only."""
+        return tuple(k for k in (self._api_key, *self._url_keys.values()) if k)
 
 
 def _clean_url(url: str, what: str) -> str:
@@ -119,19 +144,52 @@ def _clean_url(url: str, what: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-def _parse_model_urls(text: str) -> dict[str, str]:
-    """``MOA_LAB_MODEL_URLS``: a JSON object, or ``name=url`` pairs separated by commas or semicolons."""
+def _parse_model_urls(text: str) -> dict:
+    """``MOA_LAB_MODEL_URLS``: a JSON object (``{"name": "url"}`` or ``{"name": {"url": ..., "key_env": ...}}``),
+    or ``name=url`` pairs separated by commas or semicolons, each optionally ``name=url|ENV_VAR``: the name of
+    the environment variable that holds that server's key."""
     text = text.strip()
     if text.startswith("{"):
-        return json.loads(text)
-    pairs = [p for p in text.replace(";", ",").split(",") if p.strip()]
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"MOA_LAB_MODEL_URLS is not a JSON object ({exc})") from None
+        if not isinstance(value, dict):
+            raise ValueError("MOA_LAB_MODEL_URLS must be a JSON object {name: url}")
+        return value
     out = {}
-    for pair in pairs:
+    for pair in (p for p in text.replace(";", ",").split(",") if p.strip()):
         name, sep, url = pair.partition("=")
         if not sep:
-            raise ValueError(f"MOA_LAB_MODEL_URLS entry {pair!r} is not of the form name=url")
-        out[name.strip()] = url.strip()
+            raise ValueError(f"MOA_LAB_MODEL_URLS entry {pair!r} is not of the form name=url (or name=url|ENV_VAR)")
+        url, bar, key_env = url.partition("|")
+        out[name.strip()] = {"url": url.strip(), "key_env": key_env.strip()} if bar else url.strip()
     return out
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _model_url(name: str, entry, base_url: str | None, api_key: str | None) -> tuple[str, str | None]:
+    """One ``model_urls`` entry, checked: its URL and the key sent there (None: no key)."""
+    if isinstance(entry, str):
+        entry = {"url": entry}
+    if not isinstance(entry, Mapping) or set(entry) - {"url", "key_env", "api_key"} or "url" not in entry:
+        raise ValueError(f"the entry of model {name!r} in model_urls must be a URL or {{\"url\": ..., \"key_env\": "
+                         f"NAME}}, got {entry!r}")
+    url = _clean_url(entry["url"], f"the URL of model {name!r}")
+    key_env = entry.get("key_env")
+    if key_env is not None:
+        if not isinstance(key_env, str) or not _ENV_NAME.fullmatch(key_env):
+            raise ValueError(f"the key of model {name!r} must be named by an environment variable (letters, digits, "
+                             f"_), got {key_env!r}")
+        if not os.environ.get(key_env):
+            raise ValueError(f"model {name!r} takes its key from the environment variable {key_env}, which is not set")
+        return url, os.environ[key_env]
+    if entry.get("api_key") is not None:
+        return url, str(entry["api_key"])
+    # Together's key goes to Together's API, or to TOGETHER_BASE_URL, and nowhere else unless an entry says so.
+    return url, api_key if url in (*TOGETHER_URLS, base_url) else None
 
 
 def _env_models(default_proposers: tuple[str, ...], default_aggregator: str) -> dict:
@@ -164,20 +222,25 @@ def get_backend(
         raise ValueError(f"backend must be a Backend, 'local', 'together' or a URL, got {backend!r}")
     if model_urls is None and os.environ.get("MOA_LAB_MODEL_URLS"):
         model_urls = _parse_model_urls(os.environ["MOA_LAB_MODEL_URLS"])
-    urls = {name: _clean_url(url, f"the URL of model {name!r}") for name, url in (model_urls or {}).items()}
     key = api_key or os.environ.get("TOGETHER_API_KEY") or None
     base_url = os.environ.get("TOGETHER_BASE_URL") or None
     choice = backend or ("url" if base_url else "together" if key else "local")
     if choice not in ("local", "together", "url"):
         base_url, choice = backend, "url"
+    own_url = _clean_url(base_url, "the base URL") if choice == "url" else None
+    entries = {name: _model_url(name, entry, own_url, key) for name, entry in (model_urls or {}).items()}
+    urls = {name: url for name, (url, _) in entries.items()}
+    url_keys = {name: k for name, (_, k) in entries.items() if k}
+    SECRETS.update(k for k in (key, *url_keys.values()) if k)  # scrubbed from every log line
 
     if choice == "together":
         if not key:
             raise ValueError("the together backend needs TOGETHER_API_KEY (or api_key=...)")
-        return Backend("together", None, urls, None, _api_key=key, **_env_models(SEED_PROPOSERS, SEED_AGGREGATOR))
+        return Backend("together", None, urls, None, _api_key=key, _url_keys=url_keys,
+                       **_env_models(SEED_PROPOSERS, SEED_AGGREGATOR))
     if choice == "url":
-        return Backend("url", _clean_url(base_url, "the base URL"), urls, None, _api_key=key,
+        return Backend("url", own_url, urls, None, _api_key=key, _url_keys=url_keys,
                        **_env_models(SEED_PROPOSERS, SEED_AGGREGATOR))
     server = local.default_server()
-    return Backend("local", None, urls, server.model_names(), server=server, _api_key=key,
+    return Backend("local", None, urls, server.model_names(), server=server, _api_key=key, _url_keys=url_keys,
                    default_max_tokens=LOCAL_MAX_TOKENS, **_env_models(LOCAL_PROPOSERS, LOCAL_AGGREGATOR))

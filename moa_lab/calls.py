@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import email.utils
 import json
+import math
 import random
-import time
 import re
+import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
@@ -24,16 +25,21 @@ from .backends import Backend
 from .cache import ResponseCache, cache_key
 from .logs import log
 from .records import CallRecord
+from .unicode import repair
 
 RETRY_STATUS = {408, 409, 429}
+#: The longest wait before a retry: a server that asks for more (Retry-After) gets no retry; the call fails at
+#: once, saying so, rather than holding a layer for minutes.
+MAX_RETRY_WAIT = 60.0
 
 
 @dataclass(frozen=True)
 class CallSettings:
-    """What every call of a run shares. ``timeout``: seconds to wait on the server (httpx's timeouts, in
-    the calling task): for the answer, or for the first and each next chunk of a stream. ``retries``: extra
-    attempts after a retryable failure (429, 408, 409, 5xx, timeout, connection error); waits
-    ``backoff * 2**n`` seconds, or what Retry-After says.
+    """What every call of a run shares. ``timeout``: seconds to wait on the server, per attempt: for the whole
+    answer, or for a stream's first token and then each next one (bytes, keep-alive comments and chunks without
+    text do not count: a server that pings or trickles still times out). ``retries``: extra attempts after a
+    retryable failure (429, 408, 409, 5xx, timeout, connection error); waits ``backoff * 2**n`` seconds, or
+    what Retry-After says (at most MAX_RETRY_WAIT: a longer one is not retried).
     ``cache``: where answers are looked up and stored (None: not cached)."""
 
     temperature: float = 0.7
@@ -51,14 +57,53 @@ class _Failure(Exception):
 
 
 def _retry_after(response) -> float | None:
+    """Seconds to wait from a Retry-After header (a number of seconds, or an HTTP date); None if absent or
+    unreadable. May be huge (a date years ahead): the caller decides."""
     value = response.headers.get("retry-after") if response is not None else None
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         parsed = email.utils.parsedate_tz(value)
-        return max(0.0, email.utils.mktime_tz(parsed) - time.time()) if parsed else None
+        if parsed is None:
+            return None
+        try:
+            seconds = email.utils.mktime_tz(parsed) - time.time()
+        except (OverflowError, ValueError):  # a year past 9999: Python's dates end there, the wait does not
+            seconds = math.inf
+    return None if math.isnan(seconds) else max(0.0, seconds)
+
+
+def _status_failure(status: int, message: str, wait: float | None = None, where: str = "") -> _Failure:
+    """An HTTP error status (``where``: " in the stream" for an error event): 429, 408, 409 and 5xx are retried,
+    after ``wait`` seconds when the server said (Retry-After), unless that is more than MAX_RETRY_WAIT."""
+    retry = status in RETRY_STATUS or status >= 500
+    if retry and wait is not None and wait > MAX_RETRY_WAIT:
+        how_long = f"{wait:,.0f}s" if math.isfinite(wait) else "indefinitely"
+        return _Failure(f"HTTP {status}{where}: {message} (the server asks to wait {how_long} before trying again, "
+                        f"more than the {MAX_RETRY_WAIT:g}s moa_lab waits: not retried)", retry=False)
+    return _Failure(f"HTTP {status}{where}: {message}", retry, wait if retry else None)
+
+
+def _server_message(exc: together.APIStatusError) -> str:
+    """What the server said: the ``message`` of an OpenAI-style error body, else the SDK's text (which is
+    ``Error code: N - <the whole body>``)."""
+    error = exc.body.get("error", exc.body) if isinstance(exc.body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str) and error["message"].strip():
+        return error["message"]
+    return error if isinstance(error, str) and error.strip() else exc.message
+
+
+def _stream_error(exc: together.APIError) -> _Failure:
+    """An error event inside a stream (``data: {"error": {...}}``): its message, and its code when it has one
+    (retried as that HTTP status would be; an error without a code is not retried)."""
+    body = exc.body if isinstance(exc.body, dict) else {"message": exc.body}
+    message = body.get("message") if isinstance(body.get("message"), str) else exc.message
+    code = body.get("code")
+    if isinstance(code, int) and not isinstance(code, bool) and 100 <= code < 600:
+        return _status_failure(code, message, where=" in the stream")
+    return _Failure(f"error in the stream: {message}", retry=False)
 
 
 def _classify(exc: Exception, timeout: float) -> _Failure:
@@ -69,12 +114,12 @@ def _classify(exc: Exception, timeout: float) -> _Failure:
     if isinstance(exc, httpx.TransportError):
         return _Failure(f"connection error: {type(exc).__name__}: {exc}", retry=True)
     if isinstance(exc, together.APIStatusError):
-        status = exc.status_code
-        retry = status in RETRY_STATUS or status >= 500
-        return _Failure(f"HTTP {status}: {exc.message}", retry, _retry_after(exc.response) if retry else None)
+        return _status_failure(exc.status_code, _server_message(exc), _retry_after(exc.response))
     if isinstance(exc, together.APIConnectionError):
         cause = exc.__cause__ or exc
         return _Failure(f"connection error: {type(cause).__name__}: {cause}", retry=True)
+    if isinstance(exc, together.APIError):  # raised by the SDK for an error event in a stream
+        return _stream_error(exc)
     if isinstance(exc, json.JSONDecodeError):  # a 200 whose body is garbled or missing: a glitch worth a retry
         if not exc.doc.strip():
             return _Failure("empty response body", retry=True)
@@ -82,40 +127,64 @@ def _classify(exc: Exception, timeout: float) -> _Failure:
     return _Failure(f"malformed response: {type(exc).__name__}: {exc}", retry=False)
 
 
-def _scrub(text: str, secret: str | None, limit: int = 500) -> str:
-    if secret:
+def _scrub(text: str, secrets: tuple[str, ...], limit: int = 500) -> str:
+    for secret in secrets:
         text = text.replace(secret, "***")
     return text if len(text) <= limit else text[:limit] + "..."
 
 
 async def _one_attempt(client, model, messages, seed, settings: CallSettings, stream: bool, record: CallRecord):
-    """Yield text chunks of one request; fill the record's usage."""
+    """Yield text chunks of one request; fill the record's usage. ``settings.timeout`` bounds the wait for the
+    whole answer, or for each token of a stream (only time spent waiting on the server counts)."""
     kwargs = dict(model=model, messages=messages, temperature=settings.temperature, timeout=settings.timeout)
     if settings.max_tokens is not None:
         kwargs["max_tokens"] = settings.max_tokens
     if seed is not None:
         kwargs["seed"] = seed
     if not stream:
-        response = await client.chat.completions.create(**kwargs)
+        try:
+            async with asyncio.timeout(settings.timeout):
+                response = await client.chat.completions.create(**kwargs)
+        except TimeoutError:
+            raise _Failure(f"timed out after {settings.timeout:g}s waiting for the answer", retry=True) from None
         try:
             content = response.choices[0].message.content
             usage = response.usage
         except (AttributeError, IndexError, TypeError, KeyError) as exc:
             raise _Failure(f"malformed response: {type(exc).__name__}: {exc}", retry=False) from None
         _set_usage(record, usage)
-        yield content or ""
+        yield repair(content or "")
         return
-    response = await client.chat.completions.create(stream=True, **kwargs)
+    loop = asyncio.get_running_loop()
+    left, waiting_for = settings.timeout, "the first token"  # seconds of waiting left before the next token
+
+    async def wait(step):
+        nonlocal left
+        started = loop.time()
+        try:
+            async with asyncio.timeout(max(left, 0.0)):
+                return await step
+        except TimeoutError:
+            raise _Failure(f"timed out after {settings.timeout:g}s waiting for {waiting_for}", retry=True) from None
+        finally:
+            left -= loop.time() - started
+
+    response = await wait(client.chat.completions.create(stream=True, **kwargs))
     finished = False
     try:
-        async for chunk in response:
+        while True:
+            try:
+                chunk = await wait(response.__anext__())
+            except StopAsyncIteration:
+                break
             _set_usage(record, getattr(chunk, "usage", None))
             choices = getattr(chunk, "choices", None)
             if choices is None:
                 raise _Failure("malformed stream chunk: no choices", retry=False)
             finished = finished or any(getattr(c, "finish_reason", None) for c in choices)
             if choices and choices[0].delta is not None and choices[0].delta.content:
-                yield choices[0].delta.content
+                left, waiting_for = settings.timeout, "the next token"
+                yield repair(choices[0].delta.content)
     finally:
         await response.close()
     if not finished:  # the SDK ends a dropped stream quietly: a truncated answer must not pass as whole
@@ -141,9 +210,9 @@ async def chat(
     at most ``1 + settings.retries`` attempts; a stream that already yielded text is never retried."""
     parts: list[str] = []
     record.started, t0 = time.time(), time.perf_counter()
-    key = _key(backend, record, messages, settings)
     limiter = limits.current.get()
     try:
+        key = _key(backend, record, messages, settings)
         hit = settings.cache.get(key) if key else None
         if hit is not None:  # answered before: replayed, no model call
             record.cached, record.prompt_tokens, record.completion_tokens = True, hit.prompt_tokens, hit.completion_tokens
@@ -151,9 +220,12 @@ async def chat(
                 parts.append(piece)
                 yield piece
             return
-        client = await backend.client(record.model)  # may wait for the local server's start: not the call's time
-        record.started, t0 = time.time(), time.perf_counter()
         for attempt in range(settings.retries + 1):
+            # Looked up per attempt: an embedded server that died is started again here. Its first start may take
+            # a few seconds: not the call's time.
+            client = await backend.client(record.model)
+            if attempt == 0:
+                record.started, t0 = time.time(), time.perf_counter()
             record.attempts = attempt + 1
             try:
                 async with contextlib.AsyncExitStack() as stack:
@@ -178,17 +250,19 @@ async def chat(
                 received = "".join(parts)
                 if received.strip():
                     failure = _Failure(f"stream broke after {len(received)} characters: {failure}", False)
-                record.error = _scrub(str(failure), backend.secret())
+                record.error = _scrub(str(failure), backend.secrets())
                 log.debug("%s: attempt %d failed: %s", record.where, attempt + 1, record.error)
                 if not failure.retry or parts or attempt == settings.retries:
                     return
-                delay = failure.wait if failure.wait is not None else settings.backoff * 2**attempt
-                await asyncio.sleep(min(delay, 60.0) * (1 if failure.wait is not None else random.uniform(0.8, 1.2)))
+                if failure.wait is not None:  # as the server said
+                    await asyncio.sleep(failure.wait)
+                else:  # backing off, with jitter
+                    await asyncio.sleep(min(settings.backoff * 2**attempt, MAX_RETRY_WAIT) * random.uniform(0.8, 1.2))
     except (asyncio.CancelledError, GeneratorExit):  # cancelled, or the consumer stopped reading the stream
         record.error = "cancelled"
         raise
-    except Exception as exc:  # noqa: BLE001 - e.g. the local server failed to start
-        record.error = _scrub(f"{type(exc).__name__}: {exc}", backend.secret())
+    except Exception as exc:  # noqa: BLE001 - e.g. the local server failed to start, or a model file is missing
+        record.error = _scrub(f"{type(exc).__name__}: {exc}", backend.secrets())
     finally:
         record.text = "".join(parts) if parts else None
         record.seconds = time.perf_counter() - t0

@@ -13,6 +13,9 @@ import sys
 
 log = logging.getLogger("moa_lab")
 
+#: Every API key moa_lab holds (registered by :func:`moa_lab.get_backend`), scrubbed from every log line.
+SECRETS: set[str] = set()
+
 #: The loggers ``-v`` shows: ours, the together SDK's, and the HTTP stack under it.
 VERBOSE_LOGGERS = ("moa_lab", "together", "httpx", "httpcore")
 
@@ -25,7 +28,7 @@ class Redact(logging.Filter):
         self.secrets = [s for s in secrets if s]
 
     def scrub(self, text: str) -> str:
-        for secret in self.secrets:
+        for secret in (*self.secrets, *SECRETS):
             text = text.replace(secret, "***")
         return text
 
