@@ -1,6 +1,7 @@
 """Failure semantics, against the fault-injecting server over real HTTP with the real together SDK."""
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -32,12 +33,91 @@ def test_two_layer_messages_seeds_and_trace(fault, remote):
     assert result.text == answer_text(fault.calls_to("agg")[0]) == "agg answers (seed 3000, with references)."
 
 
-def test_429_honours_retry_after(fault, remote):
-    fault.script("a", "429:0.6")
-    t0 = time.perf_counter()
+def retry_gap(fault, model: str) -> float:
+    """Seconds between the first two requests for ``model``, as the server saw them."""
+    times = [t for t, r in zip(fault.arrivals, fault.requests) if r["model"] == model]
+    return times[1] - times[0]
+
+
+@pytest.mark.parametrize("header, low, high", [("429:1.2", 1.2, 1.7), ("429-date:2", 1.0, 2.6)],
+                         ids=["seconds", "HTTP date"])
+def test_429_waits_as_long_as_retry_after_says(fault, remote, header, low, high):
+    """The wait is what the header says (longer than the 0.5 s backoff, so a header ignored would show), in both
+    of its forms (an HTTP date has whole seconds: 2 s ahead is 1 to 2 s away when it arrives)."""
+    fault.script("a", header)
     layer = run(run_layer(P, ["a"], backend=remote))
-    assert time.perf_counter() - t0 >= 0.6
     assert layer.calls[0].attempts == 2 and layer.calls[0].ok
+    assert low <= retry_gap(fault, "a") <= high, retry_gap(fault, "a")
+
+
+@pytest.mark.parametrize("header", ["429:3600", "429-date:86400", "429:Sat, 01 Jan 10000 00:00:00 GMT",
+                                    "429:soon", "429:nan"])
+def test_a_retry_after_too_long_or_unreadable_never_hangs_nor_crashes(fault, remote, header):
+    """A wait past MAX_RETRY_WAIT (an hour, a day, a date in the year 10000) is not retried: the call fails at once,
+    saying so. An unreadable header falls back to the usual backoff."""
+    fault.script("a", header)
+    t0 = time.perf_counter()
+    layer = run(run_layer(P, ["a", "b"], backend=remote))
+    call = layer.calls[0]
+    assert time.perf_counter() - t0 < 2.5
+    if header.endswith(("soon", "nan")):
+        assert call.ok and call.attempts == 2 and 0.35 <= retry_gap(fault, "a") <= 0.8
+    else:
+        assert not call.ok and call.attempts == 1 and call.error.startswith("HTTP 429: ")
+        assert re.search(r"\(the server asks to wait ([\d,]+s|indefinitely) before trying again, more than the 60s "
+                         r"moa_lab waits: not retried\)$", call.error), call.error
+
+
+@pytest.mark.parametrize("fault_name, stream, waiting_for", [
+    ("ping", True, "the first token"), ("ping", False, "the answer"), ("trickle", True, "the first token"),
+    ("trickle", False, "the answer")])
+def test_timeout_bounds_the_wait_not_the_silence(fault, remote, fault_name, stream, waiting_for):
+    """A server that sends keep-alive comments (or spaces) and never an answer, or one that sends the answer one
+    byte every 20 ms: no read is ever idle for long, yet the call ends after ``timeout`` seconds."""
+    fault.script("x", fault_name)
+    t0 = time.perf_counter()
+    if stream:
+        with pytest.raises(MoAError) as info:
+            run(aggregate(P, ["r"], "x", timeout=0.5, retries=0, backend=remote))
+        error = info.value.failures[0].error
+    else:
+        error = run(run_layer(P, ["x", "y"], timeout=0.5, retries=0, backend=remote)).calls[0].error
+    assert 0.5 <= time.perf_counter() - t0 < 2.0
+    assert error == f"timed out after 0.5s waiting for {waiting_for}"
+
+
+def test_a_slow_stream_is_not_cut_while_its_tokens_keep_coming(fault, remote):
+    """timeout bounds each token's wait, not the whole stream: a stream of 14 events, each trickled over about
+    0.25 s, takes about 3 s in all and is whole with timeout=1."""
+    fault.script("agg", "trickle:0.0015")
+    t0 = time.perf_counter()
+    text = run(aggregate(P, ["x"], "agg", timeout=1.0, retries=0, backend=remote))
+    assert time.perf_counter() - t0 > 2.0 and text == "agg answers (seed 2000, with references)."
+
+
+@pytest.mark.parametrize("code, retried", [(503, True), (429, True), (400, False)])
+def test_an_error_event_in_a_stream_keeps_its_message(fault, remote, code, retried):
+    fault.script("agg", f"stream-error:{code}")
+    agg = aggregate(P, ["x"], "agg", retries=1, backend=remote)
+    if retried:
+        assert run(agg).startswith("agg answers") and agg.record.attempts == 2
+    else:
+        with pytest.raises(MoAError, match=f"agg \\(layer 2 aggregator\\): HTTP {code} in the stream: the model is "
+                                           "overloaded, try again"):
+            run(agg)
+        assert agg.record.attempts == 1
+
+
+def test_a_lone_surrogate_in_an_answer_is_repaired_not_passed_on(fault, remote):
+    """A server's answer holding half a character (a JSON \\ud83d escape) is valid text from there on: the next
+    layer gets U+FFFD in its place (an HTTP request cannot carry the half), and the cache stores it."""
+    fault.script("a", "surrogate")
+    result = run(run_moa(P, ["a", "b"], "agg", backend=remote))
+    assert result.layers[0].answers[0].endswith(" \ufffd")
+    system = fault.calls_to("agg")[0]["messages"][0]["content"]
+    assert "1. a answers (seed 1000, without references). \ufffd" in system
+    again = run(run_moa(P, ["a", "b"], "agg", backend=remote))
+    assert again.layers[0].calls[0].cached and again.layers[0].answers == result.layers[0].answers
 
 
 @pytest.mark.parametrize("fault_name", ["429", "500", "502", "503", "malformed", "blank"])
@@ -192,11 +272,13 @@ def test_stopping_a_stream_early_marks_the_call_cancelled(fault, remote):
     assert agg.record.error == "cancelled" and agg.record.text == "".join(first)
 
 
-def test_a_stream_that_stalls_mid_way_times_out_keeping_its_text(fault, remote):
-    fault.script("agg", "stall")
+@pytest.mark.parametrize("fault_name", ["stall", "ping-mid"], ids=["silent", "pinging"])
+def test_a_stream_that_stops_mid_way_times_out_keeping_its_text(fault, remote, fault_name):
+    """Two tokens, then nothing more: silence, or keep-alive comments and chunks without text (which do not count)."""
+    fault.script("agg", fault_name)
     t0 = time.perf_counter()
     with pytest.raises(MoAError) as info:
         run(aggregate(P, ["x"], "agg", timeout=0.5, backend=remote))
-    assert time.perf_counter() - t0 < 5
-    assert "stream broke after 12 characters: timed out after 0.5s" in str(info.value)
+    assert time.perf_counter() - t0 < 2.0
+    assert "stream broke after 12 characters: timed out after 0.5s waiting for the next token" in str(info.value)
     assert info.value.partial == "agg answers "

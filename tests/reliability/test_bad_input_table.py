@@ -9,6 +9,7 @@ The table is rendered to ``bad_input_table.md`` and checked like the fault table
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import MOA, check_table, execute_notebook, run
 
-from moa_lab import aggregate, check_output_path, plan_run, run_batch, run_layer, run_moa
+from moa_lab import aggregate, check_output_path, get_backend, plan_run, run_batch, run_layer, run_moa
+from moa_lab.batch import settings_id
 from moa_lab.evaluate import builtin_tasks, evaluate, moa, reference, single
 from moa_lab.widgets import Playground
 
@@ -35,9 +37,10 @@ def api(call):
     return go
 
 
-def batch_file(content: str):
+def batch_file(content: str | bytes):
     def go(ctx):
-        (ctx.dir / "in.jsonl").write_text(content)
+        path = ctx.dir / "in.jsonl"
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
         ctx.inputs.add("in.jsonl")
         with pytest.raises(ValueError) as info:
             run(run_batch(ctx.dir / "in.jsonl", ctx.dir / "out.jsonl", ["a", "b"], "agg", backend=ctx.remote,
@@ -54,17 +57,40 @@ def batch_settings(**kw):
     return go
 
 
-def cli(*args: str, files: dict[str, str] | None = None, backend: bool = True):
-    """``moa-lab ARGS`` in the folder (with the fault server as backend): exit 2, nothing on stdout."""
+def cli(*args: str | bytes, files: dict[str, str] | None = None, backend: bool = True, env: dict | None = None):
+    """``moa-lab ARGS`` in the folder (with the fault server as backend): exit 2, nothing on stdout. A bytes
+    argument is passed as those bytes (as a terminal in another encoding would)."""
     def go(ctx):
         for name, content in (files or {}).items():
             (ctx.dir / name).write_text(content)
             ctx.inputs.add(name)
         extra = ["--backend", ctx.fault.url] if backend else []
-        done = subprocess.run(MOA + list(args) + extra, cwd=ctx.dir, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(MOA + list(args) + extra, cwd=ctx.dir, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **(env or {})})
         assert done.returncode == 2 and not done.stdout.strip(), (done.returncode, done.stdout, done.stderr)
         return done.stderr
     return go
+
+
+def batch_list(prompts: list):
+    def go(ctx):
+        with pytest.raises(ValueError) as info:
+            run(run_batch(prompts, ctx.dir / "out.jsonl", ["a", "b"], "agg", backend=ctx.remote, progress=False))
+        return str(info.value)
+    return go
+
+
+def resume_with_an_edited_input(ctx):
+    """An output written for "one" (line 1), then the input edited: line 1 is now "zero"."""
+    (ctx.dir / "in.txt").write_text("zero\none\n")
+    line = {"id": "1", "prompt": "one", "status": "ok",
+            "settings_id": settings_id(plan_run("one", ["a", "b"], "agg", backend=ctx.remote))}
+    (ctx.dir / "out.jsonl").write_text(json.dumps(line) + "\n")
+    ctx.inputs.update({"in.txt", "out.jsonl"})
+    with pytest.raises(ValueError) as info:
+        run(run_batch(ctx.dir / "in.txt", ctx.dir / "out.jsonl", ["a", "b"], "agg", backend=ctx.remote, progress=False))
+    assert (ctx.dir / "out.jsonl").read_text() == json.dumps(line) + "\n"
+    return str(info.value)
 
 
 def serve(*args: str):
@@ -175,6 +201,12 @@ BAD = [
     ("API", "backend URL without http", api(lambda b: run_moa(P, ["a"], "g", backend="localhost:8000")), "must be an http:// or https:// URL, got 'localhost:8000'"),
     ("API", "unknown model on the local backend", api(lambda b: run_moa(P, [S, "gpt-7"], S, backend="local")), "unknown model 'gpt-7' on the local backend; known models: smollm2-135m, gemma3-270m"),
     ("API", "output_path a number", api(lambda b: check_output_path(3)), "output_path must be a file path"),
+    ("API", "a prompt holding a lone surrogate", api(lambda b: run_moa("scraped \udc00 text", ["a"], "g", backend=b)), "prompt holds a lone surrogate (U+DC00 at character 8), which is not valid Unicode and cannot be sent to a model"),
+    ("API", "a system_prompt holding a lone surrogate", api(lambda b: plan_run(P, ["a"], "g", system_prompt="x\ud800", backend=b)), "system_prompt holds a lone surrogate (U+D800 at character 1)"),
+    ("API", "a previous answer holding a lone surrogate", api(lambda b: run_layer(P, ["a"], previous=["ok", "half \ud83d"], backend=b)), "answer 2 holds a lone surrogate (U+D83D at character 5)"),
+    ("API", "a model name holding a lone surrogate", api(lambda b: run_moa(P, ["a\udc80"], "g", backend=b)), "holds a lone surrogate (U+DC80 at character 1)"),
+    ("API", "a model URL whose key variable is not set", api(lambda b: get_backend(b.base_url, model_urls={"x": {"url": b.base_url, "key_env": "MOA_LAB_UNSET_KEY"}})), "model 'x' takes its key from the environment variable MOA_LAB_UNSET_KEY, which is not set"),
+    ("API", "a model URL entry with an unknown field", api(lambda b: get_backend(b.base_url, model_urls={"x": {"url": b.base_url, "token": "t"}})), "the entry of model 'x' in model_urls must be a URL or"),
     ("evaluate", "one configuration", evaluation(configs=[single("a")]), "configs must be a list of at least two configurations"),
     ("evaluate", "two configurations with one name", evaluation(configs=[single("a"), single("a")]), "configurations 'a alone' and 'a alone' have the same name"),
     ("evaluate", "an unknown baseline", evaluation(baseline="GPT"), "baseline 'GPT' is not one of the configurations: 'a alone', 'MoA n=2'"),
@@ -189,6 +221,10 @@ BAD = [
     ("batch file", "no prompt field", batch_file('{"text": "no prompt"}\n'), 'in.jsonl:1: "prompt" must be'),
     ("batch file", "an id that is a list", batch_file('{"prompt": "x", "id": [1]}\n'), 'in.jsonl:1: "id" must be'),
     ("batch file", "only blank lines", batch_file("\n\n"), "no prompts"),
+    ("batch file", "a JSON line holding a lone surrogate", batch_file('{"prompt": "ok"}\n{"prompt": "half \\ud83d"}\n'), 'in.jsonl:2: "prompt" holds a lone surrogate (U+D83D at character 5)'),
+    ("batch file", "a line that is not UTF-8", batch_file("ok\ncaf\xe9\n".encode("latin-1")), "in.jsonl:2: not UTF-8 text (byte 0xe9); save the file as UTF-8"),
+    ("batch", "a list holding a lone surrogate", batch_list(["ok", "x \udc00"]), 'prompts[1]: "prompt" holds a lone surrogate'),
+    ("batch", "an input edited since the output was written", resume_with_an_edited_input, "holds answers to other prompts under the same ids (1 id(s) differ): id '1' was 'one' there but is 'zero' in"),
     ("batch", "concurrency 0", batch_settings(concurrency=0), "concurrency must be an integer >= 1, got 0"),
     ("batch", "rps 0", batch_settings(rps=0), "rps"),
     ("batch", "shard 3/3", batch_settings(shard="3/3"), "shard 3/3: I must be from 0 to N-1 (2)"),
@@ -200,6 +236,8 @@ BAD = [
     ("CLI", "ask: temperature 3", cli("ask", "Hi", "--temperature", "3"), "temperature must be a number in [0, 2], got 3"),
     ("CLI", "ask: max-tokens not a number", cli("ask", "Hi", "--max-tokens", "many"), "argument --max-tokens: invalid int value: 'many'"),
     ("CLI", "ask: an ftp backend", cli("ask", "Hi", "--backend", "ftp://x", backend=False), "must be an http:// or https:// URL, got 'ftp://x'"),
+    ("CLI", "ask: a prompt that is not UTF-8", cli("ask", b"caf\xe9"), "prompt holds a lone surrogate (U+DCE9 at character 3)"),
+    ("CLI", "batch: MOA_LAB_MODEL_URLS names a key variable that is not set", cli("batch", "in.txt", "out.jsonl", files={"in.txt": "q\n"}, env={"MOA_LAB_MODEL_URLS": "x=http://127.0.0.1:9|NO_SUCH_KEY"}), "model 'x' takes its key from the environment variable NO_SUCH_KEY, which is not set"),
     ("CLI", "ask: unknown local model", cli("ask", "Hi", "--proposers", "gpt-4", "--backend", "local", backend=False), "unknown model 'gpt-4' on the local backend"),
     ("CLI", "batch: a missing input file", cli("batch", "missing.jsonl", "out.jsonl"), "cannot read prompts from 'missing.jsonl'"),
     ("CLI", "batch: a bad JSON line", cli("batch", "in.jsonl", "out.jsonl", files={"in.jsonl": '{"prompt": "a"}\n{oops\n'}), "in.jsonl:2: not valid JSON"),

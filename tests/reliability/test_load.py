@@ -78,3 +78,72 @@ def test_no_server_outlives_a_notebook_kernel(how):
         time.sleep(0.2)
     left = [p.pid for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == [], f"still running after the kernel was {how}: {left}"
+
+
+def test_50_sequential_sync_runs_over_keep_alive_leak_nothing(tmp_path):
+    """A script calling run_moa_sync in a loop (each call its own event loop) against a keep-alive server: the
+    connections of each loop are closed with it, so file descriptors and threads stay flat."""
+    script = (
+        "import gc, json, os, sys, threading, moa_lab\n"
+        "url = sys.argv[1]\n"
+        "def fds(): return len(os.listdir('/proc/self/fd'))\n"
+        "moa_lab.run_moa_sync('Warm-up', ['a', 'b'], 'agg', backend=url, cache=False)\n"
+        "gc.collect(); before = (fds(), threading.active_count())\n"
+        "for i in range(50):\n"
+        "    moa_lab.run_moa_sync(f'Question {i}?', ['a', 'b', 'c'], 'agg', backend=url, cache=False)\n"
+        "gc.collect(); print(json.dumps({'before': before, 'after': (fds(), threading.active_count())}))\n"
+    )
+    with FaultServer() as server:
+        done = subprocess.run([sys.executable, "-c", script, server.url], capture_output=True, text=True, timeout=120)
+        requests = len(server.requests)
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    print(counts)
+    assert requests == 3 + 50 * 4
+    assert counts["after"][0] <= counts["before"][0] + 1, counts  # (it was 2 more per call: 9 -> 109)
+    assert counts["after"][1] <= counts["before"][1], counts
+
+
+def test_an_interrupted_batch_in_a_kernel_stops_and_lets_go_of_its_output(tmp_path):
+    """run_batch_sync in a notebook cell, interrupted (Jupyter's Interrupt button is SIGINT to the kernel): the
+    batch is cancelled, not left running in the kernel's event loop; its output is no longer locked; and the same
+    cell run again finishes it, every prompt exactly once."""
+    import fcntl
+    import os
+
+    from jupyter_client.manager import start_new_kernel
+
+    from moa_lab import read_results
+
+    out, n = tmp_path / "out.jsonl", 60
+    with FaultServer(latency=0.1) as server:
+        km, kc = start_new_kernel(kernel_name="python3")
+        try:
+            code = (f"import moa_lab\nmoa_lab.run_batch_sync([f'Question {{i}}?' for i in range({n})], {str(out)!r}, "
+                    f"['a', 'b'], 'agg', backend={server.url!r}, concurrency=4, progress=False, cache=False)")
+            msg_id = kc.execute(code)
+            deadline = time.monotonic() + 60
+            while (not out.exists() or out.read_text().count("\n") < 3) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            km.interrupt_kernel()
+            reply = kc.get_shell_msg(timeout=60)
+            while reply["parent_header"].get("msg_id") != msg_id:
+                reply = kc.get_shell_msg(timeout=60)
+            assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+            time.sleep(0.3)  # requests already sent reach the server
+            stopped, kept = len(server.requests), out.read_text().count("\n")
+            time.sleep(1.0)
+            assert len(server.requests) == stopped and out.read_text().count("\n") == kept  # nothing runs on
+            fd = os.open(out, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the batch let go of its output
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+            again = kc.execute_interactive(code, timeout=120)
+            assert again["content"]["status"] == "ok", again["content"]
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+    ids = [row["id"] for row in read_results(out)]
+    assert 3 <= kept < n and sorted(ids, key=int) == [str(i) for i in range(1, n + 1)]

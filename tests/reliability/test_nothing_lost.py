@@ -15,7 +15,9 @@ import random
 import re
 import resource
 import signal
+import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,7 +34,7 @@ ARGS = ["--proposers", "a,b,c,d", "--aggregator", "agg", "--no-progress", "--ret
 
 
 def lines_of(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
+    return [line for line in path.read_text(encoding="utf-8").split("\n") if line] if path.exists() else []
 
 
 def batch_cli(prompts: Path, out: Path, server: FaultServer, tmp_path: Path, *extra: str, **popen):
@@ -43,13 +45,19 @@ def batch_cli(prompts: Path, out: Path, server: FaultServer, tmp_path: Path, *ex
 
 def test_a_batch_killed_again_and_again_resumes_to_exactly_one_line_per_prompt(tmp_path):
     """The CLI in a subprocess, killed with SIGKILL at random moments (some while it starts, most while it writes),
-    then run to the end: every prompt exactly once, every line whole JSON."""
-    n, out = 120, tmp_path / "out.jsonl"
-    prompts = write_jsonl(tmp_path / "in.jsonl", n)
+    then run to the end: every prompt exactly once, every line whole JSON. The prompts are what users have: a text
+    file without ids (ids are line numbers), CJK, emoji and U+2028 inside a line, and the file grows between two
+    runs (prompts appended). A prompt inserted at the top afterwards renumbers the lines: refused, nothing run."""
+    n, more, out = 120, 30, tmp_path / "out.jsonl"
+    texts = [f"问题 {i} 🚀: what is {i}\u2028times {i}?" for i in range(n + more)]
+    prompts = tmp_path / "in.txt"
+    prompts.write_text("\n".join(texts[:n]) + "\n", encoding="utf-8")
     rng = random.Random(5)
     counts = [0]
-    with FaultServer(latency=0.1) as server:  # about 7.5 s of work in all
+    with FaultServer(latency=0.1) as server:  # about 9 s of work in all
         for round_ in range(7):
+            if round_ == 4:
+                prompts.write_text("\n".join(texts) + "\n", encoding="utf-8")
             proc = batch_cli(prompts, out, server, tmp_path, "--concurrency", "8")
             if round_ >= 2:  # the first two die at any moment of their start; the others while writing
                 deadline = time.monotonic() + 60
@@ -62,13 +70,19 @@ def test_a_batch_killed_again_and_again_resumes_to_exactly_one_line_per_prompt(t
             counts.append(len(lines_of(out)))
         done = batch_cli(prompts, out, server, tmp_path, "--concurrency", "8")
         stdout, stderr = done.communicate(timeout=120)
-    assert done.returncode == 0, stderr
-    rows = [json.loads(line) for line in lines_of(out)]
-    assert sorted(r["id"] for r in rows) == sorted(f"p{i}" for i in range(n))  # each exactly once
-    assert all(r["status"] == "ok" for r in rows)
-    print("lines after each kill:", counts)
-    assert counts == sorted(counts) and 0 < counts[-1] < n, counts  # the kills landed mid-run
-    assert f"{n - counts[-1]} done" in stdout and f"{counts[-1]} already there" in stdout
+        assert done.returncode == 0, stderr
+        rows = [json.loads(line) for line in lines_of(out)]
+        assert sorted(int(r["id"]) for r in rows) == list(range(1, n + more + 1))  # each exactly once
+        assert all(r["status"] == "ok" and r["prompt"] == texts[int(r["id"]) - 1] for r in rows)
+        print("lines after each kill:", counts)
+        assert counts == sorted(counts) and 0 < counts[-1] < n + more, counts  # the kills landed mid-run
+        assert f"{n + more - counts[-1]} done" in stdout and f"{counts[-1]} already there" in stdout
+        before, calls = out.read_bytes(), len(server.requests)
+        prompts.write_text("A new first prompt\n" + "\n".join(texts) + "\n", encoding="utf-8")
+        refused = batch_cli(prompts, out, server, tmp_path)
+        _, stderr = refused.communicate(timeout=60)
+        assert refused.returncode == 2 and "holds answers to other prompts under the same ids" in stderr, stderr
+        assert out.read_bytes() == before and len(server.requests) == calls
 
 
 def _damage(path: Path, how: str) -> None:
@@ -86,6 +100,8 @@ def _damage(path: Path, how: str) -> None:
         path.write_bytes(b"\xff" * 100 + data[100:])
     elif how == "empty file":
         path.write_bytes(b"")
+    elif how != "none":
+        raise ValueError(how)
 
 
 @pytest.mark.parametrize("how", ["truncated", "garbage", "header overwritten", "empty file"])
@@ -101,6 +117,69 @@ def test_a_damaged_cache_file_is_detected_and_rebuilt(fault, remote, tmp_path, h
     assert first.text and len(cache) == 3
     second = run(run_moa(P, ["a", "b"], "agg", cache=cache, backend=remote))
     assert second.text == first.text and len(fault.requests) == 3  # the rebuilt cache answers
+
+
+def test_a_damaged_cache_leaves_no_stale_wal_or_shm_file_behind(tmp_path):
+    path = tmp_path / "c.sqlite"
+    _damage(path, "garbage")
+    for suffix in ("-wal", "-shm"):  # left by a process that died while it wrote: they belong to the damaged file
+        path.with_name(path.name + suffix).write_bytes(b"stale" * 100)
+    with pytest.warns(CacheWarning, match="unreadable"):
+        cache = ResponseCache(path)
+    cache.put("k", "m", "text", 1, 2)
+    cache.close()
+    assert sorted(p.name.split(".corrupt-")[0] for p in tmp_path.iterdir()) == ["c.sqlite", "c.sqlite"]
+    assert not any(b"stale" in p.read_bytes() for p in tmp_path.iterdir())  # the new file never read them
+    assert len(ResponseCache(path)) == 1
+
+
+def test_a_locked_cache_is_turned_off_and_left_alone(fault, remote, tmp_path, monkeypatch):
+    """Another process holds the file's lock longer than the busy timeout: the cache is off for this process, the
+    run goes on, and the healthy file is not mistaken for a damaged one."""
+    path = tmp_path / "c.sqlite"
+    _damage(path, "none")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(ResponseCache, "busy_timeout", 0.2)
+    try:
+        with pytest.warns(CacheWarning, match=r"could not be opened \(OperationalError: database is locked\); it is "
+                                              r"off for this process.*left as it is"):
+            cache = ResponseCache(path)
+        result = run(run_moa(P, ["a", "b"], "agg", cache=cache, backend=remote))
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.text and not cache.enabled and not list(tmp_path.glob("*corrupt*"))
+    assert len(ResponseCache(path)) == 300  # whole, and usable again once the lock is gone
+
+
+def test_a_cache_in_a_read_only_folder_is_turned_off_and_left_alone(fault, remote, tmp_path):
+    """Opening needs its -wal and -shm files beside it: where they cannot be made, the cache is off (it used to be
+    taken for damaged, and moving it aside failed: the error reached the run)."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    _damage(folder / "c.sqlite", "none")
+    with read_only(folder):
+        with pytest.warns(CacheWarning, match="could not be opened"):
+            cache = ResponseCache(folder / "c.sqlite")
+        result = run(run_moa(P, ["a", "b"], "agg", cache=cache, backend=remote))
+    assert result.text and not cache.enabled and sorted(p.name for p in folder.iterdir()) == ["c.sqlite"]
+    assert len(ResponseCache(folder / "c.sqlite")) == 300
+
+
+def test_a_disk_too_full_for_a_new_cache_does_not_stop_a_run(fault, tmp_path):
+    """A process that may not write more than 4 KiB to a file (a full disk, a quota): the new cache file cannot be
+    made; the run answers all the same, with a warning, and nothing is set aside."""
+    script = ("import moa_lab, sys\n"
+              f"r = moa_lab.run_moa_sync('Hi', ['a', 'b'], 'agg', backend={fault.url!r})\n"
+              "print(r.text)\n")
+    env = {**os.environ, "MOA_LAB_CACHE": str(tmp_path / "cache.sqlite")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60,
+                          preexec_fn=_file_size_limit(4096))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("agg answers") and "could not be opened" in done.stderr, done.stderr
+    assert not list(tmp_path.glob("*corrupt*"))
 
 
 def test_a_damaged_default_cache_does_not_stop_the_cli(fault, tmp_path):
@@ -193,6 +272,7 @@ def test_an_error_in_on_result_stops_the_whole_batch_at_once(tmp_path):
         with pytest.raises(RuntimeError, match="callback failed"):
             await run_batch([f"q{i}" for i in range(40)], tmp_path / "out.jsonl", ["a", "b"], "agg",
                             concurrency=4, backend=server.url, progress=False, on_result=on_result)
+        await asyncio.sleep(0.2)  # requests sent before the failure reach the server (keep-alive: a little late)
         stopped = len(server.requests)
         await asyncio.sleep(0.5)  # the loop keeps running, as a kernel's does
         return stopped, len(server.requests)

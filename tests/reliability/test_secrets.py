@@ -183,3 +183,49 @@ def test_serve_on_another_address_says_so(tmp_path):
     assert "listening on http://0.0.0.0:" in banner[0]
     assert banner[1].startswith("WARNING: bound to 0.0.0.0, not loopback: other machines can reach this server")
     assert addresses == {"0.0.0.0", "127.0.0.1"}  # the front as told; its llama.cpp workers stay on loopback
+
+
+OTHER_KEY = "sk-THIRD-PARTY-7e1d-SECRET"
+
+
+def test_each_key_is_sent_only_where_it_belongs(monkeypatch, tmp_path):
+    """Every server records the Authorization header of every request it receives. Together's key goes to
+    TOGETHER_BASE_URL and nowhere else; a per-model server (MOA_LAB_MODEL_URLS) gets the key its entry names
+    (``name=url|ENV_VAR``), or none; a key echoed back in an error is scrubbed, whichever key it is."""
+    from fault_server import FaultServer
+
+    with FaultServer() as base, FaultServer() as third, FaultServer() as keyed_server:
+        monkeypatch.setenv("TOGETHER_BASE_URL", base.url)
+        monkeypatch.setenv("TOGETHER_API_KEY", KEY)
+        monkeypatch.setenv("THIRD_PARTY_KEY", OTHER_KEY)
+        monkeypatch.setenv("MOA_LAB_MODEL_URLS", f"x={third.url}, y={keyed_server.url}/v1/|THIRD_PARTY_KEY")
+        keyed_server.script("y", "echo-auth")
+        result = run(run_moa("Hi", ["a", "x", "y"], "agg", retries=0))
+        backend = moa_lab.get_backend()
+        # Together's own backend (no base URL): a per-model server still gets no key of Together's.
+        run(moa_lab.run_layer("Hi", ["x"], cache=False, backend=moa_lab.get_backend("together")))
+        # The local backend with a key in the environment: likewise.
+        run(moa_lab.run_layer("Hi", ["x"], cache=False, backend=moa_lab.get_backend("local")))
+    assert base.authorizations() == [f"Bearer {KEY}"] * 2  # a, and the aggregator
+    assert third.authorizations() == ["Bearer no-key-needed"] * 3
+    assert keyed_server.authorizations() == [f"Bearer {OTHER_KEY}"]
+    error = result.layers[0].calls[2].error
+    assert error.startswith("HTTP 401") and "Bearer ***" in error
+    assert_no_key(tmp_path, repr(backend), backend.describe(), json.dumps(result.to_dict()))
+    assert OTHER_KEY not in json.dumps(result.to_dict()) + repr(backend)
+
+
+def test_a_key_variable_that_is_not_set_is_refused_before_any_call(monkeypatch, fault):
+    monkeypatch.setenv("MOA_LAB_MODEL_URLS", f"x={fault.url}|NOT_SET_ANYWHERE")
+    with pytest.raises(ValueError, match="model 'x' takes its key from the environment variable NOT_SET_ANYWHERE, "
+                                         "which is not set"):
+        moa_lab.get_backend(fault.url)
+    assert fault.requests == []
+
+
+@pytest.mark.local
+def test_the_embedded_server_is_sent_no_key(monkeypatch, local):
+    monkeypatch.setenv("TOGETHER_API_KEY", KEY)
+    backend = moa_lab.get_backend("local")
+    client = run(backend.client("smollm2-135m"))
+    assert client.api_key == "no-key-needed" and client.base_url.host == "127.0.0.1"
