@@ -108,6 +108,9 @@ def _handler(server: FaultServer):
 
         def setup(self) -> None:
             super().setup()
+            # As real servers do: no Nagle delay between the headers and the body written after them (on a
+            # kept-alive connection the body would wait for the client's delayed ACK, up to 40 ms).
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with server.lock:
                 server.connections.add(self.connection)
 
