@@ -31,7 +31,7 @@ def drive(url: str, n: int, out: Path) -> dict:
 
 
 def test_1000_prompts_at_64_calls_at_once(tmp_path):
-    with FaultServer(latency=0.01) as server:
+    with FaultServer(latency=0.05) as server:  # every call 50 ms at least: many are in flight at once
         small = drive(server.url, 100, tmp_path / "small")
         server.peak = 0
         large = drive(server.url, 1000, tmp_path / "large")
