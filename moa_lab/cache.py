@@ -188,30 +188,44 @@ class ResponseCache:
                 self._db = None
 
 
-_opened: dict[Path, ResponseCache] = {}
+_opened: dict[Path, ResponseCache] = {}  # by resolved path: each file once per process
+_given: dict[Path, ResponseCache] = {}  # by the path as checked: a call finds its cache without a syscall
 _opened_lock = threading.Lock()
 
 
-def get_cache(cache: "bool | str | os.PathLike | ResponseCache | None" = None) -> ResponseCache | None:
-    """The cache a run uses. ``None`` or ``True``: the default file (``MOA_LAB_CACHE``, else the user cache
-    dir), or no cache when ``MOA_LAB_CACHE=off``; ``False``: no cache; a path: that file; a
-    :class:`ResponseCache`: itself. Each file is opened once per process."""
-    if cache is False:
-        return None
-    if isinstance(cache, ResponseCache):
+def check_cache(cache: "bool | str | os.PathLike | ResponseCache | None" = None) -> "Path | ResponseCache | bool":
+    """``cache`` as a run's settings take it, checked without opening anything: ``False`` (no cache), the file
+    to open on the first call (a Path), or a :class:`ResponseCache`. ``None`` or ``True``: the default file
+    (``MOA_LAB_CACHE``, else the user cache dir), or False when ``MOA_LAB_CACHE=off``. ValueError for a bad one."""
+    if cache is False or isinstance(cache, ResponseCache):
         return cache
     if cache is None or cache is True:
         path = default_path()
         if path is None:
-            return None
+            return False
     elif isinstance(cache, (str, os.PathLike)) and str(cache).strip():
         path = Path(cache).expanduser()
     else:
         raise ValueError(f"cache must be True, False, None (the default), a file path or a ResponseCache, got {cache!r}")
     if path.is_dir():
         raise ValueError(f"cache {str(path)!r} is a folder; give a file path such as {str(path / 'cache.sqlite')!r}")
+    return path
+
+
+def get_cache(cache: "bool | str | os.PathLike | ResponseCache | None" = None) -> ResponseCache | None:
+    """The cache a run uses, opened (each file once per process). ``None`` or ``True``: the default file
+    (``MOA_LAB_CACHE``, else the user cache dir), or no cache when ``MOA_LAB_CACHE=off``; ``False``: no cache;
+    a path: that file; a :class:`ResponseCache`: itself."""
+    if isinstance(cache, Path) and cache in _given:
+        return _given[cache]
+    checked = check_cache(cache)
+    if checked is False:
+        return None
+    if isinstance(checked, ResponseCache):
+        return checked
     with _opened_lock:
-        key = path.resolve()
+        key = checked.resolve()
         if key not in _opened:
-            _opened[key] = ResponseCache(path)
+            _opened[key] = ResponseCache(checked)
+        _given[checked] = _opened[key]
         return _opened[key]

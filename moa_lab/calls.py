@@ -14,7 +14,6 @@ import math
 import random
 import re
 import time
-from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 import httpx
@@ -22,32 +21,16 @@ import together
 
 from . import limits
 from .backends import Backend
-from .cache import ResponseCache, cache_key
+from .cache import ResponseCache, cache_key, get_cache
 from .logs import log
 from .records import CallRecord
+from .settings import Settings
 from .unicode import repair
 
 RETRY_STATUS = {408, 409, 429}
 #: The longest wait before a retry: a server that asks for more (Retry-After) gets no retry; the call fails at
 #: once, saying so, rather than holding a layer for minutes.
 MAX_RETRY_WAIT = 60.0
-
-
-@dataclass(frozen=True)
-class CallSettings:
-    """What every call of a run shares. ``timeout``: seconds to wait on the server, per attempt: for the whole
-    answer, or for a stream's first token and then each next one (bytes, keep-alive comments and chunks without
-    text do not count: a server that pings or trickles still times out). ``retries``: extra attempts after a
-    retryable failure (429, 408, 409, 5xx, timeout, connection error); waits ``backoff * 2**n`` seconds, or
-    what Retry-After says (at most MAX_RETRY_WAIT: a longer one is not retried).
-    ``cache``: where answers are looked up and stored (None: not cached)."""
-
-    temperature: float = 0.7
-    max_tokens: int | None = 512
-    timeout: float = 120.0
-    retries: int = 3
-    backoff: float = 0.5
-    cache: ResponseCache | None = field(default=None, compare=False)
 
 
 class _Failure(Exception):
@@ -133,7 +116,7 @@ def _scrub(text: str, secrets: tuple[str, ...], limit: int = 500) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-async def _one_attempt(client, model, messages, seed, settings: CallSettings, stream: bool, record: CallRecord):
+async def _one_attempt(client, model, messages, seed, settings: Settings, stream: bool, record: CallRecord):
     """Yield text chunks of one request; fill the record's usage. ``settings.timeout`` bounds the wait for the
     whole answer, or for each token of a stream (only time spent waiting on the server counts)."""
     kwargs = dict(model=model, messages=messages, temperature=settings.temperature, timeout=settings.timeout)
@@ -201,7 +184,7 @@ async def chat(
     backend: Backend,
     record: CallRecord,
     messages: list[dict[str, str]],
-    settings: CallSettings,
+    settings: Settings,
     *,
     stream: bool = False,
 ) -> AsyncIterator[str]:
@@ -212,8 +195,9 @@ async def chat(
     record.started, t0 = time.time(), time.perf_counter()
     limiter = limits.current.get()
     try:
-        key = _key(backend, record, messages, settings)
-        hit = settings.cache.get(key) if key else None
+        cache = get_cache(settings.cache) if record.seed is not None else None  # opened by the first call
+        key = _key(backend, record, messages, settings, cache)
+        hit = cache.get(key) if key else None
         if hit is not None:  # answered before: replayed, no model call
             record.cached, record.prompt_tokens, record.completion_tokens = True, hit.prompt_tokens, hit.completion_tokens
             for piece in _replay(hit.text) if stream else [hit.text]:
@@ -243,7 +227,7 @@ async def chat(
                 record.error = None
                 log.debug("%s: answered, attempt %d, %.2fs", record.where, record.attempts, time.perf_counter() - t0)
                 if key:
-                    settings.cache.put(key, record.model, "".join(parts), record.prompt_tokens, record.completion_tokens)
+                    cache.put(key, record.model, "".join(parts), record.prompt_tokens, record.completion_tokens)
                 return
             except Exception as exc:  # noqa: BLE001 - every failure becomes a typed record (cancellation is not one)
                 failure = _classify(exc, settings.timeout)
@@ -268,9 +252,9 @@ async def chat(
         record.seconds = time.perf_counter() - t0
 
 
-def _key(backend: Backend, record: CallRecord, messages, settings: CallSettings) -> str | None:
+def _key(backend: Backend, record: CallRecord, messages, settings: Settings, cache: ResponseCache | None) -> str | None:
     """The call's cache key; None when not cached (no cache, or no seed: a new sample is asked for)."""
-    if settings.cache is None or record.seed is None:
+    if cache is None or record.seed is None:
         return None
     return cache_key(backend.scope(record.model), record.model, messages, settings.temperature, settings.max_tokens,
                      record.seed)
@@ -281,7 +265,7 @@ def _replay(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text) or [text]
 
 
-async def complete(backend: Backend, record: CallRecord, messages, settings: CallSettings) -> CallRecord:
+async def complete(backend: Backend, record: CallRecord, messages, settings: Settings) -> CallRecord:
     """A plain (non-streamed) call; returns the filled record."""
     async for _ in chat(backend, record, messages, settings):
         pass

@@ -14,6 +14,7 @@ from .local import SEED_ALIASES, LocalServerError, check_aliases, default_worker
 from .moa import run_moa
 from .prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
 from .records import MoAError
+from .settings import DEFAULTS
 from .trace import format_trace
 
 
@@ -59,7 +60,8 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .batch import OutputError, read_prompts, run_batch
+    from .batch import run_batch
+    from .files import OutputError, read_prompts
     from .usage import estimate, read_prices
 
     try:
@@ -118,17 +120,19 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--proposers", type=_models, action="append", metavar="A,B,C",
                    help="proposer models; repeat the flag to give each layer its own list")
     p.add_argument("--aggregator", default=None, help="aggregator model")
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--temperature", type=float, default=DEFAULTS.temperature, help="(default %(default)s)")
     p.add_argument("--max-tokens", type=int, default=None,
                    help="per answer (default: the backend's: 512, or 64 on the bundled models)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-ok", type=int, default=1, help="answers a layer needs to go on (default 1)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="(default %(default)s)")
+    p.add_argument("--min-ok", type=int, default=DEFAULTS.min_ok,
+                   help="answers a layer needs to go on (default %(default)s)")
     p.add_argument("--quorum", type=int, default=None, metavar="K",
                    help="a layer moves on once K proposers answered; the others are cancelled")
     p.add_argument("--deadline", type=float, default=None, metavar="S",
                    help="a layer moves on after S seconds with the answers it has")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait on the server (per chunk when streaming)")
-    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=DEFAULTS.timeout,
+                   help="seconds to wait for an answer, or for each token when streaming (default %(default)s)")
+    p.add_argument("--retries", type=int, default=DEFAULTS.retries, help="(default %(default)s)")
     p.add_argument("--backend", default=None, help="'local', 'together' or a base URL (default: from env)")
     p.add_argument("--chinese-prompt", action="store_true", help="use the seed's Chinese aggregator prompt")
     p.add_argument("--cache", default=None, metavar="FILE", help="the answers cache file (default: MOA_LAB_CACHE, "

@@ -67,7 +67,7 @@ def messages_view(messages: Sequence[dict[str, str]]) -> View:
     return View(blocks, text)
 
 
-def _html_table(columns: Sequence[str], rows: Iterable[dict]) -> str:
+def html_table(columns: Sequence[str], rows: Iterable[dict]) -> str:
     head = "".join(f'<th style="{_CELL}">{k}</th>' for k in columns)
     body = "".join(
         "<tr>" + "".join(f'<td style="{_CELL}">{html.escape(str(r[k] if r[k] is not None else ""))}</td>'
@@ -80,7 +80,7 @@ def _html_table(columns: Sequence[str], rows: Iterable[dict]) -> str:
 def trace_table(calls: MoAResult | Iterable[CallRecord]) -> View:
     """Every call of a run, one row each: layer, model, status, seconds, tokens, attempts, error."""
     calls = _calls(calls)
-    return View(_html_table(COLUMNS, trace_rows(calls)), format_trace(calls))
+    return View(html_table(COLUMNS, trace_rows(calls)), format_trace(calls))
 
 
 BATCH_COLUMNS = ("id", "status", "prompt", "final", "calls", "cached_calls", "tokens", "seconds", "error")
@@ -96,7 +96,7 @@ def batch_table(lines: Iterable[dict], width: int = 120) -> View:
              "error": cut(line["error"]), "tokens": line["prompt_tokens"] + line["completion_tokens"],
              "seconds": round(line["seconds"], 2)} for line in lines]
     text = "\n".join(f"[{r['id']}] {r['status']}: {r['prompt']}\n    -> {r['final'] or r['error']}" for r in rows)
-    return View(_html_table(BATCH_COLUMNS, rows), text)
+    return View(html_table(BATCH_COLUMNS, rows), text)
 
 
 def _timeline_size(calls: Sequence[CallRecord]) -> tuple[float, float]:
@@ -143,3 +143,12 @@ def plot_timeline(calls: MoAResult | Iterable[CallRecord], ax=None):
     ax.set_title("Every call of the run: proposers of a layer run at once, layers one after another")
     ax.figure.tight_layout()
     return ax.figure
+
+
+def progress_bar(total: int, initial: int, enabled: bool, desc: str = "MoA batch", unit: str = "prompt"):
+    """A tqdm bar (a widget in Jupyter), or None when ``enabled`` is false."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)

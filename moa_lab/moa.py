@@ -8,16 +8,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import AsyncIterator, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator, Sequence
 
 from . import calls
-from .backends import Backend, get_backend
-from .cache import ResponseCache
-from .prompts import AGGREGATOR_PROMPT, build_messages
+from .backends import Backend
+from .prompts import build_messages
 from .records import CallRecord, LayerResult, MoAError, MoAResult
-from .plan import RunPlan, plan_run
-from .validation import (check_answers, check_call_settings, check_layer, check_min_ok, check_models, check_prompt,
-                         check_quorum, check_system_prompt)
+from .plan import RunPlan, plan_run, resolve
+from .settings import Settings
+from .validation import check_answers, check_layer, check_min_ok, check_models, check_prompt, check_quorum
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .settings import Options
 
 OnCall = Callable[[CallRecord], None]
 
@@ -32,48 +36,40 @@ async def run_layer(
     models: Sequence[str],
     *,
     previous: Sequence[str] | None = None,
-    system_prompt: str = AGGREGATOR_PROMPT,
-    temperature: float = 0.7,
-    max_tokens: int | None = 512,
-    seed: int | None = 0,
     layer: int = 1,
-    min_ok: int = 1,
-    quorum: int | None = None,
-    deadline: float | None = None,
-    timeout: float = 120.0,
-    retries: int = 3,
-    cache: bool | str | ResponseCache | None = None,
+    plan: RunPlan | Settings | None = None,
     backend: Backend | str | None = None,
     on_call: OnCall | None = None,
+    **options: "Unpack[Options]",
 ) -> LayerResult:
     """One proposer layer: ``len(models)`` calls, all at once (concurrently).
 
     Layer 1 sends the user prompt alone; with ``previous`` (the answers of the layer before) every call
     also gets the system message ``system_prompt + "\\n" + "1. ...\\n2. ..."``. ``on_call`` is called with
-    each call's record as soon as it finishes. ``max_tokens=None``: the backend's default. Raises
+    each call's record as soon as it finishes. Settings: ``plan``'s (a :class:`RunPlan` from ``plan_run``, or a
+    :class:`Settings`; its backend too), changed by ``options`` (``temperature=``, ``max_tokens=``, ``seed=``,
+    ``min_ok=``...: the :class:`Settings` fields; ``max_tokens=None``: the backend's default). Raises
     :class:`MoAError` if fewer than ``min_ok`` calls succeed (failed calls are kept in the result and
     in the error, never passed on as text).
     ``quorum=k``: move on as soon as k answers arrived; ``deadline``: move on after that many seconds.
     Either way the calls still running are cancelled and kept in the trace as stragglers.
     ``cache``: answers already cached are replayed without a call (see :mod:`moa_lab.cache`).
     """
-    backend = get_backend(backend)
-    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens, cache)
+    backend, settings = resolve(plan, backend, options)
     check_prompt(prompt)
-    check_system_prompt(system_prompt)
     models = check_models(models, backend, "models")
-    check_min_ok(min_ok, len(models))
-    check_quorum(quorum, deadline, len(models), min_ok)
+    check_min_ok(settings.min_ok, len(models))
+    check_quorum(settings.quorum, len(models), settings.min_ok)
+    check_layer(layer)
     if previous is not None:
         check_answers(previous)
-    return await _layer(prompt, models, previous, system_prompt, settings, seed, layer, min_ok, backend, on_call,
-                        quorum, deadline)
+    return await _layer(prompt, models, previous, layer, backend, settings, on_call)
 
 
-async def _layer(prompt, models, previous, system_prompt, settings, seed, layer, min_ok, backend, on_call,
-                 quorum=None, deadline=None):
-    messages = build_messages(prompt, previous, system_prompt)
-    result = LayerResult(layer, [CallRecord(layer, i, m, seed=call_seed(seed, layer, i)) for i, m in enumerate(models)])
+async def _layer(prompt, models, previous, layer: int, backend: Backend, settings: Settings, on_call) -> LayerResult:
+    messages = build_messages(prompt, previous, settings.system_prompt)
+    seeds = [call_seed(settings.seed, layer, i) for i in range(len(models))]
+    result = LayerResult(layer, [CallRecord(layer, i, m, seed=seeds[i]) for i, m in enumerate(models)])
 
     async def one(record: CallRecord) -> None:
         await calls.complete(backend, record, messages, settings)
@@ -82,7 +78,7 @@ async def _layer(prompt, models, previous, system_prompt, settings, seed, layer,
 
     tasks = [asyncio.ensure_future(one(record)) for record in result.calls]
     try:
-        why = await _wait_for_answers(tasks, result.calls, quorum, deadline)
+        why = await _wait_for_answers(tasks, result.calls, settings.quorum, settings.deadline)
     finally:  # moving on early, or cancelled: the calls still running stop now
         late = [task for task in tasks if not task.done()]
         for task in late:
@@ -98,9 +94,10 @@ async def _layer(prompt, models, previous, system_prompt, settings, seed, layer,
             raised = task.exception()
     if raised is not None:
         raise raised
-    if len(result.answers) < min_ok:
+    if len(result.answers) < settings.min_ok:
         raise MoAError(
-            f"layer {layer}: only {len(result.answers)} of {len(models)} proposers answered (min_ok={min_ok})",
+            f"layer {layer}: only {len(result.answers)} of {len(models)} proposers answered "
+            f"(min_ok={settings.min_ok})",
             failures=result.failures,
             layers=[result],
         )
@@ -166,39 +163,35 @@ def aggregate(
     answers: Sequence[str],
     model: str,
     *,
-    system_prompt: str = AGGREGATOR_PROMPT,
-    stream: bool = True,
-    temperature: float = 0.7,
-    max_tokens: int | None = 512,
-    seed: int | None = 0,
     layer: int | None = None,
-    timeout: float = 120.0,
-    retries: int = 3,
-    cache: bool | str | ResponseCache | None = None,
+    stream: bool = True,
+    plan: RunPlan | Settings | None = None,
     backend: Backend | str | None = None,
+    **options: "Unpack[Options]",
 ) -> Aggregation:
     """The final call: ``model`` gets ``system_prompt`` with the numbered ``answers``, and the user prompt.
 
     Returns an :class:`Aggregation` (iterate it for streamed chunks, or await it for the text). With an empty
     ``answers`` list the model answers the prompt alone (a single-model baseline). ``layer``: the
-    aggregator's place in the run (its seed and trace depend on it); None: 2, after one proposer layer
-    (1 without answers), as in ``run_moa``. One model call (none when the answer is cached).
+    aggregator's place in the run (its seed and trace depend on it); None: ``plan.layers`` when a plan is
+    given, else 2 after one proposer layer (1 without answers), as in ``run_moa``. Settings as for
+    :func:`run_layer` (``plan``, then ``options``). One model call (none when the answer is cached).
     """
-    backend = get_backend(backend)
-    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens, cache)
+    backend, settings = resolve(plan, backend, options)
     check_prompt(prompt)
-    check_system_prompt(system_prompt)
     (model,) = check_models([model], backend, "model")
     answers = check_answers(answers, allow_empty=True)
     if layer is None:
-        layer = 2 if answers else 1
+        layer = plan.layers if isinstance(plan, RunPlan) else 2 if answers else 1
     check_layer(layer)
-    return _aggregation(prompt, answers, model, system_prompt, settings, seed, stream, backend, layer=layer)
+    return _aggregation(prompt, answers, model, layer, backend, settings, stream)
 
 
-def _aggregation(prompt, answers, model, system_prompt, settings, seed, stream, backend, layer, layers=()):
-    record = CallRecord(layer, 0, model, role="aggregator", seed=call_seed(seed, layer, 0))
-    return Aggregation(backend, record, build_messages(prompt, answers, system_prompt), settings, stream, layers)
+def _aggregation(prompt, answers, model, layer: int, backend: Backend, settings: Settings, stream: bool,
+                 layers=()) -> Aggregation:
+    record = CallRecord(layer, 0, model, role="aggregator", seed=call_seed(settings.seed, layer, 0))
+    messages = build_messages(prompt, answers, settings.system_prompt)
+    return Aggregation(backend, record, messages, settings, stream, layers)
 
 
 async def run_moa(
@@ -207,35 +200,27 @@ async def run_moa(
     aggregator: str | None = None,
     *,
     layers: int | None = None,
-    system_prompt: str = AGGREGATOR_PROMPT,
-    temperature: float = 0.7,
-    max_tokens: int | None = 512,
-    seed: int | None = 0,
-    min_ok: int = 1,
-    quorum: int | None = None,
-    deadline: float | None = None,
-    timeout: float = 120.0,
-    retries: int = 3,
-    cache: bool | str | ResponseCache | None = None,
+    settings: Settings | None = None,
     stream: bool = True,
     backend: Backend | str | None = None,
     on_call: OnCall | None = None,
     on_chunk: Callable[[str], None] | None = None,
+    **options: "Unpack[Options]",
 ) -> MoAResult:
     """The whole MoA: ``layers - 1`` proposer layers, then the aggregator (``layers=3`` is the seed's
     "3 layers": proposers, one refinement layer, aggregator; ``layers=1`` is the aggregator alone).
 
     ``proposers``: one list for every layer, or one list per proposer layer (then ``layers`` may be
     left out). ``None`` for ``proposers``, ``aggregator`` or ``max_tokens``: the backend's default.
+    ``options``: the :class:`Settings` fields (``temperature``, ``max_tokens``, ``seed``, ``timeout``,
+    ``retries``, ``cache``, ``system_prompt``, ``min_ok``, ``quorum``, ``deadline``), changing ``settings``.
     Settings are checked first (:func:`moa_lab.plan_run`), before any call. Cost: ``sum(len(layer))``
     proposer calls, each layer's calls at once and the layers one after another, then one aggregator
     call (streamed to ``on_chunk``). Cached answers cost no call (``cache``, on by default: see
     :mod:`moa_lab.cache`); ``quorum``/``deadline`` let each proposer layer move on without its stragglers.
     Raises :class:`MoAError`; its ``layers`` keep what was computed, so nothing is lost.
     """
-    plan = plan_run(prompt, proposers, aggregator, layers=layers, system_prompt=system_prompt, temperature=temperature,
-                    max_tokens=max_tokens, seed=seed, min_ok=min_ok, quorum=quorum, deadline=deadline,
-                    timeout=timeout, retries=retries, cache=cache, backend=backend)
+    plan = plan_run(prompt, proposers, aggregator, layers=layers, settings=settings, backend=backend, **options)
     return await run_plan(plan, stream=stream, on_call=on_call, on_chunk=on_chunk)
 
 
@@ -254,15 +239,13 @@ async def run_plan(
     previous = None
     for number, models in enumerate(plan.proposers, start=1):
         try:
-            layer = await _layer(plan.prompt, models, previous, plan.system_prompt, settings, plan.seed, number,
-                                 plan.min_ok, backend, on_call, plan.quorum, plan.deadline)
+            layer = await _layer(plan.prompt, models, previous, number, backend, settings, on_call)
         except MoAError as exc:
             exc.layers = done + exc.layers
             raise
         done.append(layer)
         previous = layer.answers
-    final = _aggregation(plan.prompt, previous or [], plan.aggregator, plan.system_prompt, settings, plan.seed, stream,
-                         backend, layer=plan.layers, layers=done)
+    final = _aggregation(plan.prompt, previous or [], plan.aggregator, plan.layers, backend, settings, stream, done)
     try:
         async with contextlib.aclosing(final.__aiter__()) as chunks:  # closed here even if on_chunk raises
             async for chunk in chunks:

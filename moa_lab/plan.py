@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import pprint
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .backends import Backend, get_backend
-from .cache import ResponseCache
-from .calls import CallSettings
 from .prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_ZH
-from .validation import (check_call_settings, check_min_ok, check_models, check_prompt, check_quorum, check_seed,
-                         check_system_prompt, layer_plan)
+from .settings import Settings
+from .validation import check_min_ok, check_models, check_prompt, check_quorum, check_settings, layer_plan
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .settings import Options
 
 
 _BACKEND_ENV = {  # how a notebook run by papermill gets the same backend
@@ -26,18 +29,15 @@ _BACKEND_ENV = {  # how a notebook run by papermill gets the same backend
 @dataclass(frozen=True)
 class RunPlan:
     """What one MoA run will do: ``proposers[k]`` are the models of proposer layer ``k + 1``, then
-    ``aggregator``. Costs nothing to build; ``calls`` says how many model calls the run makes."""
+    ``aggregator``, on ``backend``, with ``settings`` (checked and resolved: :class:`moa_lab.Settings`). Costs
+    nothing to build; ``calls`` says how many model calls the run makes. Pass it on as ``plan=`` to
+    :func:`moa_lab.run_layer`, :func:`moa_lab.aggregate` or the playground, instead of its settings one by one."""
 
     prompt: str
     proposers: list[list[str]]
     aggregator: str
     backend: Backend
-    settings: CallSettings
-    system_prompt: str
-    seed: int | None
-    min_ok: int
-    quorum: int | None = None
-    deadline: float | None = None
+    settings: Settings
 
     @property
     def layers(self) -> int:
@@ -48,13 +48,11 @@ class RunPlan:
     def calls(self) -> int:
         return sum(len(models) for models in self.proposers) + 1
 
-    @property
-    def max_tokens(self) -> int | None:
-        return self.settings.max_tokens
-
-    @property
-    def temperature(self) -> float:
-        return self.settings.temperature
+    def __getattr__(self, name: str):  # plan.max_tokens, plan.seed, plan.system_prompt...: its settings'
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in type(settings).__dataclass_fields__:
+            return getattr(settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (the backend by kind and URL; never a key)."""
@@ -126,40 +124,53 @@ class RunPlan:
         printer.text(str(self))
 
 
+def resolve(plan: "RunPlan | Settings | None", backend: Backend | str | None, options: dict) -> tuple[Backend, Settings]:
+    """The backend and checked settings of one step: ``options`` change ``plan``'s settings (a plan, a
+    :class:`Settings`, or None for the defaults); ``backend`` None takes the plan's, else the environment's."""
+    base = plan.settings if isinstance(plan, RunPlan) else plan
+    if backend is None and isinstance(plan, RunPlan):
+        backend = plan.backend
+    backend = get_backend(backend)
+    return backend, check_settings(base, options, backend.default_max_tokens)
+
+
+def from_plan(plan: "RunPlan | None", proposers, aggregator, arguments: dict) -> tuple[Any, Any, dict]:
+    """``plan`` as the template of other prompts' runs (a batch, an estimate): its proposers, aggregator,
+    settings and backend, where the arguments do not give them; the arguments as they are without a plan."""
+    if plan is None:
+        return proposers, aggregator, arguments
+    if not isinstance(plan, RunPlan):
+        raise ValueError(f"plan must be a RunPlan (from plan_run), got {plan!r}")
+    return (plan.proposers if proposers is None else proposers, plan.aggregator if aggregator is None else aggregator,
+            {"settings": plan.settings, "backend": plan.backend, **arguments})
+
+
 def plan_run(
     prompt: str,
     proposers: Sequence[str] | Sequence[Sequence[str]] | None = None,
     aggregator: str | None = None,
     *,
     layers: int | None = None,
-    system_prompt: str | None = AGGREGATOR_PROMPT,
-    temperature: float = 0.7,
-    max_tokens: int | None = 512,
-    seed: int | None = 0,
-    min_ok: int = 1,
-    quorum: int | None = None,
-    deadline: float | None = None,
-    timeout: float = 120.0,
-    retries: int = 3,
-    cache: "bool | str | ResponseCache | None" = None,
+    settings: Settings | None = None,
     backend: Backend | str | None = None,
+    **options: "Unpack[Options]",
 ) -> RunPlan:
     """Check every setting of a run and resolve the defaults; raises ValueError naming a bad value.
 
-    Arguments as for :func:`moa_lab.run_moa`. ``None`` takes the backend's default for ``proposers``,
-    ``aggregator`` and ``max_tokens`` (512 as in the seed; less on the bundled local models, see
-    :attr:`Backend.default_max_tokens`), and the paper's prompt for ``system_prompt``. No model is called.
+    Arguments as for :func:`moa_lab.run_moa`: ``options`` are :class:`moa_lab.Settings` fields (``temperature``,
+    ``max_tokens``, ``seed``, ``timeout``, ``retries``, ``cache``, ``system_prompt``, ``min_ok``, ``quorum``,
+    ``deadline``), changing ``settings`` (default: the defaults). ``None`` takes the backend's default for
+    ``proposers``, ``aggregator`` and ``max_tokens`` (512 as in the seed; less on the bundled local models, see
+    :attr:`Backend.default_max_tokens`), and the paper's prompt for ``system_prompt``. No model is called and no
+    file is opened.
     """
-    backend = get_backend(backend)
-    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens, cache)
+    backend, checked = resolve(settings, backend, options)
     check_prompt(prompt)
-    system_prompt = check_system_prompt(AGGREGATOR_PROMPT if system_prompt is None else system_prompt)
-    check_seed(seed)
     plan = layer_plan(backend.default_proposers if proposers is None else proposers, layers, backend)
-    fewest = min((len(p) for p in plan), default=min_ok)
-    check_min_ok(min_ok, fewest)
-    check_quorum(quorum, deadline, fewest, min_ok)
+    fewest = min((len(p) for p in plan), default=checked.min_ok)
+    check_min_ok(checked.min_ok, fewest)
+    check_quorum(checked.quorum, fewest, checked.min_ok)
     if aggregator is None:
         aggregator = backend.default_aggregator
     (aggregator,) = check_models([aggregator], backend, "aggregator")
-    return RunPlan(prompt, plan, aggregator, backend, settings, system_prompt, seed, min_ok, quorum, deadline)
+    return RunPlan(prompt, plan, aggregator, backend, checked)

@@ -125,6 +125,14 @@ class MoAResult:
         return {"prompt": self.prompt, "final": self.text, "seconds": self.seconds,
                 **layers_dict(self.layers, prices), **trace_dict(self.trace, prices)}
 
+    def to_pandas(self, prices=None):
+        """The trace as a pandas DataFrame: one row per call (layer, index, model, role, status, seed, started,
+        seconds, tokens, attempts, text, error, cached, straggler, estimated cost), the aggregator last."""
+        import pandas as pd
+
+        rows = trace_dict(self.trace, prices)["trace"]
+        return pd.DataFrame([{**row, "status": call.status} for row, call in zip(rows, self.trace)])
+
     def save(self, path: str | os.PathLike, **extra: Any) -> Path:
         """Write :meth:`to_dict` (plus ``extra`` keys, e.g. the settings) as JSON to ``path``; returns the path."""
         path = Path(path)
@@ -153,9 +161,10 @@ def trace_dict(trace: list[CallRecord], prices=None) -> dict[str, Any]:
 
     prices = get_prices(prices)  # resolved once for every call
     used = usage(trace, prices)
-    return {"calls": used.calls, "failed_calls": used.failed, "cached_calls": used.cached,
-            "prompt_tokens": used.prompt_tokens, "completion_tokens": used.completion_tokens, "cost": used.cost,
-            "unpriced_calls": used.unpriced, "trace": [{**asdict(c), "cost": call_cost(c, prices)} for c in trace]}
+    return {"calls": used.calls, "model_calls": used.model_calls, "failed_calls": used.failed,
+            "cached_calls": used.cached, "straggler_calls": used.stragglers, "prompt_tokens": used.prompt_tokens, "completion_tokens": used.completion_tokens, "cost": used.cost,
+            "unpriced_calls": used.unpriced,
+            "unpriced_models": used.unpriced_models, "trace": [{**asdict(c), "cost": call_cost(c, prices)} for c in trace]}
 
 
 class MoAError(RuntimeError):

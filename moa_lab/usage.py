@@ -114,6 +114,21 @@ class Usage:
     unpriced: int = 0
     unpriced_models: list[str] = field(default_factory=list)
 
+    @property
+    def tokens(self) -> int:
+        """Prompt and completion tokens together."""
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_dict(cls, totals: Mapping) -> "Usage":
+        """The totals a batch line or a run's JSON summary holds (``calls``, ``cached_calls``, ``failed_calls``,
+        ``prompt_tokens``, ``completion_tokens``, ``cost``, ``unpriced_calls``: :func:`moa_lab.records.trace_dict`)
+        as a Usage, without re-summing the calls."""
+        calls, cached = totals["calls"], totals["cached_calls"]
+        return cls(calls, totals.get("model_calls", calls - cached), cached, totals["failed_calls"],
+                   totals.get("straggler_calls", 0), totals["prompt_tokens"], totals["completion_tokens"],
+                   totals["cost"], totals["unpriced_calls"], list(totals.get("unpriced_models", [])))
+
     def add(self, other: "Usage") -> "Usage":
         for name in ("calls", "model_calls", "cached", "failed", "stragglers", "prompt_tokens", "completion_tokens",
                      "cost", "unpriced"):
@@ -180,17 +195,20 @@ def estimate(
     aggregator: str | None = None,
     *,
     prices: Mapping | None = None,
+    plan: "RunPlan | None" = None,
     **settings,
 ) -> Estimate:
     """How many calls a run (or a batch: a list of prompts) makes, with upper bounds of tokens and cost.
-    Arguments as for :func:`moa_lab.plan_run` (or one :class:`~moa_lab.RunPlan`); no model is called.
+    Arguments as for :func:`moa_lab.plan_run` (or one :class:`~moa_lab.RunPlan`; ``plan=``: a plan's models and
+    settings for every prompt); no model is called.
 
     The bound: each answer has at most ``max_tokens`` tokens; a prompt has at most one token per UTF-8 byte
     (true of byte-level BPE and byte-fallback tokenizers) plus the chat template's few tokens; a previous answer
     re-read by the next layer counts ``max_tokens`` again (exact for the same tokenizer).
     """
-    from .plan import RunPlan, plan_run
+    from .plan import RunPlan, from_plan, plan_run
 
+    proposers, aggregator, settings = from_plan(plan, proposers, aggregator, settings)
     prompts = [prompt] if isinstance(prompt, (str, RunPlan)) else list(prompt)
     if not prompts:
         raise ValueError("estimate needs at least one prompt")

@@ -7,8 +7,12 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .cache import get_cache
-from .calls import CallSettings
+from dataclasses import replace
+from typing import Any, Mapping
+
+from .cache import check_cache
+from .prompts import AGGREGATOR_PROMPT
+from .settings import DEFAULTS, NAMES, Settings
 from .unicode import surrogate_error
 
 
@@ -31,7 +35,9 @@ def check_prompt(prompt, what: str = "prompt") -> str:
 
 
 def check_system_prompt(system_prompt) -> str:
-    """The aggregator's prompt: a string (None: the paper's prompt is chosen by the caller)."""
+    """The aggregator's prompt: a string (None: the paper's prompt)."""
+    if system_prompt is None:
+        return AGGREGATOR_PROMPT
     if not isinstance(system_prompt, str):
         raise ValueError(f"system_prompt must be a string (None: the paper's prompt), got {system_prompt!r}")
     return check_text(system_prompt, "system_prompt")
@@ -78,20 +84,40 @@ def layer_plan(proposers, layers, backend) -> list[list[str]]:
     return [check_models(p, backend, f"proposers of layer {i + 1}") for i, p in enumerate(proposers)]
 
 
-def check_call_settings(temperature, max_tokens, timeout, retries, default_max_tokens=None, cache=None) -> CallSettings:
-    """The checked settings; ``max_tokens=None`` takes ``default_max_tokens`` (the backend's); ``cache`` as
-    :func:`moa_lab.cache.get_cache` takes it."""
-    if max_tokens is None:
-        max_tokens = default_max_tokens
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
-        raise ValueError(f"temperature must be a number in [0, 2], got {temperature!r}")
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_settings(base: Settings | None = None, options: Mapping[str, Any] | None = None,
+                   default_max_tokens: int | None = None) -> Settings:
+    """``base`` (default: :data:`~moa_lab.settings.DEFAULTS`) changed by ``options`` (setting names as keys), every
+    value checked (ValueError naming a bad one or an unknown name) and resolved: ``max_tokens=None`` takes
+    ``default_max_tokens`` (the backend's), ``system_prompt=None`` the paper's prompt, ``cache`` the file to open
+    on the first call (nothing is opened here). ``min_ok`` and ``quorum`` are checked against a layer's size by
+    :func:`check_min_ok` and :func:`check_quorum`."""
+    if base is not None and not isinstance(base, Settings):
+        raise ValueError(f"settings must be a moa_lab.Settings (or a plan), got {base!r}")
+    options = dict(options or {})
+    unknown = [name for name in options if name not in NAMES]
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r}; the settings are: {', '.join(NAMES)}")
+    s = replace(base or DEFAULTS, **options)
+    max_tokens = default_max_tokens if s.max_tokens is None else s.max_tokens
+    if not _number(s.temperature) or not 0 <= s.temperature <= 2:
+        raise ValueError(f"temperature must be a number in [0, 2], got {s.temperature!r}")
     if max_tokens is not None and (not _is_int(max_tokens) or max_tokens < 1):
         raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 or math.isinf(timeout):
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    if not _is_int(retries) or retries < 0:
-        raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
-    return CallSettings(float(temperature), max_tokens, float(timeout), retries, cache=get_cache(cache))
+    if not _number(s.timeout) or not s.timeout > 0 or math.isinf(s.timeout):
+        raise ValueError(f"timeout must be a positive number of seconds, got {s.timeout!r}")
+    if not _is_int(s.retries) or s.retries < 0:
+        raise ValueError(f"retries must be an integer >= 0, got {s.retries!r}")
+    if not _number(s.backoff) or not 0 <= s.backoff < math.inf:
+        raise ValueError(f"backoff must be a number of seconds >= 0, got {s.backoff!r}")
+    check_seed(s.seed)
+    if s.deadline is not None and (not _number(s.deadline) or not 0 < s.deadline < math.inf):
+        raise ValueError(f"deadline must be None (no deadline) or a positive number of seconds, got {s.deadline!r}")
+    return replace(s, temperature=float(s.temperature), max_tokens=max_tokens, timeout=float(s.timeout),
+                   system_prompt=check_system_prompt(s.system_prompt), cache=check_cache(s.cache))
 
 
 def check_min_ok(min_ok, n_models: int) -> None:
@@ -99,14 +125,11 @@ def check_min_ok(min_ok, n_models: int) -> None:
         raise ValueError(f"min_ok must be an integer from 1 to the number of proposers ({n_models}), got {min_ok!r}")
 
 
-def check_quorum(quorum, deadline, n_models: int, min_ok: int) -> None:
-    """``quorum``: None, or an integer from ``min_ok`` to the layer's proposers; ``deadline``: None or seconds > 0."""
+def check_quorum(quorum, n_models: int, min_ok: int) -> None:
+    """``quorum``: None, or an integer from ``min_ok`` to the layer's proposers."""
     if quorum is not None and (not _is_int(quorum) or not min_ok <= quorum <= n_models):
         raise ValueError(f"quorum must be None (wait for every proposer) or an integer from min_ok ({min_ok}) to the "
                          f"number of proposers ({n_models}), got {quorum!r}")
-    if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))
-                                 or not 0 < deadline < math.inf):
-        raise ValueError(f"deadline must be None (no deadline) or a positive number of seconds, got {deadline!r}")
 
 
 def check_seed(seed) -> None:

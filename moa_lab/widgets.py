@@ -13,7 +13,7 @@ import asyncio
 import html
 import time
 import traceback
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import ipywidgets as w
 
@@ -23,6 +23,12 @@ from .moa import run_plan
 from .plan import RunPlan, plan_run
 from .prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
 from .records import CallRecord, MoAError
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .settings import Options
 
 SYSTEM_PROMPTS = {"English": AGGREGATOR_PROMPT_EN, "中文": AGGREGATOR_PROMPT_ZH}
 MAX_LAYERS = 6
@@ -49,34 +55,41 @@ def _pre(text: str, style: str = "") -> str:
 
 
 class Playground:
-    """An MoA panel. Arguments pre-fill the form (as for :func:`moa_lab.plan_run`; None: the backend's defaults).
+    """An MoA panel. Arguments pre-fill the form (as for :func:`moa_lab.plan_run`; None: the backend's defaults),
+    or ``plan=`` a checked plan (its prompt, models and settings; the arguments given change them).
 
     Each Run checks the form with :func:`plan_run` (a bad value shows a message and calls nothing), then makes
     ``plan.calls`` model calls: each layer's proposers at once, the layers in turn, the aggregator streamed.
     After a run: ``result`` (a :class:`MoAResult`, or None), ``error`` (the exception, if any), ``records``
     (every finished call, also after a failure or Stop), ``plan``, ``first_token_seconds`` (from the click to
     the aggregator's first chunk) and ``message`` (the status line). ``await panel.wait()`` waits for the task.
-    ``timeout`` and ``retries`` apply to every call, as in :func:`moa_lab.run_moa`.
+    The settings the form does not show (``timeout``, ``retries``, ``seed``, ``cache``...) apply to every run.
     """
 
     def __init__(
         self,
-        prompt: str = "What are some fun things to do in San Francisco?",
+        prompt: str | None = None,
         proposers: Sequence[str] | Sequence[Sequence[str]] | None = None,
         aggregator: str | None = None,
         *,
         layers: int | None = None,
-        temperature: float = 0.7,
-        max_tokens: int | None = None,
-        system_prompt: str | None = None,
-        timeout: float = 120.0,
-        retries: int = 3,
+        plan: RunPlan | None = None,
         backend: Backend | str | None = None,
+        **options: "Unpack[Options]",
     ) -> None:
+        if plan is not None and not isinstance(plan, RunPlan):
+            raise ValueError(f"plan must be a RunPlan (from plan_run), got {plan!r}")
+        if plan is not None:
+            prompt = plan.prompt if prompt is None else prompt
+            proposers = plan.proposers if proposers is None else proposers
+            aggregator = plan.aggregator if aggregator is None else aggregator
+            backend = plan.backend if backend is None else backend
+        if prompt is None:
+            prompt = "What are some fun things to do in San Francisco?"
         self.backend = b = get_backend(backend)
-        self.timeout, self.retries = timeout, retries
-        start = plan_run(prompt, proposers, aggregator, layers=layers, system_prompt=system_prompt,
-                         temperature=temperature, max_tokens=max_tokens, timeout=timeout, retries=retries, backend=b)
+        base = plan.settings if plan is not None else Settings(max_tokens=None)  # the backend's default length
+        start = plan_run(prompt, proposers, aggregator, layers=layers, settings=base, backend=b, **options)
+        self.settings: Settings = start.settings  # what the form's values change, run by run
         if start.layers > MAX_LAYERS:
             raise ValueError(f"layers={start.layers}: the playground shows at most {MAX_LAYERS} layers")
         self.models = list(dict.fromkeys(b.known_models or (*b.default_proposers, b.default_aggregator)))
@@ -184,9 +197,9 @@ class Playground:
         """The form's settings, checked (ValueError naming a bad value). Calls no model."""
         return plan_run(
             self.prompt.value, [list(t.value) for t in self.proposers[: self.layers.value - 1]] or None,
-            self.aggregator.value.strip(), layers=self.layers.value, system_prompt=self.system_prompt.value,
-            temperature=self.temperature.value, max_tokens=self.max_tokens.value, timeout=self.timeout,
-            retries=self.retries, backend=self.backend,
+            self.aggregator.value.strip(), layers=self.layers.value, settings=self.settings, backend=self.backend,
+            system_prompt=self.system_prompt.value, temperature=self.temperature.value,
+            max_tokens=self.max_tokens.value,
         )
 
     # --- a run ----------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from conftest import run, write_jsonl
 
 from moa_lab import read_prompts, read_results, run_batch
-from moa_lab.batch import _Output
+from moa_lab.files import OutputFile
 
 MODELS = dict(proposers=["a", "b", "c", "d"], aggregator="agg")
 
@@ -123,7 +123,7 @@ def test_other_settings_on_the_same_output_are_refused(fault, remote, tmp_path):
 
 def test_a_second_writer_on_the_same_output_is_refused(fault, remote, tmp_path):
     out = tmp_path / "out.jsonl"
-    holder = _Output(out)
+    holder = OutputFile(out)
     try:
         with pytest.raises(ValueError, match="another batch run"):
             batch(remote, ["q"], out)

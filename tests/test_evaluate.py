@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import run
 
-from moa_lab import CallRecord
+from moa_lab import CallRecord, Usage
 from moa_lab.evaluate import (Config, ConfigRun, Judgment, Task, bootstrap_ci, builtin_tasks, check_configs,
                               estimate_evaluation, evaluate, extract, first_position_rate, is_correct, judge,
                               length_controlled, load_tasks, moa, order_effect, parse_verdict, prompt_scores,
@@ -201,10 +201,11 @@ def fixed_report(tmp_path):
     tasks = [Task("i1", "Write."), Task("i2", "Tell."), Task("q1", "2+2?", "number", "4"),
              Task("q2", MC, "choice", "B")]
     base, other = single("a"), moa(["a", "b"], "agg")
-    runs = {base.name: ConfigRun(base, {"i1": "x" * 10, "i2": "y" * 10, "q1": "5", "q2": "B"}, calls=4, tokens=40,
-                                 seconds=[1.0] * 4),
+    runs = {base.name: ConfigRun(base, {"i1": "x" * 10, "i2": "y" * 10, "q1": "5", "q2": "B"},
+                                 usage=Usage(calls=4, prompt_tokens=30, completion_tokens=10), seconds=[1.0] * 4),
             other.name: ConfigRun(other, {"i1": "z" * 30, "i2": "w" * 20, "q1": "2+2=4"}, {"q2": "HTTP 500"},
-                                  calls=12, tokens=300, cost=0.25, seconds=[3.0] * 4)}
+                                  usage=Usage(calls=12, prompt_tokens=200, completion_tokens=100, cost=0.25),
+                                  seconds=[3.0] * 4)}
     judgments = [judgment("A", True, "i1", other.name), judgment("B", False, "i1", other.name),  # won both
                  judgment("A", True, "i2", other.name), judgment("A", False, "i2", other.name)]  # split: a tie
     from moa_lab import get_backend

@@ -9,28 +9,30 @@ from pathlib import Path
 from statistics import mean
 from typing import Any, Sequence
 
-from ..batch import read_results, run_batch, settings_id
+from ..batch import run_batch, settings_id
+from ..files import read_results
 from ..plan import plan_run
+from ..usage import Usage
 from .configs import Config
 from .tasks import Task
 
 
 @dataclass
 class ConfigRun:
-    """One configuration's answers (task id → final text; failed prompts in ``failed`` with their error) and
-    what they cost: model calls, tokens, estimated cost (``unpriced`` calls had no price), ``seconds`` per
-    prompt (the time of one MoA, end to end), ``cached`` calls answered from the cache."""
+    """One configuration's answers (task id → final text; failed prompts in ``failed`` with their error), what
+    they cost (``usage``: calls, tokens, estimated cost; ``calls``, ``tokens``, ``cost`` read it) and ``seconds``
+    per prompt (the time of one MoA, end to end)."""
 
     config: Config
     answers: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    calls: int = 0
-    cached: int = 0
-    tokens: int = 0
-    cost: float = 0.0
-    unpriced: int = 0
+    usage: Usage = field(default_factory=Usage)
     seconds: list[float] = field(default_factory=list)
     path: Path | None = None
+
+    calls = property(lambda self: self.usage.calls, doc="Calls made or answered from the cache.")
+    tokens = property(lambda self: self.usage.tokens, doc="Prompt and completion tokens.")
+    cost = property(lambda self: self.usage.cost, doc="Estimated USD of the priced calls.")
 
     @property
     def seconds_per_prompt(self) -> float | None:
@@ -45,11 +47,7 @@ def from_lines(config: Config, lines: Sequence[dict], path: Path | None = None) 
             run.answers[line["id"]] = line["final"]
         else:
             run.failed[line["id"]] = line["error"]
-        run.calls += line["calls"]
-        run.cached += line["cached_calls"]
-        run.tokens += line["prompt_tokens"] + line["completion_tokens"]
-        run.cost += line["cost"]
-        run.unpriced += line["unpriced_calls"]
+        run.usage.add(Usage.from_dict(line))
         run.seconds.append(line["seconds"])
     return run
 

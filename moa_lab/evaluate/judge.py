@@ -13,10 +13,11 @@ from typing import Mapping, Sequence
 
 from .. import calls
 from ..backends import get_backend
-from ..batch import progress_bar
+from ..display import progress_bar
 from ..limits import CallLimiter, call_limits
 from ..records import CallRecord
-from ..validation import check_call_settings, check_models, check_seed
+from ..settings import Settings
+from ..validation import check_models, check_settings
 from .generate import ConfigRun
 from .tasks import Task
 
@@ -121,13 +122,16 @@ def prompt_scores(judgments: Sequence[Judgment]) -> dict[tuple[str, str], float 
     return {key: (None if None in s else sum(s) / len(s)) for key, s in scores.items()}
 
 
-def check_judge(judge_model: str | None = None, n_orders: int = 2, max_tokens: int = 16, *, temperature: float = 0.0,
-                seed: int | None = 0, timeout: float = 120.0, retries: int = 3, cache=None, backend=None):
-    """The judge's model (None: the backend's default aggregator) and call settings, checked (ValueError)."""
+#: The judge's settings unless changed: greedy (temperature 0), a one-word verdict (16 tokens at most).
+JUDGE_SETTINGS = Settings(temperature=0.0, max_tokens=16)
+
+
+def check_judge(judge_model: str | None = None, n_orders: int = 2, *, backend=None, **options) -> tuple[str, Settings]:
+    """The judge's model (None: the backend's default aggregator) and call settings (:data:`JUDGE_SETTINGS`
+    changed by ``options``), checked (ValueError)."""
     backend = get_backend(backend)
-    settings = check_call_settings(temperature, max_tokens, timeout, retries, backend.default_max_tokens, cache)
+    settings = check_settings(JUDGE_SETTINGS, options, backend.default_max_tokens)
     (judge_model,) = check_models([judge_model or backend.default_aggregator], backend, "judge_model")
-    check_seed(seed)
     orders("", "", n_orders)  # checks n_orders
     return judge_model, settings
 
@@ -139,25 +143,21 @@ async def judge(
     *,
     judge_model: str | None = None,
     n_orders: int = 2,
-    max_tokens: int = 16,
-    temperature: float = 0.0,
-    seed: int | None = 0,
     concurrency: int = 8,
-    timeout: float = 120.0,
-    retries: int = 3,
-    cache=None,
     backend=None,
     progress: bool = True,
+    **options,
 ) -> list[Judgment]:
     """Judge every configuration's answer to every open task against ``baseline``'s answer to it.
 
     Costs ``n_orders`` judge calls per (configuration, open task) where both have an answer, ``concurrency`` at
-    once; none for verdicts already in the cache (the judge's replies are cached like any answer: ``seed`` None
-    turns that off). ``judge_model``: None takes the backend's default aggregator. Returns the judgments in
-    (configuration, task, order) order."""
+    once; none for verdicts already in the cache (the judge's replies are cached like any answer: ``seed=None``
+    turns that off). ``judge_model``: None takes the backend's default aggregator. ``options``: the judge's
+    :class:`moa_lab.Settings` (:data:`JUDGE_SETTINGS` unless changed: ``max_tokens=``, ``seed=``, ``cache=``...).
+    Returns the judgments in (configuration, task, order) order."""
     backend = get_backend(backend)
-    judge_model, settings = check_judge(judge_model, n_orders, max_tokens, temperature=temperature, seed=seed,
-                                        timeout=timeout, retries=retries, cache=cache, backend=backend)
+    judge_model, settings = check_judge(judge_model, n_orders, backend=backend, **options)
+    seed = settings.seed
     CallLimiter(concurrency)  # checks concurrency now, before the server is started
     if baseline not in runs:
         raise ValueError(f"baseline {baseline!r} has no answers; configurations: {', '.join(map(repr, runs))}")

@@ -66,6 +66,15 @@ def estimate_evaluation(tasks: Sequence[Task], configs: Sequence[Config], *, jud
     return EvalEstimate(answer_calls, n_orders * pairs * len(open_tasks), bound if priced else None)
 
 
+def _needs_matplotlib() -> None:
+    """The report's plots need matplotlib: say so before the first call, not after the last."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError("evaluate() draws its plots with matplotlib, which is not installed: "
+                          "pip install 'moa_lab[notebooks]' (or matplotlib); nothing was run")
+
+
 async def evaluate(
     tasks: Sequence[Task] | str | os.PathLike | None,
     configs: Sequence[Config],
@@ -88,15 +97,16 @@ async def evaluate(
     ``n_orders`` judge calls per open task and configuration other than the baseline, at most ``concurrency``
     at once; none for what ``folder`` or the cache already holds (run it again to go on after a stop)."""
     tasks = as_tasks(tasks)
+    _needs_matplotlib()
     backend = get_backend(settings.pop("backend", None))
     configs, base = check_configs(configs, baseline, backend)
-    seed, cache = settings.get("seed", 0), settings.get("cache")
-    judge_model, _ = check_judge(judge_model, n_orders, judge_max_tokens, seed=seed, cache=cache, backend=backend)
+    same = {name: settings[name] for name in ("seed", "cache") if name in settings}  # the judge's too
+    judge_model, _ = check_judge(judge_model, n_orders, backend=backend, max_tokens=judge_max_tokens, **same)
     runs = await generate(tasks, configs, folder, concurrency=concurrency, progress=progress, backend=backend,
                           **settings)
     judgments = await judge(tasks, runs, base.name, judge_model=judge_model, n_orders=n_orders,
-                            max_tokens=judge_max_tokens, seed=seed, concurrency=concurrency, cache=cache,
-                            backend=backend, progress=progress)
+                            concurrency=concurrency, backend=backend, progress=progress, max_tokens=judge_max_tokens,
+                            **same)
     report = summarize(tasks, configs, runs, judgments, base.name, judge_model=judge_model, n_orders=n_orders,
                        backend=backend)
     report.save(Path(folder))

@@ -7,12 +7,12 @@ from __future__ import annotations
 import csv
 import html
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from statistics import mean
 from typing import Mapping, Sequence
 
-from ..display import View, _html_table
+from ..display import View, html_table
 from ..jsonl import dumps
 from ..usage import Usage, usage
 from .configs import Config
@@ -30,7 +30,8 @@ LOCAL_CAVEAT = ("These answers and verdicts come from the bundled SmolLM2-135M a
 class Row:
     """One configuration's results. ``win_rate`` / ``lc_win_rate`` in percent (None for the baseline, or with
     no verdict); ``verdicts``: the judgments won, tied, lost and without a verdict; ``accuracy`` in percent
-    over the objective questions; ``calls``, ``tokens``, ``cost`` over every task."""
+    over the objective questions; ``usage`` (``calls``, ``tokens``, ``cost``, ``unpriced`` read it) over every
+    task."""
 
     config: str
     kind: str
@@ -50,15 +51,27 @@ class Row:
     correct: int = 0
     questions: int = 0
     failed: int = 0
-    calls: int = 0
-    tokens: int = 0
-    cost: float = 0.0
-    unpriced: int = 0
+    usage: Usage = field(default_factory=Usage)
     seconds_per_prompt: float | None = None
+
+    calls = property(lambda self: self.usage.calls)
+    tokens = property(lambda self: self.usage.tokens)
+    cost = property(lambda self: self.usage.cost)
+    unpriced = property(lambda self: self.usage.unpriced)
 
     @property
     def accuracy(self) -> float | None:
         return 100.0 * self.correct / self.questions if self.questions else None
+
+    def to_dict(self) -> dict:
+        """Flat: every field, ``usage`` as its ``calls``, ``tokens``, ``cost``, ``unpriced``; then ``accuracy``."""
+        out = {}
+        for name in (f.name for f in fields(self)):
+            if name == "usage":
+                out.update(calls=self.calls, tokens=self.tokens, cost=self.cost, unpriced=self.unpriced)
+            else:
+                out[name] = getattr(self, name)
+        return {**out, "accuracy": self.accuracy}
 
 
 def _pct(value: float | None) -> str:
@@ -129,7 +142,7 @@ class EvalReport:
     def table(self) -> View:
         cells = [_cells(r, self.baseline) for r in self.rows]
         notes = "".join(f"<p>{n}</p>" for n in self.notes())
-        return View(_html_table(COLUMNS, cells) + notes, self.to_text())
+        return View(html_table(COLUMNS, cells) + notes, self.to_text())
 
     def _repr_html_(self) -> str:
         return self.table().html
@@ -151,12 +164,18 @@ class EvalReport:
 
     def to_csv(self) -> str:
         out = io.StringIO()
-        fields = list(asdict(self.rows[0])) + ["accuracy"]
-        writer = csv.DictWriter(out, fields)
+        writer = csv.DictWriter(out, list(self.rows[0].to_dict()))
         writer.writeheader()
         for r in self.rows:
-            writer.writerow({**asdict(r), "accuracy": r.accuracy})
+            writer.writerow(r.to_dict())
         return out.getvalue()
+
+    def to_pandas(self):
+        """The rows as a pandas DataFrame, one row per configuration (indexed by its name), the columns of
+        :meth:`Row.to_dict` (the numbers, unformatted: sort, filter and plot them)."""
+        import pandas as pd
+
+        return pd.DataFrame([r.to_dict() for r in self.rows]).set_index("config")
 
     def save(self, folder: str | Path) -> dict[str, Path]:
         """Write ``results.md``, ``results.csv``, ``judgments.jsonl`` and the two plots (PNG) into ``folder``."""
@@ -187,8 +206,7 @@ def summarize(tasks: Sequence[Task], configs: Sequence[Config], runs: Mapping[st
     for config in configs:
         run = runs[config.name]
         row = Row(config.name, config.kind, config.n, config.layers, config.calls, failed=len(run.failed),
-                  calls=run.calls, tokens=run.tokens, cost=run.cost, unpriced=run.unpriced,
-                  seconds_per_prompt=run.seconds_per_prompt)
+                  usage=run.usage, seconds_per_prompt=run.seconds_per_prompt)
         lengths = [len(run.answers[i]) for i in open_ids if i in run.answers]
         row.length = mean(lengths) if lengths else None
         scored = [t for t in questions if config.kind != "reference" or t.reference is not None]
@@ -214,7 +232,7 @@ def answers_view(task: Task, runs: Mapping[str, ConfigRun]) -> View:
     row = {name: run.answers.get(task.id, f"failed: {run.failed.get(task.id, 'no answer')}")
            for name, run in runs.items()}
     text = "\n\n".join(f"--- {name} ---\n{answer}" for name, answer in row.items())
-    return View(f"<b>{html.escape(task.prompt)}</b>" + _html_table(list(row), [row]), f"{task.prompt}\n\n{text}")
+    return View(f"<b>{html.escape(task.prompt)}</b>" + html_table(list(row), [row]), f"{task.prompt}\n\n{text}")
 
 
 def judgments_view(judgments: Sequence[Judgment]) -> View:
@@ -224,7 +242,7 @@ def judgments_view(judgments: Sequence[Judgment]) -> View:
              "verdict": j.verdict or f"none ({j.note})", "winner": j.winner or "-"} for j in judgments]
     columns = ("task", "configuration", "A is", "judge's reply", "verdict", "winner")
     text = "\n".join(" | ".join(str(r[c]) for c in columns) for r in rows)
-    return View(_html_table(columns, rows), text)
+    return View(html_table(columns, rows), text)
 
 
 def order_effect(judgments: Sequence[Judgment]) -> View:
@@ -240,4 +258,4 @@ def order_effect(judgments: Sequence[Judgment]) -> View:
         rows.append(dict(zip(("configuration", "shown first", "shown second", "both orders"), [name, *rates])))
     columns = ("configuration", "shown first", "shown second", "both orders")
     text = "\n".join(" | ".join(r[c] for c in columns) for r in [dict(zip(columns, columns))] + rows)
-    return View(_html_table(columns, rows), text)
+    return View(html_table(columns, rows), text)

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from ..batch import read_prompts
+from ..files import read_prompts
 
 KINDS = ("open", "number", "choice", "text")
 

@@ -26,7 +26,7 @@ from conftest import MOA, run, write_jsonl
 from fault_server import FaultServer
 
 from moa_lab import run_batch, run_moa
-from moa_lab.batch import PROBE_BYTES
+from moa_lab.files import PROBE_BYTES
 from moa_lab.cache import CacheWarning, ResponseCache
 
 P = "What is MoA?"

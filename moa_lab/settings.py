@@ -1,0 +1,74 @@
+"""A run's settings and their defaults, declared once. Nothing here does I/O or calls a model.
+
+Every public call takes the settings as keyword arguments (``run_moa(prompt, temperature=0.2, seed=7)``), or
+as one object: ``settings=Settings(...)``, or a checked plan (``run_layer(prompt, models, plan=plan)``), whose
+settings the keywords then change. :func:`moa_lab.validation.check_settings` checks them once, naming a bad
+value; new options join :class:`Settings` rather than every signature.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, TypedDict, Union
+
+from .prompts import AGGREGATOR_PROMPT
+
+if TYPE_CHECKING:
+    from .cache import ResponseCache
+
+CacheSpec = Union[bool, str, "os.PathLike[str]", "ResponseCache", None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings every call of a run shares, with their defaults.
+
+    - ``temperature`` (0.7) and ``max_tokens`` (512, as in the seed; None: the backend's default, 64 on the
+      bundled models) of every call; ``seed`` (0): each call gets ``seed + 1000 * layer + index``, so runs are
+      reproducible and the same model twice in a layer gives two samples (None: a new sample every time, never
+      cached).
+    - ``timeout`` (120 s): per attempt, the wait for the whole answer, or for a stream's first token and each
+      next one. ``retries`` (3): extra attempts after a retryable failure (429, 408, 409, 5xx, timeout,
+      connection error), waiting ``backoff * 2**n`` seconds (``backoff`` 0.5) or what Retry-After says.
+    - ``cache``: where answers are looked up and stored (None or True: ``MOA_LAB_CACHE``, else the user cache
+      dir; False: none; a file path; a :class:`~moa_lab.ResponseCache`). Opened on the first call, not before.
+    - ``system_prompt``: the instructions above the numbered references in layers after the first (None: the
+      paper's, :data:`~moa_lab.AGGREGATOR_PROMPT_EN`).
+    - ``min_ok`` (1): answers a proposer layer needs to go on; ``quorum`` (None): a layer moves on once that
+      many answered; ``deadline`` (None): a layer moves on after that many seconds. Stragglers are cancelled.
+    """
+
+    temperature: float = 0.7
+    max_tokens: int | None = 512
+    seed: int | None = 0
+    timeout: float = 120.0
+    retries: int = 3
+    backoff: float = 0.5
+    cache: CacheSpec = field(default=None, compare=False)
+    system_prompt: str | None = AGGREGATOR_PROMPT
+    min_ok: int = 1
+    quorum: int | None = None
+    deadline: float | None = None
+
+
+#: The setting names, in order: what ``**options`` may hold.
+NAMES: tuple[str, ...] = tuple(f.name for f in fields(Settings))
+#: The defaults, as one object (``DEFAULTS.temperature``: 0.7).
+DEFAULTS = Settings()
+
+
+class Options(TypedDict, total=False):
+    """The keyword arguments that set :class:`Settings` fields (for type checkers: ``**options: Unpack[Options]``)."""
+
+    temperature: float
+    max_tokens: int | None
+    seed: int | None
+    timeout: float
+    retries: int
+    backoff: float
+    cache: CacheSpec
+    system_prompt: str | None
+    min_ok: int
+    quorum: int | None
+    deadline: float | None
