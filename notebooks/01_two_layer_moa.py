@@ -33,6 +33,14 @@
 #
 # This notebook is Together's 2-layer recipe (4 proposers and 1 aggregator), one step at a time. The plumbing
 # (retries, timeouts, the local server) lives in `moa_lab`, so each cell shows one idea.
+#
+# **In this notebook you will:**
+#
+# - check a run's settings and see which backend answers, before any model is called (`plan_run`);
+# - run the proposer layer, all calls at once, and read their answers side by side (`run_layer`);
+# - see the exact messages the aggregator receives, then stream its answer (`aggregate`);
+# - read the run's trace: every call's time, tokens and cost, in a table and on a timeline;
+# - try other settings in the playground panel.
 
 # %% [markdown]
 # ## Parameters
@@ -82,14 +90,15 @@ plan
 # retried; if it still fails it is recorded with its cause and left out of the next step, never passed on as
 # the text "None". Each call has its own seed, so the same model twice gives two different answers.
 #
-# The cell uses top-level `await`: a notebook cell already runs inside an event loop.
+# `plan=plan` hands the step every setting checked above (temperature, `max_tokens`, seed, backend...): one
+# source of truth. A keyword changes one of them for this step only, e.g. `run_layer(..., plan=plan,
+# temperature=0.2)`. The cell uses top-level `await`: a notebook cell already runs inside an event loop.
 
 # %%
 from moa_lab import run_layer
 from moa_lab.display import layer_table
 
-layer1 = await run_layer(prompt, plan.proposers[0], temperature=temperature, max_tokens=plan.max_tokens,
-                         backend=plan.backend)
+layer1 = await run_layer(prompt, plan.proposers[0], plan=plan)
 layer_table(layer1)
 
 # %% [markdown]
@@ -116,8 +125,7 @@ messages_view(build_messages(prompt, layer1.answers, plan.system_prompt))
 # %%
 from moa_lab import aggregate
 
-final = aggregate(prompt, layer1.answers, plan.aggregator, system_prompt=plan.system_prompt,
-                  temperature=temperature, max_tokens=plan.max_tokens, backend=plan.backend)
+final = aggregate(prompt, layer1.answers, plan.aggregator, plan=plan)
 async for chunk in final:
     print(chunk, end="", flush=True)
 
@@ -158,27 +166,51 @@ if summary_file:
 print(f"{len(result.trace)} calls, {result.seconds:.1f} s from the first call's start to the last call's end")
 
 # %% [markdown]
-# ## The seed's script form works here too
+# ## Playground
+#
+# The same run as a panel, pre-filled with this notebook's parameters: change a setting, press **Run**, and
+# watch each layer's answers arrive and the aggregator's answer stream in. Nothing runs until you press Run
+# (under papermill the panel is shown, and nothing runs). The panel's "Settings as" box turns an experiment
+# you like into this notebook's papermill parameters or a `run_moa(...)` call. Notebook 03 is the panel alone.
+
+# %%
+from moa_lab.widgets import Playground
+
+Playground(plan=plan)
+
+# %% [markdown]
+# ## Recap
+#
+# - A 2-layer MoA is **n + 1 calls**: the proposers at once, then one aggregator that reads their answers,
+#   numbered into its system message. The user's question stays the user message.
+# - It takes about *the slowest proposer + the aggregator*: MoA trades latency (and calls) for quality.
+# - `plan_run` checks everything first; `plan=plan` passes its settings to each step; failed calls are
+#   recorded with their cause and never passed on; answers are cached, so a re-run costs nothing.
+#
+# **Where next:** notebook 02 adds refinement layers (3 or more), 03 is the playground alone, 04 runs MoA over a
+# dataset (synthetic data), and 05 measures whether MoA beats a single model.
+
+# %% [markdown]
+# ## Appendix: the seed's script form, `asyncio.run(main())`
 #
 # The seed's script ends with `asyncio.run(main())`. In a notebook, that line fails at first. The kernel
 # already runs an event loop (that is why top-level `await` works), and `asyncio.run` refuses to start a
 # second one inside it. `nest_asyncio.apply()` patches the running loop so that it can be entered again. After
-# that, the seed's form runs unchanged. Below, `main()` is the whole recipe in one call, `run_moa`. (`moa_lab`'s
-# own `run_moa_sync` does the same for scripts and cells without `await`.) Its settings and seeds are the ones
-# above, so its calls are answered from the cache, at once: the summary line says so.
+# that, the seed's form runs unchanged. Below, `main()` is the whole recipe in one call, `run_plan(plan)` (the
+# same as `run_moa` with the plan's settings). (`moa_lab`'s own `run_moa_sync` does the same for scripts and cells
+# without `await`.) Its settings and seeds are the ones above, so its calls are answered from the cache, at once:
+# the summary line says so.
 
 # %%
 import asyncio
 
 import nest_asyncio
 
-from moa_lab import run_moa
+from moa_lab import run_plan
 
 
 async def main():
-    return await run_moa(prompt, plan.proposers, plan.aggregator, layers=2, system_prompt=plan.system_prompt,
-                         temperature=temperature, max_tokens=plan.max_tokens, backend=plan.backend,
-                         on_chunk=lambda text: print(text, end="", flush=True))
+    return await run_plan(plan, on_chunk=lambda text: print(text, end="", flush=True))
 
 
 seed_style = main()
@@ -192,17 +224,3 @@ except RuntimeError as err:
     nest_asyncio.apply()
     again = asyncio.run(main())
 print(f"\n\n{again.usage()}; {again.seconds:.2f} s")
-
-# %% [markdown]
-# ## Playground
-#
-# The same run as a panel, pre-filled with this notebook's parameters: change a setting, press **Run**, and
-# watch each layer's answers arrive and the aggregator's answer stream in. Nothing runs until you press Run
-# (under papermill the panel is shown, and nothing runs). The panel's "Settings as" box turns an experiment
-# you like into this notebook's papermill parameters or a `run_moa(...)` call. Notebook 03 is the panel alone.
-
-# %%
-from moa_lab.widgets import Playground
-
-Playground(prompt, plan.proposers, plan.aggregator, temperature=temperature, max_tokens=plan.max_tokens,
-           system_prompt=plan.system_prompt, backend=plan.backend)

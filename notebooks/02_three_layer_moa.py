@@ -32,6 +32,14 @@
 #
 # This notebook is Together's 3-layer recipe, one step at a time. `layers` is a parameter: 2 skips the
 # refinement, 4 or more repeats it.
+#
+# **In this notebook you will:**
+#
+# - run a refinement layer, where every proposer reads all the previous answers;
+# - see the exact system message that injects those answers (the seed's `getFinalSystemPrompt`);
+# - give each layer its own proposers, and any number of layers, as parameters;
+# - measure what each layer adds in prompt tokens and time;
+# - re-run only the aggregator, with the seed's Chinese prompt, at the cost of one call.
 
 # %% [markdown]
 # ## Parameters
@@ -79,8 +87,7 @@ plan
 from moa_lab import run_layer
 from moa_lab.display import layer_table
 
-first = await run_layer(prompt, plan.proposers[0], temperature=temperature, max_tokens=plan.max_tokens,
-                        backend=plan.backend)
+first = await run_layer(prompt, plan.proposers[0], plan=plan)
 proposer_layers = [first]
 layer_table(first)
 
@@ -103,21 +110,20 @@ for number, models in enumerate(plan.proposers[1:], start=2):
     previous = proposer_layers[-1].answers
     display(Markdown(f"### Layer {number}: what each of its {len(models)} proposers receives"))
     display(messages_view(build_messages(prompt, previous, plan.system_prompt)))
-    layer = await run_layer(prompt, models, previous=previous, layer=number, system_prompt=plan.system_prompt,
-                            temperature=temperature, max_tokens=plan.max_tokens, backend=plan.backend)
+    layer = await run_layer(prompt, models, previous=previous, layer=number, plan=plan)
     display(layer_table(layer))
     proposer_layers.append(layer)
 
 # %% [markdown]
 # ## The aggregator: one answer from the last layer, streamed
 #
-# The aggregator gets the same kind of system message, built from the last proposer layer.
+# The aggregator gets the same kind of system message, built from the last proposer layer. With `plan=plan` it
+# takes its place in the plan: layer `plan.layers`, which sets its seed and its row in the trace.
 
 # %%
 from moa_lab import aggregate
 
-final = aggregate(prompt, proposer_layers[-1].answers, plan.aggregator, system_prompt=plan.system_prompt,
-                  layer=plan.layers, temperature=temperature, max_tokens=plan.max_tokens, backend=plan.backend)
+final = aggregate(prompt, proposer_layers[-1].answers, plan.aggregator, plan=plan)
 async for chunk in final:
     print(chunk, end="", flush=True)
 
@@ -153,8 +159,9 @@ print(f"{len(result.trace)} calls in {plan.layers} layers, {result.seconds:.1f} 
 # work). `nest_asyncio.apply()` patches the running loop so that it can be entered again, and then the seed's
 # form runs unchanged (notebook 01 shows the refusal first).
 #
-# This `main()` runs only the seed's last step again, with its Chinese prompt (`AGGREGATOR_PROMPT_ZH`). It
-# reuses the last layer's answers, so changing the aggregator's prompt costs one call, not a whole run.
+# This `main()` runs only the seed's last step again, with its Chinese prompt (`AGGREGATOR_PROMPT_ZH`): the plan's
+# settings, one of them changed by a keyword. It reuses the last layer's answers, so changing the aggregator's
+# prompt costs one call, not a whole run.
 
 # %%
 import asyncio
@@ -165,8 +172,8 @@ from moa_lab import AGGREGATOR_PROMPT_ZH
 
 
 async def main():
-    final_zh = aggregate(prompt, proposer_layers[-1].answers, plan.aggregator, system_prompt=AGGREGATOR_PROMPT_ZH,
-                         layer=plan.layers, temperature=temperature, max_tokens=plan.max_tokens, backend=plan.backend)
+    final_zh = aggregate(prompt, proposer_layers[-1].answers, plan.aggregator, plan=plan,
+                         system_prompt=AGGREGATOR_PROMPT_ZH)
     async for chunk in final_zh:
         print(chunk, end="", flush=True)
 
@@ -185,5 +192,17 @@ asyncio.run(main())
 # %%
 from moa_lab.widgets import Playground
 
-Playground(prompt, plan.proposers, plan.aggregator, temperature=temperature, max_tokens=plan.max_tokens,
-           system_prompt=plan.system_prompt, backend=plan.backend)
+Playground(plan=plan)
+
+# %% [markdown]
+# ## Recap
+#
+# - Each refinement layer asks the proposers again, with every answer of the layer before numbered into their
+#   system message; the aggregator reads the last layer the same way.
+# - Cost grows with depth: `n × (layers - 1) + 1` calls, prompts longer by about n × `max_tokens` per refined
+#   call, and a wall time of about the sum of each layer's slowest call.
+# - `proposers` may differ per layer; `plan=plan` gives every step the same checked settings, and a keyword
+#   changes one for one step (the Chinese prompt above).
+#
+# **Where next:** 03 is the playground alone (try 2, 3 and 4 layers on the same prompt), 04 runs MoA over a
+# dataset, and 05 compares 2 and 3 layers against a single model with a judge.

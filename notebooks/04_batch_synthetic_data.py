@@ -32,6 +32,14 @@
 # - **Cached**: every answer is kept in an SQLite cache, so a re-run cell makes no model calls.
 #
 # This notebook builds a small instruction dataset offline, on the bundled models, and shows it.
+#
+# **In this notebook you will:**
+#
+# - estimate a batch's calls, tokens and cost before anything runs (`estimate`);
+# - run MoA over a dataset with one limit on the calls in flight, and watch its progress (`run_batch`);
+# - read the results back, as a table, one prompt's layers, and a pandas DataFrame (`results_frame`);
+# - re-run it and see that no model is called twice (resume and cache);
+# - write an Alpaca-style dataset, and run the same batch from the shell or on several machines.
 
 # %% [markdown]
 # ## Parameters
@@ -84,8 +92,7 @@ if results_file is None or dataset_file is None:
 plan = plan_run(items[0].prompt, proposers, aggregator, layers=layers, max_tokens=max_tokens)
 check_batch_settings(concurrency)
 print(plan)
-print(estimate([item.prompt for item in items], plan.proposers, plan.aggregator, max_tokens=plan.max_tokens,
-               backend=plan.backend))
+print(estimate([item.prompt for item in items], plan=plan))  # every prompt run with the plan's models and settings
 
 # %% [markdown]
 # ## Run the batch
@@ -97,8 +104,7 @@ print(estimate([item.prompt for item in items], plan.proposers, plan.aggregator,
 # %%
 from moa_lab import run_batch
 
-summary = await run_batch(prompts, results_file, plan.proposers, plan.aggregator, max_tokens=plan.max_tokens,
-                          concurrency=concurrency, backend=plan.backend)
+summary = await run_batch(prompts, results_file, plan=plan, concurrency=concurrency)
 print(summary)
 
 # %% [markdown]
@@ -114,6 +120,16 @@ from moa_lab.display import batch_table, layer_table
 order = {item.id: position for position, item in enumerate(items)}
 rows = sorted(read_results(results_file), key=lambda row: order.get(row["id"], len(order)))
 batch_table(rows)
+
+# %% [markdown]
+# The same file as a pandas DataFrame, to sort, filter and plot: one row per prompt, each proposer's answer in
+# its own column (`layer1_1`, `layer1_2`, ...), and the totals (calls, tokens, cost, seconds).
+
+# %%
+from moa_lab import results_frame
+
+frame = results_frame(results_file)
+frame[["id", "status", "calls", "prompt_tokens", "completion_tokens", "seconds"]].describe()
 
 # %% [markdown]
 # Every line keeps each layer's answers too. Here is what the proposers wrote for the first prompt, before
@@ -134,12 +150,11 @@ layer_table(LayerResult(1, [c for c in calls if c.layer == 1 and c.role == "prop
 # settings: every prompt runs, but every answer comes from the cache. Either way, no model is called.
 
 # %%
-settings = dict(max_tokens=plan.max_tokens, backend=plan.backend, progress=False)
-again = await run_batch(prompts, results_file, plan.proposers, plan.aggregator, **settings)
+again = await run_batch(prompts, results_file, plan=plan, progress=False)
 print("same output file:", again)
 copy_file = results_file.with_suffix(".copy.jsonl")
 copy_file.unlink(missing_ok=True)  # a fresh file each time this cell runs
-copy = await run_batch(prompts, copy_file, plan.proposers, plan.aggregator, **settings)
+copy = await run_batch(prompts, copy_file, plan=plan, progress=False)
 print("new output file: ", copy)
 
 # %% [markdown]
@@ -173,3 +188,15 @@ print(json.dumps(dataset[0], ensure_ascii=False, indent=1))
 # `moa-lab batch prompts.jsonl results.0.jsonl --shard 0/2` on one, `--shard 1/2` on the other.
 # On the bundled models the answers are weak (135M and 270M parameters): this notebook shows the method. With
 # `TOGETHER_API_KEY` set, the same cells make a real dataset with the seed's models.
+
+# %% [markdown]
+# ## Recap
+#
+# - `run_batch` runs one MoA per prompt with **one limit on the calls in flight** for the whole batch, so a
+#   dataset is not as slow as its prompts one after another.
+# - The output file is the checkpoint: one line per finished prompt; run the same call again to go on, and a
+#   prompt is never run twice. The cache makes a new output file with the same settings free.
+# - `estimate` bounds the calls, tokens and cost first; `results_frame` reads the results as a DataFrame.
+#
+# **Where next:** 05 uses the same batches to answer a benchmark's tasks with several configurations and judge
+# them; the README's "Batch runs" section lists every option of `run_batch` and `moa-lab batch`.

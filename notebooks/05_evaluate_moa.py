@@ -35,6 +35,13 @@
 # 3. **An objective track**: questions with one right answer (arithmetic, multiple choice), scored by exact
 #    match, so that the result does not rest on an LLM judge alone.
 # 4. **The results table and two plots**, saved as files.
+#
+# **In this notebook you will:**
+#
+# - see what an evaluation costs before it runs, and why identical calls are made once;
+# - read exactly what a pairwise judge sees, and catch a judge that chooses by position;
+# - read a win rate with its bootstrap interval, a length-controlled estimate and exact match side by side;
+# - know what the bundled models can and cannot show, and how to run the paper's Table 3 on Together.
 
 # %% [markdown]
 # ## Parameters
@@ -104,7 +111,7 @@ from moa_lab.evaluate import generate
 
 runs = await generate(tasks, configs, folder, concurrency=concurrency, **settings)
 for name, run in runs.items():
-    print(f"{name}: {len(run.answers)} answered, {len(run.failed)} failed, {run.calls} calls, {run.tokens} tokens")
+    print(f"{name}: {len(run.answers)} answered, {len(run.failed)} failed; {run.usage}")
 
 # %% [markdown]
 # What each configuration answered to the first task:
@@ -225,3 +232,15 @@ display(Image(filename=str(paths["quality_vs_cost.png"])))
 #     -p aggregator Qwen/Qwen1.5-110B-Chat -y 'proposer_counts: [1, 2, 3, 6]' -p self_moa_n 6 -p deep_layers 0 \
 #     -p max_tokens 2048 -p judge_model <a strong model> -p concurrency 32 -p output_dir runs/table3
 # ```
+
+# %% [markdown]
+# ## Recap
+#
+# - An evaluation is answers (one batch per configuration, cached and resumable), a judge in **both orders**,
+#   and an objective track scored without a judge; every number of the table comes from those files.
+# - A win rate means little without its interval, and less with a judge that picks by position: the order
+#   table shows it, and both orders turn it into ties instead of a false result.
+# - `report.to_pandas()` gives the table as a DataFrame; `estimate_evaluation` bounds the calls and cost first.
+#
+# **Where next:** run the Table 3 setting above on Together; or take a configuration that wins into notebook 04
+# to make a dataset with it.

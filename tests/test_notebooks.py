@@ -18,6 +18,11 @@ def has_output(nb, mime: str) -> bool:
     return any(mime in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
+def panel_cell(nb):
+    """The cell that shows the playground panel (the lessons end with a recap after it)."""
+    return next(c for c in nb.cells if c.cell_type == "code" and "Playground(" in c.source)
+
+
 def check_run(summary: dict, layers: list[list[str]], aggregator: str, max_tokens: int) -> None:
     """What every executed notebook must have produced, whatever its parameters."""
     assert [layer["models"] for layer in summary["layers"]] == layers
@@ -44,7 +49,7 @@ def test_two_layer_defaults(tmp_path):
     assert "5 calls (0 from the cache, 0 failed)" in text  # the usage of the run, cell by cell
     assert "5 calls (5 from the cache, 0 failed)" in text  # the seed's asyncio.run(main()) form: the same run again
     assert has_output(nb, "text/html") and has_output(nb, "image/png")  # tables and the timeline
-    assert has_output(nb, WIDGET) and "MoA playground" in text_of(nb.cells[-1])  # the Playground section
+    assert has_output(nb, WIDGET) and "MoA playground" in text_of(panel_cell(nb))  # the Playground section
 
 @pytest.mark.local
 def test_two_layer_changed_parameters(tmp_path):
@@ -99,9 +104,9 @@ def test_three_layer_notebook_other_depths(tmp_path, layers, proposers):
 def test_playground_notebook(tmp_path):
     """Under papermill the panel is built and shown (nothing runs without a click), with the parameters in it."""
     nb = execute("03_playground", tmp_path, prompt="Why is the sky blue?", layers=3, max_tokens=20)
-    panel_cell = nb.cells[-1]
-    assert has_output(nb, WIDGET) and "Playground(" in panel_cell.source
-    shown = text_of(panel_cell)
+    cell = panel_cell(nb)
+    assert has_output(nb, WIDGET) and "Playground(" in cell.source
+    shown = text_of(cell)
     assert "MoA playground" in shown and "embedded local server" in shown
     assert "prompt: 'Why is the sky blue?'" in shown and "max_tokens 20" in shown
     assert "layer 2: smollm2-135m, gemma3-270m" in shown and "aggregator (layer 3): smollm2-135m" in shown
