@@ -1,6 +1,6 @@
 """Run the benchmarks (all, or those named) and write their ratios as a markdown table: ``make bench``.
 
-    python benchmarks/run.py [overhead batch straggler cache local] [--out benchmarks/RESULTS.md]
+    python benchmarks/run.py [overhead batch straggler cache local sweep] [--out benchmarks/RESULTS.md]
 
 One benchmark alone: name it (e.g. `python benchmarks/run.py straggler --out /tmp/s.md`).
 
@@ -24,9 +24,10 @@ import bench_cache  # noqa: E402
 import bench_local  # noqa: E402
 import bench_overhead  # noqa: E402
 import bench_straggler  # noqa: E402
+import bench_sweep  # noqa: E402
 
 BENCHMARKS = {"overhead": bench_overhead, "batch": bench_batch, "straggler": bench_straggler,
-              "cache": bench_cache, "local": bench_local}
+              "cache": bench_cache, "local": bench_local, "sweep": bench_sweep}
 
 
 def table(rows) -> str:
@@ -62,7 +63,7 @@ def main() -> int:
         f"Written by `make bench` (`python benchmarks/run.py`) on {datetime.date.today()}, {machine}; "
         f"{time.perf_counter() - t0:.0f} s in all. Every ratio below was measured in that one run. "
         "The first four run against the fault-injecting server (`tests/fault_server.py`, in its own process) "
-        "with a fixed latency per call; `local` runs the bundled models. What each one measures and why: the "
+        "with a fixed latency per call; `local` and `sweep` run the bundled models. What each one measures and why: the "
         "docstring of its `benchmarks/bench_*.py`.\n\n" + text + "\n", encoding="utf-8")
     missed = [row.name for row in rows if row.met is False]
     print(f"\nwritten to {args.out}; " + (f"targets missed: {'; '.join(missed)}" if missed else "every target met"),

@@ -1,4 +1,5 @@
-"""``moa-lab ask`` (stream an MoA answer, then the per-call summary), ``moa-lab batch`` and ``moa-lab serve``."""
+"""``moa-lab ask`` (stream an MoA answer, then the per-call summary), ``moa-lab batch``, ``moa-lab sweep`` and
+``moa-lab serve``."""
 
 from __future__ import annotations
 
@@ -89,6 +90,35 @@ def _batch(args: argparse.Namespace) -> int:
               "again to go on", file=sys.stderr)
         return 130
     print(summary)
+    return 1 if summary.failed else 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import plan_sweep, run_sweep
+    from .usage import read_prices
+
+    try:
+        if args.dry_run:
+            sweep = plan_sweep(args.notebook, args.spec, args.outdir)
+            if sweep.changed:
+                print(f"note: {sweep.changed}")
+            print(sweep.describe(read_prices(args.prices) if args.prices else None))
+            return 0
+        summary = asyncio.run(run_sweep(args.notebook, args.spec, args.outdir, jobs=args.jobs,
+                                        retry_failed=args.retry_failed, html=args.html,
+                                        progress=not args.no_progress))
+    except ValueError as exc:  # a bad spec or OUTDIR: nothing was run or written
+        print(f"moa-lab sweep: error: {exc}", file=sys.stderr)
+        return 2
+    except LocalServerError as exc:
+        print(f"moa-lab sweep: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nmoa-lab sweep: interrupted; the finished points are in {args.outdir}: run the same command "
+              "again to go on", file=sys.stderr)
+        return 130
+    print(summary)
+    print(f"table: {Path(args.outdir) / 'results.csv'} ({len(summary.table)} rows)")
     return 1 if summary.failed else 0
 
 
@@ -202,6 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_run_args(batch)
     batch.set_defaults(func=_batch)
+
+    sweep = sub.add_parser("sweep", help="run a notebook for every point of a parameter grid; one table of results")
+    sweep.add_argument("notebook", help="the notebook (.ipynb, or the .py of a jupytext pair)")
+    sweep.add_argument("spec", help="YAML or JSON: parameters (fixed), grid, zip, seeds")
+    sweep.add_argument("outdir", help="one folder per point, sweep.json and results.csv/.parquet; again to resume")
+    sweep.add_argument("--jobs", type=int, default=2, help="kernels at once (default 2)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the points and the calls/cost bound; run nothing")
+    sweep.add_argument("--retry-failed", action="store_true", help="run the points that failed before again")
+    sweep.add_argument("--html", action="store_true", help="also export each executed notebook as HTML")
+    sweep.add_argument("--prices", default=None, metavar="FILE", help="prices for --dry-run's cost bound")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.set_defaults(func=_sweep)
 
     serve = sub.add_parser("serve", help="serve the bundled models (OpenAI-compatible) in the foreground")
     add_serve_args(serve)

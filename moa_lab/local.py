@@ -135,6 +135,9 @@ class LocalServer:
     when this process dies (it watches its stdin), so no server outlives its user; a server that died is
     started again by the next ``start()`` (every call does one), with a warning naming the cause. Its
     folder of logs under the temporary directory is removed when it stops.
+
+    ``url``: a server that another process runs and owns (a sweep's, shared by its kernels: ``MOA_LAB_LOCAL_URL``);
+    it is used as it is, never started or stopped here.
     """
 
     def __init__(
@@ -143,12 +146,17 @@ class LocalServer:
         workers: int | None = None,
         max_tokens_cap: int = 1024,
         startup_timeout: float = 180.0,
+        url: str | None = None,
     ) -> None:
+        if url is not None and (not isinstance(url, str) or not url.startswith(("http://127.", "http://localhost"))):
+            raise ValueError(f"MOA_LAB_LOCAL_URL must be the loopback URL of a running embedded server "
+                             f"(http://127.0.0.1:PORT), got {url!r}")
+        self.attached = url is not None
         self.aliases = check_aliases(aliases or {})
         self.workers = workers or default_workers()
         self.max_tokens_cap = max_tokens_cap
         self.startup_timeout = startup_timeout
-        self.url: str | None = None
+        self.url: str | None = url.rstrip("/") if url else None
         self.log_path: Path | None = None
         self.restarts = 0
         self._proc: subprocess.Popen | None = None
@@ -178,11 +186,15 @@ class LocalServer:
 
     @property
     def running(self) -> bool:
+        if self.attached:
+            return True
         return self._proc is not None and self._proc.poll() is None and bool(self.url)
 
     def start(self) -> str:
         """Start the server if it is not running; return its base URL. Blocks until it answers."""
         files = self.model_files()
+        if self.attached:
+            return self.url
         with self._lock:
             if self.running:
                 return self.url
@@ -214,7 +226,9 @@ class LocalServer:
             return self.url
 
     def stop(self) -> None:
-        """Stop the server and its workers (no-op if not running)."""
+        """Stop the server and its workers (no-op if not running, or run by another process)."""
+        if self.attached:
+            return
         with self._lock:
             self._kill()
 
@@ -234,13 +248,20 @@ class LocalServer:
 
 
 _default: LocalServer | None = None
+_shared: dict[str, LocalServer] = {}  # by MOA_LAB_LOCAL_URL: servers other processes run
 _default_lock = threading.Lock()
 
 
 def default_server() -> LocalServer:
-    """The process-wide embedded server (not started until first used; stopped at interpreter exit)."""
+    """The process-wide embedded server (not started until first used; stopped at interpreter exit), or the one
+    ``MOA_LAB_LOCAL_URL`` names, run by another process (a sweep's kernels share their sweep's)."""
     global _default
     with _default_lock:
+        shared = os.environ.get("MOA_LAB_LOCAL_URL") or None
+        if shared:
+            if shared not in _shared:
+                _shared[shared] = LocalServer(url=shared)
+            return _shared[shared]
         if _default is None:
             _default = LocalServer()
             atexit.register(_default.stop)

@@ -56,6 +56,7 @@ prompt: str = "What are some fun things to do in San Francisco?"
 proposers = None  # a list of model names, e.g. ["smollm2-135m", "gemma3-270m"]; None: the backend's default four
 aggregator = None  # a model name; None: the backend's default
 temperature: float = 0.7
+seed: int = 0  # each call's seed is seed + 1000 × layer + index: another seed, other samples
 max_tokens = None  # per call; None: 512 as in the seed, or 64 on the bundled local models
 system_prompt = None  # the aggregator's instructions; None: the paper's prompt (moa_lab.AGGREGATOR_PROMPT_EN)
 output_path: str = "runs/01_two_layer_moa.json"  # a JSON summary of the run; "" for none
@@ -78,7 +79,7 @@ output_path: str = "runs/01_two_layer_moa.json"  # a JSON summary of the run; ""
 from moa_lab import check_output_path, plan_run
 
 plan = plan_run(prompt, proposers, aggregator, layers=2, temperature=temperature, max_tokens=max_tokens,
-                system_prompt=system_prompt)
+                seed=seed, system_prompt=system_prompt)
 summary_file = check_output_path(output_path)
 plan
 

@@ -56,6 +56,7 @@ proposers = None  # one list of model names for every layer, or one list per pro
 aggregator = None  # a model name; None: the backend's default
 layers: int = 3  # proposer layers + 1 aggregator; 3: proposers, one refinement layer, aggregator (as in the seed)
 temperature: float = 0.7
+seed: int = 0  # each call's seed is seed + 1000 × layer + index: another seed, other samples
 max_tokens = None  # per call; None: 512 as in the seed, or 64 on the bundled local models
 system_prompt = None  # the instructions above the references; None: the paper's prompt (AGGREGATOR_PROMPT_EN)
 output_path: str = "runs/02_three_layer_moa.json"  # a JSON summary of the run; "" for none
@@ -71,7 +72,7 @@ output_path: str = "runs/02_three_layer_moa.json"  # a JSON summary of the run; 
 from moa_lab import check_output_path, plan_run
 
 plan = plan_run(prompt, proposers, aggregator, layers=layers, temperature=temperature, max_tokens=max_tokens,
-                system_prompt=system_prompt)
+                seed=seed, system_prompt=system_prompt)
 summary_file = check_output_path(output_path)
 if plan.layers < 2:
     raise ValueError(f"layers={plan.layers}: this notebook needs at least 2 (proposers, then the aggregator)")

@@ -194,3 +194,28 @@ def test_evaluate_notebook_tiny_setting(tmp_path):
     lines = [json.loads(x) for f in (folder / "answers").iterdir() for x in f.read_text().splitlines()]
     assert all(c["completion_tokens"] <= 24 for line in lines for c in line["trace"])
     assert "5 tasks: 3 open instructions, 2 questions" in all_text(nb)
+
+
+@pytest.mark.local
+def test_sweeps_notebook_defaults(tmp_path):
+    """Notebook 06: a sweep of notebook 02 (layers 2 and 3 × two proposer sets × two seeds), its table and plots,
+    and a second run that runs nothing."""
+    import pandas as pd
+
+    nb = execute("06_sweeps", tmp_path)
+    outdir = tmp_path / "runs" / "06_sweep"
+    table = pd.read_csv(outdir / "results.csv")
+    assert len(table) == 8 and table["point"].is_unique and (table["status"] == "ok").all()
+    assert sorted(set(table["layers"])) == [2, 3] and sorted(set(table["seed"])) == [0, 1]
+    assert table.groupby("layers")["calls"].mean().to_dict() == {2: 3, 3: 5}  # two proposers a layer
+    tokens = table.groupby("layers")["tokens"].mean()
+    assert tokens[3] > tokens[2]  # the refinement layer reads the first layer's answers
+    assert (table["completion_tokens"] <= 16 * table["calls"]).all()
+    for point in table["point"]:
+        assert json.loads((outdir / "points" / point / "summary.json").read_text())["settings"]["max_tokens"] == 16
+    text = all_text(nb)
+    assert "8 points of" in text and "8 points done, 0 failed, 0 finished before, of 8" in text
+    assert "0 points done, 0 failed, 8 finished before, of 8" in text  # resumed: nothing ran twice
+    assert "no quality figure in 02_three_layer_moa.ipynb's summaries" in text
+    assert "Kernel is running over TCP" not in text  # the points' kernels start quietly
+    assert has_output(nb, "image/png") and (outdir / "results.parquet").is_file()

@@ -21,6 +21,7 @@ from conftest import MOA, check_table, execute_notebook, run
 from moa_lab import aggregate, check_output_path, get_backend, plan_run, run_batch, run_layer, run_moa
 from moa_lab.batch import settings_id
 from moa_lab.evaluate import builtin_tasks, evaluate, moa, reference, single
+from moa_lab.sweep import run_sweep
 from moa_lab.widgets import Playground
 
 P = "What is MoA?"
@@ -140,11 +141,35 @@ def notebook(name: str, **parameters):
         code = [c for c in nb.cells if c.cell_type == "code"]
         injected = next(i for i, c in enumerate(code) if "injected-parameters" in c.metadata.get("tags", []))
         failed = [i for i, c in enumerate(code) if any(o.output_type == "error" for o in c.get("outputs", []))]
-        checks = {"03_playground": "Playground(", "05_evaluate_moa": "check_configs("}.get(name, "plan_run(")
+        checks = {"03_playground": "Playground(", "05_evaluate_moa": "check_configs(", "06_sweeps": "plan_sweep("}.get(
+            name, "plan_run(")
         assert failed == [injected + 1] and checks in code[injected + 1].source
         assert all(c.execution_count is None for c in code[injected + 2:])  # no model was called after it
         return str(info.value)
     return go
+
+
+def sweep(spec, notebook="01_two_layer_moa", setup=None, **kw):
+    """``run_sweep`` of a notebook into the folder's ``out``: refused before any kernel starts."""
+    def go(ctx):
+        if setup is not None:
+            setup(ctx, ctx.dir / "out")
+        with pytest.raises(ValueError) as info:
+            run(run_sweep(notebook, spec, ctx.dir / "out", progress=False, **kw))
+        return str(info.value)
+    return go
+
+
+def another_sweep(ctx, outdir):
+    outdir.mkdir()
+    (outdir / "sweep.json").write_text(json.dumps({"notebook": "/elsewhere/other.ipynb", "notebook_hash": "x"}))
+    ctx.inputs.update({"out", "sweep.json"})
+
+
+def other_files(ctx, outdir):
+    outdir.mkdir()
+    (outdir / "notes.txt").write_text("mine")
+    ctx.inputs.update({"out", "notes.txt"})
 
 
 def widget(change):
@@ -275,6 +300,24 @@ BAD = [
     ("papermill", "05: an unknown baseline", notebook("05_evaluate_moa", baseline="GPT"), "baseline 'GPT' is not one of the configurations"),
     ("papermill", "05: a reference baseline on the built-in tasks", notebook("05_evaluate_moa", baseline="reference"), "task 'i01' has none"),
     ("papermill", "05: n_orders 0", notebook("05_evaluate_moa", n_orders=0), "orders must be 1 (one random order) or 2 (both orders), got 0"),
+    ("papermill", "06: a swept parameter notebook 02 does not have", notebook("06_sweeps", grid={"layerz": [2, 3]}), "parameter 'layerz' is not in the parameters cell of 02_three_layer_moa.ipynb; its parameters: prompt"),
+    ("papermill", "06: seeds not integers", notebook("06_sweeps", seeds=["a"]), "seeds must be a non-empty list of integers, got ['a']"),
+    ("sweep", "a parameter the notebook does not have", sweep({"grid": {"layerz": [2, 3]}}), "parameter 'layerz' is not in the parameters cell of 01_two_layer_moa.ipynb; its parameters: prompt, proposers"),
+    ("sweep", "a value of the wrong type", sweep({"grid": {"temperature": [0.2, "hot"]}}), "parameter 'temperature' of 01_two_layer_moa.ipynb is float (its cell says temperature: float = 0.7), got 'hot'"),
+    ("sweep", "a fixed value of the wrong type", sweep({"parameters": {"seed": True}}), "parameter 'seed' of 01_two_layer_moa.ipynb is int (its cell says seed: int = 0), got True"),
+    ("sweep", "an empty grid", sweep({"grid": {"temperature": []}}), "grid 'temperature' is empty: give at least one value"),
+    ("sweep", "a grid value that is not a list", sweep({"grid": {"temperature": 0.2}}), "grid 'temperature' must be a list of values, got 0.2"),
+    ("sweep", "zip lists of two lengths", sweep({"zip": {"temperature": [0.1, 0.2], "prompt": ["a"]}}), "zip's lists must have one length, got temperature: 2, prompt: 1"),
+    ("sweep", "a parameter in the grid and fixed", sweep({"parameters": {"temperature": 0.2}, "grid": {"temperature": [0.3]}}), "parameter 'temperature' is given twice"),
+    ("sweep", "seeds for a notebook without a seed", sweep({"seeds": [0, 1]}, notebook="04_batch_synthetic_data"), "seeds need a `seed` parameter, and 04_batch_synthetic_data.ipynb has none"),
+    ("sweep", "an unknown key in the spec", sweep({"grdi": {"temperature": [0.2]}}), "unknown key 'grdi' in the sweep spec; its keys: parameters, grid, zip, seeds"),
+    ("sweep", "a missing notebook", sweep({"grid": {"temperature": [0.2]}}, notebook="nope.ipynb"), "notebook 'nope.ipynb' not found"),
+    ("sweep", "an OUTDIR holding another sweep", sweep({"grid": {"temperature": [0.2]}}, setup=another_sweep), "holds another sweep (of /elsewhere/other.ipynb); give another OUTDIR"),
+    ("sweep", "an OUTDIR holding other files", sweep({"grid": {"temperature": [0.2]}}, setup=other_files), "holds files but no sweep (sweep.json); give an empty or new folder"),
+    ("sweep", "jobs 0", sweep({"grid": {"temperature": [0.2]}}, jobs=0), "jobs must be an integer >= 1 (kernels at once), got 0"),
+    ("CLI", "sweep: a spec that is not YAML", cli("sweep", "01_two_layer_moa", "s.yaml", "out", files={"s.yaml": "grid: [unclosed"}, backend=False), "the sweep spec 's.yaml' is not valid YAML"),
+    ("CLI", "sweep: a missing spec file", cli("sweep", "01_two_layer_moa", "s.yaml", "out", backend=False), "cannot read the sweep spec 's.yaml': No such file or directory"),
+    ("CLI", "sweep: a value of the wrong type", cli("sweep", "01_two_layer_moa", "s.json", "out", "--dry-run", files={"s.json": '{"grid": {"temperature": ["hot"]}}'}, backend=False), "parameter 'temperature' of 01_two_layer_moa.ipynb is float"),
     ("widgets", "a blank prompt", widget(lambda p: setattr(p.prompt, "value", "   ")), "prompt must be a non-empty string"),
     ("widgets", "max_tokens 0", widget(lambda p: setattr(p.max_tokens, "value", 0)), "max_tokens must be an integer >= 1, got 0"),
     ("widgets", "no proposers in layer 1", widget(lambda p: setattr(p.proposers[0], "value", [])), "proposers of layer 1 is empty"),
