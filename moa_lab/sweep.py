@@ -36,12 +36,18 @@ __all__ = ["Point", "Sweep", "SweepSummary", "load_sweep", "plan_sweep", "plot_q
            "quality_columns", "read_spec", "run_sweep", "run_sweep_sync", "sweep_table", "write_table"]
 
 
+#: A parameter so named is a path (``prompts_path``, ``tasks_path``...).
+PATH_SUFFIXES = ("_path", "_dir", "_file")
+
+
 def _inputs(parameters: dict) -> dict:
-    """Parameters as a point's kernel gets them: a relative path naming a file or folder that exists (from where
-    the sweep runs) made absolute, since each kernel runs in its point's folder."""
+    """Parameters as a point's kernel gets them: a path parameter (named ``*_path``, ``*_dir`` or ``*_file``) that
+    is relative and names a file or folder that exists where the sweep runs is made absolute, since each kernel
+    runs in its point's folder. Other values (a prompt that happens to name a file) are passed as they are."""
     out = {}
     for name, value in parameters.items():
-        if isinstance(value, str) and value and not os.path.isabs(value) and name not in OUTPUTS:
+        if (isinstance(value, str) and value and not os.path.isabs(value) and name not in OUTPUTS
+                and name.endswith(PATH_SUFFIXES)):
             with contextlib.suppress(OSError, ValueError):
                 if Path(value).exists():
                     value = str(Path(value).resolve())
@@ -76,7 +82,8 @@ def _execute(sweep: Sweep, point: Point, html: bool) -> dict:
             body, _ = HTMLExporter().from_filename(str(executed))
             (folder / "notebook.html").write_text(body, encoding="utf-8")
     status = {"id": point.id, "status": "ok" if error is None else "failed", "error": error,
-              "seconds": round(seconds, 3), "finished": time.time(), "parameters": point.parameters}
+              "seconds": round(seconds, 3), "finished": time.time(), "parameters": point.parameters,
+              "outputs": outputs(sweep, point)}
     tmp = folder / (STATUS_FILE + ".tmp")
     tmp.write_text(dumps(status, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, folder / STATUS_FILE)  # the point is finished when this file exists, whole

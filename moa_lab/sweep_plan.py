@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .sweep_results import STATUS_FILE, SWEEP_FILE
+from .sweep_results import SWEEP_FILE, read_status
 
 SPEC_KEYS = ("parameters", "grid", "zip", "seeds")
 #: The parameters a sweep sets itself in each point's folder, unless the spec gives them.
@@ -48,10 +48,7 @@ class Sweep:
 
     def status(self, point: Point) -> dict | None:
         """The finished point's status (``ok`` or ``failed``, error, seconds), or None if it has not finished."""
-        try:
-            return json.loads((self.folder(point) / STATUS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        return read_status(self.folder(point))
 
     def estimate(self, prices=None):
         """Each point's model calls and bounds (:func:`moa_lab.estimate`) where the notebook takes a ``prompt``

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
-    from .sweep_plan import Point, Sweep
+    from .sweep_plan import Sweep
 
 STATUS_FILE, SWEEP_FILE = "status.json", "sweep.json"
 
@@ -56,19 +56,36 @@ def _evaluation_metrics(path: Path) -> dict:
     return out
 
 
-def _row(sweep: "Sweep", point: "Point", state: dict) -> dict:
-    from .sweep_plan import outputs
+def read_status(folder: Path) -> dict | None:
+    """A point's ``status.json`` (written last: the point finished), or None."""
+    try:
+        return json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
-    folder = sweep.folder(point)
-    row = {"point": point.id, **{k: _cell(v) for k, v in point.parameters.items()},
+
+def _row(folder: Path, point_id: str, parameters: dict, state: dict) -> dict:
+    row = {"point": point_id, **{k: _cell(v) for k, v in parameters.items()},
            "status": state["status"], "error": state["error"], "seconds": state["seconds"]}
-    values = {**point.parameters, **outputs(sweep, point)}
+    values = {**parameters, **state.get("outputs", {})}
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         if isinstance(values.get("output_path"), str) and (folder / values["output_path"]).is_file():
             row.update(_summary_metrics(folder / values["output_path"]))
         if isinstance(values.get("output_dir"), str) and (folder / values["output_dir"] / "results.csv").is_file():
             row.update(_evaluation_metrics(folder / values["output_dir"] / "results.csv"))
     return row
+
+
+def table_of(outdir: Path, points) -> Any:
+    """One row per finished point of ``points`` ((id, parameters) pairs, in order): see :func:`sweep_table`."""
+    import pandas as pd
+
+    rows = []
+    for point_id, parameters in points:
+        folder = Path(outdir) / "points" / point_id
+        if (state := read_status(folder)) is not None:
+            rows.append(_row(folder, point_id, parameters, state))
+    return pd.DataFrame(rows)
 
 
 def sweep_table(sweep: "Sweep"):
@@ -78,10 +95,7 @@ def sweep_table(sweep: "Sweep"):
     ``completion_tokens``, ``tokens``, ``cost``, ``run_seconds``, ``final_length`` (a run's JSON summary); for a
     batch's JSONL ``prompts``, ``failed_prompts`` and the mean ``final_length``; for an evaluation's
     ``results.csv`` ``win_rate[<config>]``, ``lc_win_rate[<config>]`` and ``exact_match[<config>]``."""
-    import pandas as pd
-
-    rows = [_row(sweep, point, state) for point in sweep.points if (state := sweep.status(point)) is not None]
-    return pd.DataFrame(rows)
+    return table_of(sweep.outdir, [(p.id, p.parameters) for p in sweep.points])
 
 
 def write_table(sweep: "Sweep"):
@@ -96,17 +110,15 @@ def write_table(sweep: "Sweep"):
 
 
 def load_sweep(outdir):
-    """The table of the sweep in ``outdir`` (:func:`sweep_table`), read from its points' folders: what finished
-    is there, also after a sweep was killed."""
-    from .sweep_plan import plan_sweep
-
+    """The table of the sweep in ``outdir`` (:func:`sweep_table`), read from its points' folders alone (the
+    notebook need not be there, nor unchanged): what finished is there, also after a sweep was killed."""
     outdir = Path(outdir)
-    record = outdir / SWEEP_FILE
     try:
-        saved = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        saved = json.loads((outdir / SWEEP_FILE).read_text(encoding="utf-8"))
+        points = dict(saved["points"])
+    except (OSError, ValueError, KeyError, TypeError):
         raise ValueError(f"{str(outdir)!r} holds no sweep ({SWEEP_FILE} is missing or damaged)") from None
-    return sweep_table(plan_sweep(saved["notebook"], saved["spec"], outdir))
+    return table_of(outdir, points.items())
 
 
 def parameter_columns(table) -> list[str]:

@@ -111,6 +111,20 @@ def test_a_failed_point_keeps_its_notebook_and_error_and_runs_again_only_when_as
     notebook.write_text(json.dumps(nb))
     with pytest.raises(ValueError, match="the notebook 01.ipynb changed since the sweep in .* ran"):
         plan_sweep(notebook, more, tmp_path / "out")
+    assert len(load_sweep(tmp_path / "out")) == 2  # its results can still be read
+    notebook.unlink()
+    assert list(load_sweep(tmp_path / "out")["status"]) == ["failed", "failed"]  # from the folders alone
+
+
+def test_only_path_parameters_are_made_absolute(tmp_path, monkeypatch):
+    from moa_lab.sweep import _inputs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.jsonl").write_text("{}\n")
+    (tmp_path / "tests").mkdir()
+    given = {"prompts_path": "prompts.jsonl", "prompt": "tests", "output_path": "prompts.jsonl", "tasks_path": "gone"}
+    assert _inputs(given) == {"prompts_path": str(tmp_path / "prompts.jsonl"), "prompt": "tests",
+                              "output_path": "prompts.jsonl", "tasks_path": "gone"}
 
 
 def test_load_sweep_of_a_folder_without_a_sweep(tmp_path):
