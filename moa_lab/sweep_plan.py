@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .sweep_results import SWEEP_FILE, read_status
+from .unicode import surrogate_error
 
 SPEC_KEYS = ("parameters", "grid", "zip", "seeds")
 #: The parameters a sweep sets itself in each point's folder, unless the spec gives them.
@@ -183,9 +184,12 @@ def _check_value(notebook: Path, declared: dict, name: str, value: Any) -> None:
         raise ValueError(f"parameter {name!r} of {notebook.name} is {kind} (its cell says {name}: {kind} = "
                          f"{default}), got {value!r}")
     try:
-        json.dumps(value)
+        text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         raise ValueError(f"parameter {name!r}: {value!r} cannot be passed to a notebook (not JSON)") from None
+    problem = surrogate_error(text, f"parameter {name!r}")  # no notebook, file or model can take it
+    if problem:
+        raise ValueError(problem)
 
 
 def _lists(spec: dict, key: str, notebook: Path, declared: dict) -> dict[str, list]:

@@ -144,3 +144,29 @@ def test_a_zip_and_seeds_make_the_points_in_order():
     assert len({p.id for p in sweep.points}) == 4 and sweep.points[0].id.startswith("layers=2,max_tokens=8,seed=0-")
     assert not Path("/nonexistent/out").exists()
     assert os.environ.get("MOA_LAB_LOCAL_URL") is None
+
+
+UNUSUAL = ["今日は何をしますか？", "Name a colour 🎨", "line\u2028separated\u2029text\x85here"]
+
+
+@pytest.mark.local
+def test_prompts_in_cjk_emoji_and_line_separators_travel_to_the_notebook_and_back(tmp_path):
+    """Folder names stay ASCII, and each prompt reaches the kernel, sweep.json and the table unchanged. The points
+    fail at the notebook's check (temperature 5): a quick round trip through papermill, without a model call."""
+    spec = {"zip": {"prompt": UNUSUAL}, "parameters": {"temperature": 5.0}}
+    summary = run(run_sweep("01_two_layer_moa", spec, tmp_path / "out", jobs=2, progress=False))
+    assert summary.failed == 3 and len(summary.table) == 3
+    assert list(summary.table["prompt"]) == UNUSUAL and list(load_sweep(tmp_path / "out")["prompt"]) == UNUSUAL
+    folders = [p.name for p in (tmp_path / "out" / "points").iterdir()]
+    assert len(folders) == 3 and all(name.isascii() for name in folders)
+    saved = (tmp_path / "out" / "sweep.json").read_text(encoding="utf-8")
+    assert "\u2028" not in saved and saved.splitlines() == saved.rstrip("\n").split("\n")  # escaped: splits right
+    for row in summary.table.to_dict("records"):
+        executed = (tmp_path / "out" / "points" / row["point"] / "notebook.ipynb").read_text(encoding="utf-8")
+        assert json.dumps(row["prompt"])[1:-1] in executed or row["prompt"] in executed
+
+
+def test_a_lone_surrogate_in_a_swept_value_is_refused_before_any_kernel(tmp_path):
+    with pytest.raises(ValueError, match=r"parameter 'prompt' holds a lone surrogate \(U\+DC00"):
+        plan_sweep("01_two_layer_moa", {"zip": {"prompt": ["ok", "scraped \udc00 text"]}}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

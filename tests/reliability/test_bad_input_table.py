@@ -305,6 +305,7 @@ BAD = [
     ("sweep", "a parameter the notebook does not have", sweep({"grid": {"layerz": [2, 3]}}), "parameter 'layerz' is not in the parameters cell of 01_two_layer_moa.ipynb; its parameters: prompt, proposers"),
     ("sweep", "a value of the wrong type", sweep({"grid": {"temperature": [0.2, "hot"]}}), "parameter 'temperature' of 01_two_layer_moa.ipynb is float (its cell says temperature: float = 0.7), got 'hot'"),
     ("sweep", "a fixed value of the wrong type", sweep({"parameters": {"seed": True}}), "parameter 'seed' of 01_two_layer_moa.ipynb is int (its cell says seed: int = 0), got True"),
+    ("sweep", "a swept prompt holding a lone surrogate", sweep({"zip": {"prompt": ["ok", "scraped \udc00"]}}), "parameter 'prompt' holds a lone surrogate (U+DC00"),
     ("sweep", "an empty grid", sweep({"grid": {"temperature": []}}), "grid 'temperature' is empty: give at least one value"),
     ("sweep", "a grid value that is not a list", sweep({"grid": {"temperature": 0.2}}), "grid 'temperature' must be a list of values, got 0.2"),
     ("sweep", "zip lists of two lengths", sweep({"zip": {"temperature": [0.1, 0.2], "prompt": ["a"]}}), "zip's lists must have one length, got temperature: 2, prompt: 1"),
