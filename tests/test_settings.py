@@ -29,7 +29,9 @@ def test_the_defaults_are_declared_once():
 def test_a_plan_is_passed_to_the_steps_and_keywords_change_it(fault, remote):
     plan = plan_run(P, ["a", "b"], "agg", temperature=0.3, max_tokens=40, seed=5, backend=remote)
     layer = run(run_layer(P, plan.proposers[0], plan=plan))
-    assert [(r["temperature"], r["max_tokens"], r["seed"]) for r in fault.requests] == [(0.3, 40, 1005), (0.3, 40, 1006)]
+    # the two calls run at once: they may arrive in either order
+    assert sorted((r["temperature"], r["max_tokens"], r["seed"]) for r in fault.requests) == [(0.3, 40, 1005),
+                                                                                             (0.3, 40, 1006)]
     text = run(aggregate(P, layer.answers, plan.aggregator, plan=plan, stream=False))
     last = fault.requests[-1]
     assert text.startswith("agg answers") and (last["temperature"], last["max_tokens"]) == (0.3, 40)
@@ -82,7 +84,7 @@ def test_batch_results_as_a_dataframe(fault, remote, tmp_path):
                   backend=remote, progress=False))
     frame = results_frame(out)
     assert moa_lab.read_results(out, as_frame=True).equals(frame)
-    assert list(frame["id"]) == ["p0", "p1", "p2"] and len(frame) == 3  # one row per prompt
+    assert sorted(frame["id"]) == ["p0", "p1", "p2"] and len(frame) == 3  # one row per prompt, as they finished
     assert {"layer1_1", "layer1_2", "layer2_1", "layer2_2", "layer1_1_model", "final", "calls", "cost"} <= set(frame)
     assert "layers" not in frame and "trace" not in frame
     failed = frame[frame["layer1_2"].isna()]
