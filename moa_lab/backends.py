@@ -2,7 +2,8 @@
 
 Chosen once, from arguments then environment (see :func:`get_backend`). The API key is handed to the
 ``together`` SDK client and is never part of a repr, a record or an error message. It goes only where it
-belongs: Together's key (``TOGETHER_API_KEY``) to Together or to ``TOGETHER_BASE_URL``; a per-model server of
+belongs: Together's key (``TOGETHER_API_KEY``) to Together or to ``TOGETHER_BASE_URL``; the key of another
+OpenAI-compatible server (``MOA_LAB_API_KEY``) to ``MOA_LAB_BASE_URL`` only; a per-model server of
 ``MOA_LAB_MODEL_URLS`` gets the key its entry names (``name=url|ENV_VAR``), else none.
 """
 
@@ -80,10 +81,13 @@ class Backend:
             return "Together cloud API (TOGETHER_API_KEY is set)" + extra
         if self.kind == "url":
             return f"OpenAI-compatible server at {self.base_url}" + extra
+        yours = [m.name for m in self.server.user_models] if self.server is not None else []
         return (
             "embedded local server with the bundled models "
-            f"({', '.join(self.known_models or ())}); set TOGETHER_API_KEY or TOGETHER_BASE_URL to use another"
-            + extra
+            f"({', '.join(m for m in self.known_models or () if m not in yours)})"
+            + (f" and yours ({', '.join(f'{m.name} = {m.path}' for m in self.server.user_models)})" if yours else "")
+            + f" on {self.server.threads if self.server is not None else '?'} core(s); set MOA_LAB_BASE_URL, "
+            "TOGETHER_BASE_URL or TOGETHER_API_KEY to use another" + extra
         )
 
     def check_models(self, models: Sequence[str]) -> None:
@@ -94,7 +98,8 @@ class Backend:
             if model not in self.known_models and model not in self.model_urls:
                 raise ValueError(
                     f"unknown model {model!r} on the {self.kind} backend; known models: "
-                    f"{', '.join(self.known_models)} (set TOGETHER_API_KEY or TOGETHER_BASE_URL to use others)"
+                    f"{', '.join(self.known_models)} (add your own GGUF with MOA_LAB_MODELS=NAME=PATH.gguf, or set "
+                    "MOA_LAB_BASE_URL, TOGETHER_BASE_URL or TOGETHER_API_KEY to use another server)"
                 )
 
     async def ready(self) -> None:
@@ -172,8 +177,9 @@ def _parse_model_urls(text: str) -> dict:
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _model_url(name: str, entry, base_url: str | None, api_key: str | None) -> tuple[str, str | None]:
-    """One ``model_urls`` entry, checked: its URL and the key sent there (None: no key)."""
+def _model_url(name: str, entry, own: tuple[str | None, str | None], together_key: str | None) -> tuple[str, str | None]:
+    """One ``model_urls`` entry, checked: its URL and the key sent there (None: no key). ``own``: the backend's
+    base URL and the key that goes there."""
     if isinstance(entry, str):
         entry = {"url": entry}
     if not isinstance(entry, Mapping) or set(entry) - {"url", "key_env", "api_key"} or "url" not in entry:
@@ -190,8 +196,11 @@ def _model_url(name: str, entry, base_url: str | None, api_key: str | None) -> t
         return url, os.environ[key_env]
     if entry.get("api_key") is not None:
         return url, str(entry["api_key"])
-    # Together's key goes to Together's API, or to TOGETHER_BASE_URL, and nowhere else unless an entry says so.
-    return url, api_key if url in (*TOGETHER_URLS, base_url) else None
+    # A key goes where it belongs (Together's to Together's API; the base URL's to it) and nowhere else, unless an
+    # entry says so.
+    if url == own[0]:
+        return url, own[1]
+    return url, together_key if url in TOGETHER_URLS else None
 
 
 def _env_models(default_proposers: tuple[str, ...], default_aggregator: str) -> dict:
@@ -213,8 +222,11 @@ def get_backend(
     """Choose where calls go. Costs nothing: no server is started and no model is called here.
 
     ``backend`` may be a :class:`Backend` (returned as is), ``"local"``, ``"together"`` or a base URL.
-    Otherwise, from the environment: ``TOGETHER_BASE_URL`` → that server; else ``TOGETHER_API_KEY`` → Together;
-    else the embedded local server (started on first use, shared by the whole process, stopped at exit).
+    Otherwise, from the environment: ``MOA_LAB_BASE_URL`` → that OpenAI-compatible server (Ollama, LM Studio, vLLM,
+    llama.cpp's ``llama-server``; its key, if it needs one, in ``MOA_LAB_API_KEY``); else ``TOGETHER_BASE_URL`` →
+    that server (with ``TOGETHER_API_KEY``, as the seed does); else ``TOGETHER_API_KEY`` → Together; else the
+    embedded local server (started on first use, shared by the whole process, stopped at exit). A URL may end in
+    ``/v1`` or not, with or without a slash.
     ``model_urls`` (or ``MOA_LAB_MODEL_URLS``) sends single models to other servers.
     ``MOA_LAB_PROPOSERS`` / ``MOA_LAB_AGGREGATOR`` (comma-separated) replace the default models.
     """
@@ -225,15 +237,17 @@ def get_backend(
     if model_urls is None and os.environ.get("MOA_LAB_MODEL_URLS"):
         model_urls = _parse_model_urls(os.environ["MOA_LAB_MODEL_URLS"])
     key = api_key or os.environ.get("TOGETHER_API_KEY") or None
-    base_url = os.environ.get("TOGETHER_BASE_URL") or None
+    moa_url = os.environ.get("MOA_LAB_BASE_URL") or None
+    base_url = moa_url or os.environ.get("TOGETHER_BASE_URL") or None
     choice = backend or ("url" if base_url else "together" if key else "local")
     if choice not in ("local", "together", "url"):
-        base_url, choice = backend, "url"
-    own_url = _clean_url(base_url, "the base URL") if choice == "url" else None
-    entries = {name: _model_url(name, entry, own_url, key) for name, entry in (model_urls or {}).items()}
+        base_url, moa_url, choice = backend, None, "url"
+    own_url = _clean_url(base_url, "MOA_LAB_BASE_URL" if moa_url else "the base URL") if choice == "url" else None
+    own_key = (api_key or os.environ.get("MOA_LAB_API_KEY") or None) if moa_url else key
+    entries = {name: _model_url(name, entry, (own_url, own_key), key) for name, entry in (model_urls or {}).items()}
     urls = {name: url for name, (url, _) in entries.items()}
     url_keys = {name: k for name, (_, k) in entries.items() if k}
-    SECRETS.update(k for k in (key, *url_keys.values()) if k)  # scrubbed from every log line
+    SECRETS.update(k for k in (key, own_key, *url_keys.values()) if k)  # scrubbed from every log line
 
     if choice == "together":
         if not key:
@@ -241,8 +255,11 @@ def get_backend(
         return Backend("together", None, urls, None, _api_key=key, _url_keys=url_keys,
                        **_env_models(SEED_PROPOSERS, SEED_AGGREGATOR))
     if choice == "url":
-        return Backend("url", own_url, urls, None, _api_key=key, _url_keys=url_keys,
+        return Backend("url", own_url, urls, None, _api_key=own_key, _url_keys=url_keys,
                        **_env_models(SEED_PROPOSERS, SEED_AGGREGATOR))
     server = local.default_server()
+    from .usage import free_models
+
+    free_models(m.name for m in server.user_models)  # your models run here: they cost nothing (unless priced)
     return Backend("local", None, urls, server.model_names(), server=server, _api_key=key, _url_keys=url_keys,
                    default_max_tokens=LOCAL_MAX_TOKENS, **_env_models(LOCAL_PROPOSERS, LOCAL_AGGREGATOR))

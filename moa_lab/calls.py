@@ -136,6 +136,7 @@ async def _one_attempt(client, model, messages, seed, settings: Settings, stream
         except (AttributeError, IndexError, TypeError, KeyError) as exc:
             raise _Failure(f"malformed response: {type(exc).__name__}: {exc}", retry=False) from None
         _set_usage(record, usage)
+        _add_queued(record, response)
         yield repair(content or "")
         return
     loop = asyncio.get_running_loop()
@@ -161,6 +162,7 @@ async def _one_attempt(client, model, messages, seed, settings: Settings, stream
             except StopAsyncIteration:
                 break
             _set_usage(record, getattr(chunk, "usage", None))
+            _add_queued(record, chunk)
             choices = getattr(chunk, "choices", None)
             if choices is None:
                 raise _Failure("malformed stream chunk: no choices", retry=False)
@@ -172,6 +174,13 @@ async def _one_attempt(client, model, messages, seed, settings: Settings, stream
         await response.close()
     if not finished:  # the SDK ends a dropped stream quietly: a truncated answer must not pass as whole
         raise _Failure("the stream ended before the model finished (no finish_reason)", retry=True)
+
+
+def _add_queued(record: CallRecord, answer) -> None:
+    """The embedded server says how long the call waited for a core (``moa_lab.queued``, first chunk only)."""
+    extra = getattr(answer, "moa_lab", None)
+    if isinstance(extra, dict) and isinstance(extra.get("queued"), (int, float)):
+        record.queued += max(0.0, float(extra["queued"]))
 
 
 def _set_usage(record: CallRecord, usage) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .backends import get_backend
 from .jsonl import dumps
-from .local import SEED_ALIASES, LocalServerError, check_aliases, default_workers
+from .local import BUNDLED_MODELS, SEED_ALIASES, LocalServerError, check_aliases, model_path
 from .moa import run_moa
 from .prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
 from .records import MoAError
@@ -122,7 +122,7 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def parse_alias_args(pairs: list[str], files: list[str]) -> dict[str, str]:
+def parse_alias_args(pairs: list[str], files: list[str], models=tuple(BUNDLED_MODELS)) -> dict[str, str]:
     """``NAME=MODEL`` strings and alias files (a JSON object, or ``NAME=MODEL`` lines, ``#`` comments)."""
     raw: dict[str, str] = {}
     for path in files:
@@ -142,7 +142,7 @@ def parse_alias_args(pairs: list[str], files: list[str]) -> dict[str, str]:
         if not sep or not name.strip():
             raise ValueError(f"alias {pair!r} is not of the form NAME=MODEL")
         raw[name.strip()] = target.strip()
-    return check_aliases(raw)
+    return check_aliases(raw, models)
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -175,9 +175,13 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    p.add_argument("--workers", type=int, default=None, help="calls served at once, one core each (default: cores, max 4)")
+    p.add_argument("--threads", "--workers", type=int, default=None, dest="threads",
+                   help="cores the calls running share (default: every core this process may use; MOA_LAB_WORKERS)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH.gguf[:CHAT_FORMAT]",
+                   help="serve your own GGUF model as NAME (repeatable); chat format: the file's own template unless "
+                        "given (e.g. chatml, llama-3, gemma, alpaca)")
     p.add_argument("--alias", action="append", default=[], metavar="NAME=MODEL",
-                   help="serve NAME with a bundled model (repeatable)")
+                   help="serve NAME with one of the models (repeatable)")
     p.add_argument("--alias-file", action="append", default=[], metavar="FILE",
                    help="aliases from a file: a JSON object or NAME=MODEL lines")
     p.add_argument("--seed-aliases", action="store_true", help="alias the seed's Together model names")
@@ -188,19 +192,30 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-file", action="append", default=[], help=argparse.SUPPRESS)  # NAME=PATH (LocalServer)
 
 
+def serve_models(args: argparse.Namespace) -> list:
+    """The bundled models (their files from --model-file, else found) and those of --model, checked."""
+    from .models import ModelSpec, chat_formats, check_models, parse_models
+
+    files = dict(pair.split("=", 1) for pair in args.model_file)
+    bundled = [ModelSpec(name, Path(files[name]) if name in files else model_path(name), fmt, bundled=True)
+               for name, fmt in BUNDLED_MODELS.items()]
+    return check_models(bundled + parse_models(args.model, "--model"), chat_formats())
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    from .engine import default_threads
     from .server import serve  # uvicorn and starlette are needed only here
 
     try:
-        aliases = (dict(SEED_ALIASES) if args.seed_aliases else {}) | parse_alias_args(args.alias, args.alias_file)
-        if args.workers is not None and args.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
         if args.max_tokens_cap < 1:
             raise ValueError(f"--max-tokens-cap must be at least 1, got {args.max_tokens_cap}")
-        files = dict(pair.split("=", 1) for pair in args.model_file)
-        serve(args.host, args.port, args.workers or default_workers(), aliases, args.max_tokens_cap,
-              args.ready_file, args.watch_stdin, args.log_dir, announce=lambda s: print(s, flush=True),
-              model_files=files or None)
+        models = serve_models(args)
+        aliases = (dict(SEED_ALIASES) if args.seed_aliases else {}) | parse_alias_args(
+            args.alias, args.alias_file, [m.name for m in models])
+        serve(models, args.host, args.port, args.threads or default_threads(), aliases, args.max_tokens_cap,
+              args.ready_file, args.watch_stdin, args.log_dir, announce=lambda s: print(s, flush=True))
     except (ValueError, LocalServerError) as exc:
         print(f"moa-lab serve: error: {exc}", file=sys.stderr)
         return 2

@@ -119,7 +119,9 @@ def timeline_png(calls: MoAResult | Iterable[CallRecord]) -> bytes:
 
 def plot_timeline(calls: MoAResult | Iterable[CallRecord], ax=None):
     """A bar per call from its start to its end, one colour per layer: proposers of a layer overlap (they run
-    at once), layers follow one another. Gaps between layers are the time between cells run by hand.
+    at once), layers follow one another. Gaps between layers are the time between cells run by hand. The pale
+    dotted start of a bar is the time the call waited in the embedded server for a core; the solid part is the
+    model's time.
     Returns the matplotlib Figure (needs matplotlib: ``pip install moa_lab[notebooks]``)."""
     calls = [c for c in _calls(calls) if c.started]
     if not calls:
@@ -130,7 +132,10 @@ def plot_timeline(calls: MoAResult | Iterable[CallRecord], ax=None):
 
         _, ax = plt.subplots(figsize=_timeline_size(calls))
     for row, c in enumerate(calls):
-        ax.barh(row, max(c.seconds, 0.05), left=c.started - t0, color=f"C{(c.layer - 1) % 10}",
+        colour, wait = f"C{(c.layer - 1) % 10}", min(c.queued, c.seconds)
+        if wait >= 0.05:  # waiting in the embedded server for a core: not model time (shorter: not drawn)
+            ax.barh(row, wait, left=c.started - t0, color=colour, alpha=0.25, hatch="..", edgecolor=colour)
+        ax.barh(row, max(c.seconds - wait, 0.05), left=c.started - t0 + wait, color=colour,
                 hatch="//" if not c.ok else None, edgecolor="black" if not c.ok else None)
         ax.text(c.started - t0 + c.seconds, row, f" {c.seconds:.1f} s" + ("" if c.ok else " (failed)"),
                 va="center", fontsize=8)
@@ -139,7 +144,8 @@ def plot_timeline(calls: MoAResult | Iterable[CallRecord], ax=None):
                         for c in calls], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, max(c.started - t0 + c.seconds for c in calls) * 1.15)
-    ax.set_xlabel("seconds since the first call started")
+    ax.set_xlabel("seconds since the first call started (pale, dotted: waiting for a core)"
+                  if any(c.queued >= 0.05 for c in calls) else "seconds since the first call started")
     ax.set_title("Every call of the run: proposers of a layer run at once, layers one after another")
     ax.figure.tight_layout()
     return ax.figure

@@ -1,6 +1,6 @@
 """The bundled models and the embedded local server as a resource: started lazily, reused, stopped at exit.
 
-The server itself (a front that spreads requests over single-threaded llama.cpp workers) is
+The server itself (a front over one llama.cpp worker process per model, sharing the cores) is
 :mod:`moa_lab.server`; this module starts it as a subprocess on 127.0.0.1 and owns its lifecycle.
 """
 
@@ -17,9 +17,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
+from .engine import default_threads
 from .logs import log
+from .models import ModelSpec, check_models, chat_formats, env_models, parse_models
 
 #: Bundled model name → how llama.cpp should format chats for it (None: the template in the GGUF file).
 BUNDLED_MODELS = {"smollm2-135m": None, "gemma3-270m": "alpaca"}  # Gemma 270M is a base model: see MOA_NOTES
@@ -74,29 +76,19 @@ def model_path(name: str) -> Path:
     raise ValueError(f"unknown bundled model {name!r}; bundled models: {', '.join(BUNDLED_MODELS)}")
 
 
-def check_aliases(aliases: Mapping[str, str]) -> dict[str, str]:
-    """Validate an alias map (any name → a bundled model name)."""
+def check_aliases(aliases: Mapping[str, str], models: Sequence[str] = tuple(BUNDLED_MODELS)) -> dict[str, str]:
+    """Validate an alias map (any name → one of ``models``: the bundled models, and those you added)."""
     out = {}
     for name, target in aliases.items():
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"alias name must be a non-empty string, got {name!r}")
-        if target not in BUNDLED_MODELS:
+        if target not in models:
             raise ValueError(
-                f"alias {name!r} points to {target!r}, which is not a bundled model; "
-                f"bundled models: {', '.join(BUNDLED_MODELS)}"
+                f"alias {name!r} points to {target!r}, which this server does not serve; "
+                f"its models: {', '.join(models)}"
             )
         out[name.strip()] = target
     return out
-
-
-def default_workers() -> int:
-    """Single-threaded workers, one per core (measured best on 2 cores), at most 4; ``MOA_LAB_WORKERS``."""
-    value = os.environ.get("MOA_LAB_WORKERS")
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"MOA_LAB_WORKERS must be a positive integer, got {value!r}")
-        return int(value)
-    return max(1, min(os.cpu_count() or 1, 4))
 
 
 _FINGERPRINTS: dict[tuple, str] = {}
@@ -136,6 +128,9 @@ class LocalServer:
     started again by the next ``start()`` (every call does one), with a warning naming the cause. Its
     folder of logs under the temporary directory is removed when it stops.
 
+    ``threads``: the cores its calls share (default: every core this process may use; ``MOA_LAB_WORKERS``).
+    ``models``: your own GGUF models besides the bundled ones, as ``NAME=PATH[:CHAT_FORMAT]`` entries or
+    :class:`~moa_lab.models.ModelSpec` (default: ``MOA_LAB_MODELS``); checked here, before anything starts.
     ``url``: a server that another process runs and owns (a sweep's, shared by its kernels: ``MOA_LAB_LOCAL_URL``);
     it is used as it is, never started or stopped here.
     """
@@ -143,17 +138,26 @@ class LocalServer:
     def __init__(
         self,
         aliases: Mapping[str, str] | None = None,
-        workers: int | None = None,
+        threads: int | None = None,
         max_tokens_cap: int = 1024,
         startup_timeout: float = 180.0,
         url: str | None = None,
+        models: Sequence[str | ModelSpec] | None = None,
     ) -> None:
         if url is not None and (not isinstance(url, str) or not url.startswith(("http://127.", "http://localhost"))):
             raise ValueError(f"MOA_LAB_LOCAL_URL must be the loopback URL of a running embedded server "
                              f"(http://127.0.0.1:PORT), got {url!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer (the cores the local server uses), got {threads!r}")
         self.attached = url is not None
-        self.aliases = check_aliases(aliases or {})
-        self.workers = workers or default_workers()
+        specs = env_models() if models is None else [m if isinstance(m, ModelSpec) else parse_models([m], "models")[0]
+                                                     for m in models]
+        for spec in specs:
+            if spec.name in BUNDLED_MODELS:
+                raise ValueError(f"the model name {spec.name!r} is a bundled model's: give your model another name")
+        self.user_models = check_models(specs, chat_formats() if any(s.chat_format for s in specs) else None)
+        self.aliases = check_aliases(aliases or {}, self._own_names())
+        self.threads = threads or default_threads()
         self.max_tokens_cap = max_tokens_cap
         self.startup_timeout = startup_timeout
         self.url: str | None = url.rstrip("/") if url else None
@@ -164,25 +168,41 @@ class LocalServer:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"LocalServer(url={self.url!r}, workers={self.workers}, aliases={self.aliases!r})"
+        return f"LocalServer(url={self.url!r}, threads={self.threads}, aliases={self.aliases!r})"
+
+    def _own_names(self) -> list[str]:
+        return list(BUNDLED_MODELS) + [m.name for m in self.user_models]
 
     def model_names(self) -> tuple[str, ...]:
-        return tuple(BUNDLED_MODELS) + tuple(a for a in self.aliases if a not in BUNDLED_MODELS)
+        own = self._own_names()
+        return tuple(own) + tuple(a for a in self.aliases if a not in own)
+
+    def specs(self) -> list[ModelSpec]:
+        """Every model it serves, the bundled ones first, each with its file (found once) and chat format."""
+        files = self.model_files()
+        return [ModelSpec(name, files[name], fmt, bundled=True) for name, fmt in BUNDLED_MODELS.items()] + list(
+            self.user_models)
 
     def model_files(self) -> dict[str, Path]:
-        """The GGUF file of each bundled model, found once (``MOA_LAB_MODEL_DIR`` is read then): the server
-        serves these files, and the answers cache knows them by content (:meth:`identity`)."""
+        """The GGUF file of each model, found once (``MOA_LAB_MODEL_DIR`` is read then): the server serves these
+        files, and the answers cache knows them by content (:meth:`identity`)."""
         with self._lock:
             if self._files is None:
-                self._files = {name: model_path(name) for name in BUNDLED_MODELS}
+                self._files = {name: model_path(name) for name in BUNDLED_MODELS} | {
+                    m.name: m.path for m in self.user_models}
             return self._files
 
+    def chat_format(self, model: str) -> str | None:
+        target = self.aliases.get(model, model)
+        return BUNDLED_MODELS[target] if target in BUNDLED_MODELS else next(
+            m.chat_format for m in self.user_models if m.name == target)
+
     def identity(self, model: str) -> str:
-        """What answers ``model`` here: the bundled model it names (through an alias), the fingerprint of its GGUF
-        file's content, and its chat format. Two model folders with different files never share an identity."""
+        """What answers ``model`` here: the model it names (through an alias), the fingerprint of its GGUF file's
+        content, and its chat format. Two model folders with different files never share an identity."""
         target = self.aliases.get(model, model)
         path = self.model_files()[target]
-        return f"{target}:{fingerprint(path)}:{BUNDLED_MODELS[target] or 'gguf-template'}"
+        return f"{target}:{fingerprint(path)}:{self.chat_format(target) or 'gguf-template'}"
 
     @property
     def running(self) -> bool:
@@ -206,10 +226,12 @@ class LocalServer:
             workdir = Path(tempfile.mkdtemp(prefix="moa_lab_server_"))
             self.log_path, ready = workdir / "server.log", workdir / "ready"
             cmd = [sys.executable, "-m", "moa_lab", "serve", "--host", "127.0.0.1", "--port", "0",
-                   "--workers", str(self.workers), "--max-tokens-cap", str(self.max_tokens_cap),
+                   "--threads", str(self.threads), "--max-tokens-cap", str(self.max_tokens_cap),
                    "--ready-file", str(ready), "--watch-stdin", "--log-dir", str(workdir)]
-            for name, path in files.items():
-                cmd += ["--model-file", f"{name}={path}"]
+            for name in BUNDLED_MODELS:
+                cmd += ["--model-file", f"{name}={files[name]}"]
+            for spec in self.user_models:
+                cmd += ["--model", str(spec)]
             for name, target in self.aliases.items():
                 cmd += ["--alias", f"{name}={target}"]
             with open(self.log_path, "wb") as out:
@@ -247,22 +269,24 @@ class LocalServer:
             shutil.rmtree(self.log_path.parent, ignore_errors=True)
 
 
-_default: LocalServer | None = None
+_default: dict[str, LocalServer] = {}  # by MOA_LAB_MODELS: the models it serves
 _shared: dict[str, LocalServer] = {}  # by MOA_LAB_LOCAL_URL: servers other processes run
 _default_lock = threading.Lock()
 
 
 def default_server() -> LocalServer:
-    """The process-wide embedded server (not started until first used; stopped at interpreter exit), or the one
-    ``MOA_LAB_LOCAL_URL`` names, run by another process (a sweep's kernels share their sweep's)."""
-    global _default
+    """The process-wide embedded server (not started until first used; stopped at interpreter exit) for the
+    models of ``MOA_LAB_MODELS`` (set it before the first call that needs it; another value gets another server),
+    or the one ``MOA_LAB_LOCAL_URL`` names, run by another process (a sweep's kernels share their sweep's)."""
     with _default_lock:
         shared = os.environ.get("MOA_LAB_LOCAL_URL") or None
         if shared:
             if shared not in _shared:
                 _shared[shared] = LocalServer(url=shared)
             return _shared[shared]
-        if _default is None:
-            _default = LocalServer()
-            atexit.register(_default.stop)
-        return _default
+        models = os.environ.get("MOA_LAB_MODELS", "").strip()
+        if models not in _default:
+            server = LocalServer()
+            _default[models] = server
+            atexit.register(server.stop)
+        return _default[models]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 _BACKEND_ENV = {  # how a notebook run by papermill gets the same backend
-    "local": "the bundled local models (TOGETHER_API_KEY and TOGETHER_BASE_URL unset)",
+    "local": "the embedded local models (MOA_LAB_BASE_URL, TOGETHER_API_KEY and TOGETHER_BASE_URL unset)",
     "url": "TOGETHER_BASE_URL={url}",
     "together": "Together (TOGETHER_API_KEY set)",
 }

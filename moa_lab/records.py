@@ -14,7 +14,8 @@ from .jsonl import dumps
 class CallRecord:
     """One model call, successful or not.
 
-    ``started`` is wall-clock time (``time.time()``); ``seconds`` the call's duration including retries.
+    ``started`` is wall-clock time (``time.time()``); ``seconds`` the call's duration including retries, of which
+    ``queued`` were spent waiting in the embedded server for a core (0 elsewhere: other servers do not say).
     ``text`` is the answer; after a stream that broke mid-way it holds the part that arrived.
     Token counts are the server's ``usage`` when it reports one, else None.
     """
@@ -26,6 +27,7 @@ class CallRecord:
     seed: int | None = None
     started: float = 0.0
     seconds: float = 0.0
+    queued: float = 0.0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     attempts: int = 0

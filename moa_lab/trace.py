@@ -6,7 +6,7 @@ from typing import Iterable
 
 from .records import CallRecord
 
-COLUMNS = ("layer", "model", "status", "seconds", "prompt_tokens", "completion_tokens", "attempts", "error")
+COLUMNS = ("layer", "model", "status", "seconds", "queued", "prompt_tokens", "completion_tokens", "attempts", "error")
 
 
 def trace_rows(calls: Iterable[CallRecord]) -> list[dict[str, object]]:
@@ -20,6 +20,7 @@ def trace_rows(calls: Iterable[CallRecord]) -> list[dict[str, object]]:
                 "model": c.model,
                 "status": c.status,
                 "seconds": round(c.seconds, 2),
+                "queued": round(c.queued, 2),
                 "prompt_tokens": c.prompt_tokens,
                 "completion_tokens": c.completion_tokens,
                 "attempts": c.attempts,

@@ -67,6 +67,13 @@ def read_prices(path: str | os.PathLike) -> dict[str, tuple[float, float]]:
     return check_prices(prices)
 
 
+def free_models(names) -> None:
+    """Models served on this machine (your own GGUF files on the embedded server) cost nothing, unless a price
+    was set for them."""
+    for name in names:
+        _prices.setdefault(name, (0.0, 0.0))
+
+
 def set_prices(prices: Mapping, *, replace: bool = False) -> None:
     """Add or change prices for this process (``replace=True``: drop the defaults first)."""
     checked = check_prices(prices)

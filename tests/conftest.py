@@ -12,7 +12,8 @@ from fault_server import FaultServer  # noqa: E402
 import moa_lab  # noqa: E402
 
 MOA = [str(Path(sys.executable).parent / "moa-lab")]  # the CLI of the environment running the tests
-ENV = ("TOGETHER_API_KEY", "TOGETHER_BASE_URL", "MOA_LAB_MODEL_URLS", "MOA_LAB_PROPOSERS", "MOA_LAB_AGGREGATOR")
+ENV = ("TOGETHER_API_KEY", "TOGETHER_BASE_URL", "MOA_LAB_MODEL_URLS", "MOA_LAB_PROPOSERS", "MOA_LAB_AGGREGATOR",
+       "MOA_LAB_BASE_URL", "MOA_LAB_API_KEY", "MOA_LAB_MODELS")
 
 
 @pytest.fixture(autouse=True)

@@ -63,7 +63,7 @@ def test_front_rejects_unknown_model_and_lists_models(local):
 
 
 def test_layer_runs_on_all_workers_in_parallel(local):
-    if local.server.workers < 2:
+    if local.server.threads < 2:
         pytest.skip("one worker: nothing runs in parallel")
     t0 = time.perf_counter()
     layer = run(run_layer(P, [S, S], max_tokens=48, backend=local))
@@ -100,7 +100,7 @@ def _wait_gone(pids, seconds=20.0) -> list[int]:
 
 
 def test_stop_leaves_no_processes_and_no_folder():
-    server = moa_lab.LocalServer(workers=1)
+    server = moa_lab.LocalServer(threads=1)
     server.start()
     front, folder = server._proc.pid, server.log_path.parent
     workers = _children(front)
@@ -114,7 +114,7 @@ def test_no_orphans_when_the_user_process_is_killed(tmp_path):
     server's folder of logs (nobody is left to read it)."""
     script = (
         "import moa_lab, os, sys, time\n"
-        "s = moa_lab.LocalServer(workers=1); s.start()\n"
+        "s = moa_lab.LocalServer(threads=1); s.start()\n"
         "print(s._proc.pid, s.log_path.parent, flush=True); time.sleep(600)\n"
     )
     user = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -128,7 +128,7 @@ def test_no_orphans_when_the_user_process_is_killed(tmp_path):
 
 
 def test_failed_start_shows_the_log_tail_and_keeps_the_log():
-    server = moa_lab.LocalServer(workers=1, startup_timeout=0.05)
+    server = moa_lab.LocalServer(threads=1, startup_timeout=0.05)
     with pytest.raises(moa_lab.LocalServerError, match="did not answer in 0.05s; log .*server.log"):
         server.start()
     assert server._proc is None and server.log_path.is_file()  # the message names it: it stays for a look
@@ -137,7 +137,7 @@ def test_failed_start_shows_the_log_tail_and_keeps_the_log():
 
 def test_server_error_becomes_a_call_failure_naming_the_model(monkeypatch):
     backend = moa_lab.get_backend("local")
-    broken = moa_lab.LocalServer(workers=1, startup_timeout=0.05)
+    broken = moa_lab.LocalServer(threads=1, startup_timeout=0.05)
     backend = moa_lab.Backend("local", None, {}, backend.known_models, server=broken)
     with pytest.raises(moa_lab.MoAError, match=r"smollm2-135m \(layer 1 proposer 1\): LocalServerError"):
         run(run_layer(P, [S], backend=backend))
@@ -164,7 +164,7 @@ def test_a_request_cancelled_while_queued_never_takes_a_core(local):
 
     async def scenario():
         busy = [asyncio.ensure_future(run_layer(prompt, [S], seed=i, max_tokens=150 if i == 0 else 400, **settings))
-                for i in range(local.server.workers)]
+                for i in range(local.server.threads)]
         await asyncio.sleep(0.3)
         straggler = asyncio.ensure_future(run_layer(prompt, [S], seed=99, max_tokens=200, **settings))
         await asyncio.sleep(0.3)
@@ -241,7 +241,7 @@ def test_streams_that_disconnect_under_load_give_every_core_back(local):
 @pytest.fixture
 def own_server():
     """A server of this test's own (one worker per model), to kill parts of."""
-    server = moa_lab.LocalServer(workers=1)
+    server = moa_lab.LocalServer(threads=1)
     server.start()
     yield server, moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=64)
     server.stop()
@@ -306,7 +306,7 @@ def test_a_worker_that_cannot_be_started_again_is_given_up_and_its_model_answers
     for name, file in MODEL_FILES.items():
         (folder / file).symlink_to(model_path(name))
     monkeypatch.setenv("MOA_LAB_MODEL_DIR", str(folder))
-    server = moa_lab.LocalServer(workers=1)
+    server = moa_lab.LocalServer(threads=1)
     server.start()
     try:
         backend = moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=64)
@@ -318,7 +318,7 @@ def test_a_worker_that_cannot_be_started_again_is_given_up_and_its_model_answers
         log = server.log_path.read_text()
     finally:
         server.stop()
-    assert layer.calls[0].error.startswith(f"HTTP 503: every llama.cpp worker of {S} died and could not be started "
+    assert layer.calls[0].error.startswith(f"HTTP 503: the llama.cpp worker of {S} died and could not be started "
                                            f"again: llama.cpp worker {worker['index']} ({S}, pid {worker['pid']}) could "
                                            "not be started again (3 tries)"), layer.calls[0].error
     assert layer.calls[1].ok and log.count("could not be started again") >= 3
@@ -339,8 +339,8 @@ def test_a_dead_embedded_server_is_started_again_by_the_next_call(own_server, ca
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_a_prompt_longer_than_the_context_is_an_error_that_says_so(local, stream):
-    """llama.cpp reports it only in its log when streaming: the front asks again and answers HTTP 400 with llama.cpp's
-    message, which is not retried and names the model."""
+    """The worker checks the prompt before a stream starts and answers HTTP 400 in OpenAI's words, which is not
+    retried and names the model."""
     long_prompt = "word " * 5000
     with pytest.raises(moa_lab.MoAError) as info:
         if stream:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import MOA, check_table, execute_notebook, run
 
-from moa_lab import aggregate, check_output_path, get_backend, plan_run, run_batch, run_layer, run_moa
+from moa_lab import LocalServer, aggregate, check_output_path, get_backend, plan_run, run_batch, run_layer, run_moa
 from moa_lab.batch import settings_id
 from moa_lab.evaluate import builtin_tasks, evaluate, moa, reference, single
 from moa_lab.sweep import run_sweep
@@ -111,6 +111,38 @@ def serve_without_model_file(ctx):
         return serve()(ctx)
     finally:
         del os.environ["MOA_LAB_MODEL_DIR"]
+
+
+GGUF_BYTES = b"GGUF" + bytes(60)  # a GGUF header's magic: enough for the checks made before loading
+
+
+def own_models(*entries: str, files: dict[str, bytes] | None = None, env: bool = False, sparse: str | None = None):
+    """Your own models for the embedded server (files written in the folder), refused before anything starts:
+    by ``LocalServer(models=...)``, or by ``get_backend()`` with ``MOA_LAB_MODELS`` (``env=True``). ``sparse``: a
+    file of that name as large as the free memory and 1 GiB more, taking no disk."""
+    def go(ctx):
+        for name, content in (files or {}).items():
+            (ctx.dir / name).write_bytes(content)
+            ctx.inputs.add(name)
+        if sparse:
+            from moa_lab.models import free_memory
+
+            with open(ctx.dir / sparse, "wb") as f:
+                f.write(GGUF_BYTES)
+                f.truncate((free_memory() or 2**36) + 2**30)
+            ctx.inputs.add(sparse)
+        given = [e.replace("DIR", str(ctx.dir)) for e in entries]
+        with pytest.raises(ValueError) as info:
+            if env:
+                os.environ["MOA_LAB_MODELS"] = ";".join(given)
+                try:
+                    get_backend("local")
+                finally:
+                    del os.environ["MOA_LAB_MODELS"]
+            else:
+                LocalServer(models=given)
+        return str(info.value).replace(str(ctx.dir), "DIR")
+    return go
 
 
 def evaluation(tasks=None, configs=None, file: str | None = None, **kw):
@@ -275,11 +307,22 @@ BAD = [
     ("CLI", "batch: a missing prices file", cli("batch", "in.txt", "out.jsonl", "--prices", "p.json", files={"in.txt": "q\n"}), "cannot read prices from 'p.json': No such file or directory"),
     ("CLI", "batch: a prices file that is not JSON", cli("batch", "in.txt", "out.jsonl", "--prices", "p.json", files={"in.txt": "q\n", "p.json": "a: 1"}), "prices file 'p.json' is not JSON"),
     ("CLI", "batch: an output that is a folder", cli("batch", "in.txt", ".", files={"in.txt": "q\n"}), "output_path '.' is a folder"),
-    ("serve", "an alias to a model that is not bundled", serve("--alias", "x=gpt-4"), "points to 'gpt-4', which is not a bundled model; bundled models: smollm2-135m"),
+    ("serve", "an alias to a model it does not serve", serve("--alias", "x=gpt-4"), "points to 'gpt-4', which this server does not serve; its models: smollm2-135m"),
+    ("serve", "--model: a missing file", serve("--model", "mine=nope.gguf"), "the model file of 'mine', 'nope.gguf', does not exist"),
+    ("serve", "--model: a file that is not GGUF", cli("serve", "--port", "0", "--model", "mine=model.gguf", files={"model.gguf": "<html>Not Found</html>"}, backend=False), "the model file of 'mine', 'model.gguf', is not a GGUF file (it starts with b'<htm'"),
+    ("serve", "--model: an unknown chat format", cli("serve", "--port", "0", "--model", "mine=m.gguf:chatgpt", files={"m.gguf": "GGUF"}, backend=False), "unknown chat format 'chatgpt' for the model 'mine'; known: alpaca"),
+    ("serve", "--model: a name given twice", cli("serve", "--port", "0", "--model", "mine=m.gguf", "--model", "mine=m.gguf", files={"m.gguf": "GGUF"}, backend=False), "the model name 'mine' is given twice (m.gguf and m.gguf)"),
+    ("serve", "--model: a bundled model's name", cli("serve", "--port", "0", "--model", "smollm2-135m=m.gguf", files={"m.gguf": "GGUF"}, backend=False), "the model name 'smollm2-135m' is given twice"),
+    ("serve", "--model without =", serve("--model", "m.gguf"), "--model entry 'm.gguf' is not of the form NAME=PATH.gguf"),
+    ("API", "models: a folder, not a file", own_models("mine=DIR"), "the model file of 'mine', 'DIR', is not a file"),
+    ("API", "models: a bundled model's name", own_models("gemma3-270m=DIR/m.gguf", files={"m.gguf": GGUF_BYTES}), "the model name 'gemma3-270m' is a bundled model's: give your model another name"),
+    ("API", "models: larger than the free memory", own_models("huge=DIR/huge.gguf", sparse="huge.gguf"), "the model 'huge' ("),
+    ("API", "MOA_LAB_MODELS: a missing file", own_models("a=DIR/m.gguf", "b=DIR/gone.gguf", files={"m.gguf": GGUF_BYTES}, env=True), "the model file of 'b', 'DIR/gone.gguf', does not exist"),
+    ("API", "MOA_LAB_MODELS: a name with a space", own_models("my model=DIR/m.gguf", files={"m.gguf": GGUF_BYTES}, env=True), "MOA_LAB_MODELS: the model name 'my model' may not hold spaces or commas"),
     ("serve", "an alias without =", serve("--alias", "novalue"), "alias 'novalue' is not of the form NAME=MODEL"),
     ("serve", "a missing alias file", serve("--alias-file", "nope.txt"), "cannot read alias file 'nope.txt': No such file or directory"),
     ("serve", "an alias file that is broken JSON", cli("serve", "--port", "0", "--alias-file", "a.json", files={"a.json": "{oops"}, backend=False), "alias file 'a.json' is not a JSON object"),
-    ("serve", "workers 0", serve("--workers", "0"), "--workers must be at least 1, got 0"),
+    ("serve", "threads 0", serve("--threads", "0"), "--threads must be at least 1, got 0"),
     ("serve", "max-tokens-cap 0", serve("--max-tokens-cap", "0"), "--max-tokens-cap must be at least 1, got 0"),
     ("serve", "a port in use", serve_on_a_busy_port, "(choose another --port, or --port 0 for any free one)"),
     ("serve", "a missing model file", serve_without_model_file, "the model file of smollm2-135m is missing"),
