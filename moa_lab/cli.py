@@ -203,10 +203,11 @@ def serve_models(args: argparse.Namespace) -> list:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .engine import default_threads
+    from .engine import default_threads, thread_policy
     from .server import serve  # uvicorn and starlette are needed only here
 
     try:
+        thread_policy()
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         if args.max_tokens_cap < 1:

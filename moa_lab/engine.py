@@ -23,6 +23,16 @@ from pathlib import Path
 
 #: Seconds between two looks at the board while a change of threads is under way (a worker acknowledging).
 SETTLE_POLL = 0.003
+#: ``MOA_LAB_THREAD_POLICY``: ``follow`` (the default: the calls running share every core) or ``one`` (the previous
+#: policy, one thread per call whatever runs: kept for the benchmarks' before/after comparison).
+POLICIES = ("follow", "one")
+
+
+def thread_policy() -> str:
+    value = os.environ.get("MOA_LAB_THREAD_POLICY") or "follow"
+    if value not in POLICIES:
+        raise ValueError(f"MOA_LAB_THREAD_POLICY must be one of {', '.join(POLICIES)}, got {value!r}")
+    return value
 
 
 def default_threads() -> int:
@@ -107,6 +117,7 @@ class Engine:
 
     def __init__(self, workers: list, threads: int, board: Board) -> None:
         self.workers, self.threads, self.board = workers, threads, board
+        self.policy = thread_policy()
         self.leases: list[Lease] = []  # admitted, running or letting go of their cores
         self.waiting: dict[tuple[float, int], str] = {}  # ticket (-cost, order) -> model
         self.tickets = itertools.count()
@@ -211,6 +222,8 @@ class Engine:
             self._wake()
         active = sorted(self.active(), key=lambda lease: (-lease.cost, lease.order))
         base, extra = divmod(self.threads, max(1, len(active)))
+        if self.policy == "one":
+            base, extra = 1, 0
         target = {id(lease): base + (i < extra) for i, lease in enumerate(active)}
         for lease in active:  # fewer first: never more than the cores, even for a moment
             if target[id(lease)] < lease.granted:
