@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,8 +33,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .engine import Board, ClientGone, Engine, Lease, NoWorker
-from .local import LocalServerError, check_aliases, tail
+from .local import LocalServerError, check_aliases
 from .models import ModelSpec
+from .supervisor import Worker, status, supervise
 
 log = logging.getLogger("moa_lab.server")
 
@@ -45,136 +43,6 @@ log = logging.getLogger("moa_lab.server")
 #: is its file's size relative to SmolLM2's.
 RELATIVE_COST = {"smollm2-135m": 1.0, "gemma3-270m": 1.8}
 SMOLLM2_BYTES = 100e6
-#: Times a dead worker is started again before the front gives up on it (its model then answers 503).
-MAX_RESTARTS = 3
-
-
-def die_with_parent() -> None:
-    """Linux: this process gets SIGTERM when its parent dies, even by SIGKILL."""
-    if sys.platform == "linux":
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-class Worker:
-    """One llama.cpp worker process (:mod:`moa_lab.worker`): one model, loaded once, up to ``slots`` calls at once
-    in cells ``first_cell ..`` of the board. ``generation`` counts its restarts."""
-
-    def __init__(self, index: int, spec: ModelSpec, log_dir: Path, board: Path, slots: int, cells: int,
-                 generation: int = 0) -> None:
-        self.index, self.spec, self.log_dir, self.board, self.slots, self.cells = index, spec, log_dir, board, slots, cells
-        self.model, self.generation = spec.name, generation
-        self.first_cell = index * slots
-        self.restarting = False
-        self.failed_starts = 0  # restarts that failed in a row
-        self.failed: str | None = None  # why it could not be restarted (it is given up on)
-        self.port = _free_port("127.0.0.1")
-        self.url = f"http://127.0.0.1:{self.port}"
-        name = f"worker{index}" + (f".{generation}" if generation else "")
-        self.log = log_dir / f"{name}.log"
-        config = {"name": spec.name, "path": str(spec.path), "chat_format": spec.chat_format, "n_ctx": 4096,
-                  "port": self.port, "slots": slots, "board": str(board), "cells": cells, "first_cell": self.first_cell}
-        cfg = log_dir / f"{name}.json"
-        cfg.write_text(json.dumps(config))
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "moa_lab.worker", str(cfg)],
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         preexec_fn=die_with_parent)
-
-    def __repr__(self) -> str:
-        return f"llama.cpp worker {self.index} ({self.model}, pid {self.proc.pid})"
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    async def died(self) -> bool:
-        """After a failed request: whether the process has ended (its exit is seen within half a second)."""
-        for _ in range(10):
-            if not self.alive:
-                return True
-            await asyncio.sleep(0.05)
-        return False
-
-    def wait_ready(self, deadline: float) -> None:
-        """Until the worker has loaded its model and made its first call (a warm-up, in the worker)."""
-        while True:
-            if self.proc.poll() is not None:
-                raise LocalServerError(f"{self} exited; log {self.log}:\n{tail(self.log)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise LocalServerError(f"{self} did not answer; log {self.log}:\n{tail(self.log)}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-async def supervise(engine: Engine, every: float = 0.5) -> None:
-    """Forever: a worker whose process ended is logged (exit code and the end of its log) and started again, at
-    most MAX_RESTARTS times in a row; its model's requests wait for it meanwhile."""
-    restarts: set[asyncio.Task] = set()  # held here: the loop keeps only weak references to tasks
-    while True:
-        await asyncio.sleep(every)
-        for position, worker in enumerate(engine.workers):
-            if not worker.alive and not worker.restarting and not worker.failed:
-                worker.restarting = True
-                engine.forget(worker)
-                task = asyncio.ensure_future(_restart(engine, position, worker))
-                restarts.add(task)
-                task.add_done_callback(restarts.discard)
-
-
-async def _restart(engine: Engine, position: int, dead: Worker) -> None:
-    log.warning("%s exited with code %s; starting it again. The end of its log:\n%s", dead,
-                dead.proc.returncode, tail(dead.log, 10))
-    try:
-        fresh = await asyncio.to_thread(Worker, dead.index, dead.spec, dead.log_dir, dead.board, dead.slots,
-                                        dead.cells, dead.generation + 1)
-        try:
-            await asyncio.to_thread(fresh.wait_ready, time.monotonic() + 180)
-        except LocalServerError:
-            fresh.stop()
-            raise
-    except (LocalServerError, OSError) as exc:
-        dead.failed_starts += 1
-        if dead.failed_starts >= MAX_RESTARTS:
-            dead.failed = f"{dead} could not be started again ({dead.failed_starts} tries): {exc}"
-            log.error("%s", dead.failed)
-        else:
-            log.warning("%s could not be started again (%s); trying again", dead, exc)
-            dead.restarting = False
-        engine._wake()
-        return
-    log.warning("%s started again as %s", dead, fresh)
-    engine.workers[position] = fresh
-    engine._wake()
-
-
-def status(engine: Engine) -> dict:
-    """What ``/moa_lab/status`` says: calls running and waiting, threads granted and in use, each worker."""
-    return {"threads": engine.threads, "busy": len(engine.active()), "waiting": len(engine.waiting),
-            "threads_in_use": engine.in_use(), "threads_peak": engine.peak,
-            "calls": [{"model": lease.worker.model, "slot": lease.slot, "granted": lease.granted,
-                       "using": engine.board.using(lease.cell), "released": lease.released} for lease in engine.leases],
-            "workers": [{"index": w.index, "model": w.model, "pid": w.proc.pid, "alive": w.alive,
-                         "busy": sum(lease.worker is w for lease in engine.active()), "generation": w.generation,
-                         "failed": w.failed} for w in engine.workers]}
-
-
 def expected_cost(body: dict, per_token: float) -> float:
     """Relative seconds per token × tokens to process: prompt tokens cost about as much as generated ones on a CPU."""
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []) if isinstance(m, dict))

@@ -162,6 +162,7 @@ def _error(status: int, message: str, code: str, kind: str = "invalid_request_er
 
 def build_app(model: Model, name: str):
     from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
     from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
 
@@ -239,7 +240,8 @@ def build_app(model: Model, name: str):
             finally:
                 cancel.set()  # the client left mid-stream: the slot stops at its next token
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        # The background task runs however the response ends, even when the client left before its first byte.
+        return StreamingResponse(events(), media_type="text/event-stream", background=BackgroundTask(cancel.set))
 
     return Starlette(routes=[Route("/health", health), Route("/v1/chat/completions", chat, methods=["POST"])])
 
@@ -248,7 +250,7 @@ def main(config_path: str) -> None:
     import uvicorn
 
     config = json.loads(Path(config_path).read_text())
-    from .server import die_with_parent
+    from .supervisor import die_with_parent
 
     die_with_parent()
     try:
