@@ -36,9 +36,9 @@ DEMO = "Give one tip for writing clear emails."
 
 def _aggregator_messages(i: int) -> list[dict]:
     refs = "\n".join(f"{k}. Answer {k} ({i}): " + "Clear emails state the request first, keep to one topic, and "
-                     "end with the next step and a date. " * 3 for k in range(1, 5))
+                     "end with the next step and a date. " * 9 for k in range(1, 5))
     return [{"role": "system", "content": f"[{i}] Synthesise these responses into one answer:\n" + refs},
-            {"role": "user", "content": "Give one tip for writing clear emails."}]
+            {"role": "user", "content": "Write ten numbered tips for writing clear emails, each with an example."}]
 
 
 def _backend(server: LocalServer) -> Backend:
@@ -115,7 +115,7 @@ def demo(repeats: int) -> Row:
                f"(medians of {repeats}, timed in turn; before = MOA_LAB_THREAD_POLICY=one)")
 
 
-def four_calls() -> list[Row]:
+def four_calls(repeats: int) -> list[Row]:
     from llama_cpp import Llama
 
     llms = {m: Llama(model_path=str(model_path(m)), chat_format=BUNDLED_MODELS[m], n_ctx=4096, n_threads=1,
@@ -141,21 +141,25 @@ def four_calls() -> list[Row]:
                 await _served(backend, m, [{"role": "user", "content": f"({i}{tag}) " + STORY[0]["content"]}], **settings)
 
         asyncio.run(at_once("w"))
-        t0 = time.perf_counter()
-        asyncio.run(at_once("b"))
-        together = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        asyncio.run(in_turn("c"))
-        served_in_turn = time.perf_counter() - t0
+        rounds = {"at once": [], "in turn": []}
+        for r in range(repeats):  # timed in turn
+            t0 = time.perf_counter()
+            asyncio.run(at_once(f"b{r}"))
+            rounds["at once"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            asyncio.run(in_turn(f"c{r}"))
+            rounds["in turn"].append(time.perf_counter() - t0)
+        together, served_in_turn = statistics.median(rounds["at once"]), statistics.median(rounds["in turn"])
     finally:
         backend.server.stop()
     return [
         Row("local: a 4-call layer at once ÷ one by one in-process (1 thread)", together / in_process, "≤ 0.55",
             together / in_process <= 0.55,
-            f"2 × smollm2 + 2 × gemma3, 128 tokens: {together:.1f} s through the server at once, {in_process:.1f} s "
-            "one after another in-process"),
+            f"2 × smollm2 + 2 × gemma3, 128 tokens: {together:.1f} s through the server at once (median of {repeats}), "
+            f"{in_process:.1f} s one after another in-process"),
         Row("local: a 4-call layer at once ÷ one by one through the server", together / served_in_turn, "(none)", None,
-            f"{together:.1f} s at once vs {served_in_turn:.1f} s one after another (each alone on every core)"),
+            f"{together:.1f} s at once vs {served_in_turn:.1f} s one after another (each alone on every core; medians "
+            f"of {repeats}, timed in turn)"),
     ]
 
 
@@ -187,4 +191,4 @@ def scaling() -> Row:
 
 def run(repeats: int = 3) -> list[Row]:
     with no_cache():
-        return [aggregator_alone(repeats), demo(2), *four_calls(), scaling()]
+        return [aggregator_alone(repeats), demo(repeats), *four_calls(repeats), scaling()]

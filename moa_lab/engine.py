@@ -221,7 +221,10 @@ class Engine:
             self.leases.remove(lease)  # let go of its cores: its slot is free again
             self._wake()
         active = sorted(self.active(), key=lambda lease: (-lease.cost, lease.order))
-        base, extra = divmod(self.threads, max(1, len(active)))
+        # Requests about to be admitted count already: a core freed for one of them is not lent to a running call
+        # for the few milliseconds until it is (that call would have to give it back first).
+        coming = sum(self._worker(model) is not None for model in self.waiting.values())
+        base, extra = divmod(self.threads, max(1, len(active) + min(coming, self.threads - len(active))))
         if self.policy == "one":
             base, extra = 1, 0
         target = {id(lease): base + (i < extra) for i, lease in enumerate(active)}
