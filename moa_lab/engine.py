@@ -9,7 +9,8 @@ call may use (``granted``) and the worker writes back what it uses (``using``, r
 tokens and every generated token). The sum over calls of ``max(granted, using)`` never exceeds ``threads``.
 
 When a slot frees, the waiting request with the largest expected cost goes first (longest job first keeps a
-layer's wall time near sum / threads), among those whose model has a live worker.
+layer's wall time near sum / threads), among those whose model has a live worker; a request waits 10 ms before
+its first turn, so that the calls of a layer are all queued when the first cores are given.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from pathlib import Path
 
 #: Seconds between two looks at the board while a change of threads is under way (a worker acknowledging).
 SETTLE_POLL = 0.003
+#: Seconds a request waits before its first turn, so that the calls of a layer (sent within a few milliseconds)
+#: are all in the queue when the first cores are given: the costliest then go first.
+ADMIT_WINDOW = 0.01
 #: ``MOA_LAB_THREAD_POLICY``: ``follow`` (the default: the calls running share every core) or ``one`` (the previous
 #: policy, one thread per call whatever runs: kept for the benchmarks' before/after comparison).
 POLICIES = ("follow", "one")
@@ -164,6 +168,7 @@ class Engine:
         ticket = (-cost, next(self.tickets))
         self.waiting[ticket] = model
         try:
+            await asyncio.sleep(ADMIT_WINDOW)
             while (turn := self._turn(ticket)) is None:
                 given_up = [w.failed for w in self.workers if w.model == model and w.failed]
                 if given_up and len(given_up) == sum(w.model == model for w in self.workers):
