@@ -235,3 +235,26 @@ def test_together_base_url_keeps_working_and_wins_over_nothing_else(monkeypatch,
         monkeypatch.setenv("MOA_LAB_BASE_URL", other.url)
         run(run_layer("Hi", ["m"], cache=False, retries=0))
         assert other.authorizations() == ["Bearer no-key-needed"]
+
+
+def test_a_model_in_a_non_ascii_folder_answers_non_ascii_prompts_streamed_and_not(tmp_path):
+    """A GGUF under a CJK and emoji folder name; prompts with CJK, emoji and U+2028/U+2029 go through the worker
+    both ways (its SSE events are JSON with escapes: a line separator inside a token never splits an event)."""
+    folder = tmp_path / "模型 😀 models"
+    folder.mkdir()
+    path = folder / "小模型.gguf"
+    shutil.copyfile(model_path(S), path)
+    server = moa_lab.LocalServer(threads=1, models=[f"小={path}"])
+    prompt = "用中文回答 😀: line one\u2028line two\u2029end"
+    try:
+        backend = moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=12)
+        layer = run(run_layer(prompt, ["小"], max_tokens=12, cache=False, backend=backend))
+        agg = aggregate(prompt, ["第一 \u2028 😀", "second"], "小", max_tokens=12, cache=False, backend=backend)
+        chunks = list(agg)
+    finally:
+        server.stop()
+    (call,) = layer.calls
+    assert call.ok and call.text and call.prompt_tokens > 10
+    # A CJK character may take several tokens and arrive as one chunk: tokens >= chunks.
+    assert agg.record.ok and "".join(chunks) == agg.record.text and agg.record.completion_tokens >= len(chunks) > 0
+    assert server.identity("小").startswith("小:")
