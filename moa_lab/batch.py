@@ -21,7 +21,8 @@ from . import limits
 from .display import progress_bar
 from .files import BatchItem, OutputError, OutputFile, probe, prompt_hash, read_prompts
 from .moa import run_plan
-from .plan import RunPlan, from_plan, plan_run
+from .budget import Budget, BudgetExceeded, check_budget
+from .plan import BUDGET_SETTINGS, RunPlan, from_plan, plan_run
 from .records import MoAError, MoAResult, layers_dict, trace_dict
 from .usage import Usage, get_prices, usage
 from .validation import check_output_path
@@ -55,7 +56,7 @@ def settings_id(plan: RunPlan) -> str:
     """A short fingerprint of a batch's settings (everything but the prompt), and of what answers each model
     (its server's URL, or the embedded server's model file: :meth:`moa_lab.Backend.scope`); stored in every
     output line, so that a resume with other settings, or other models behind the same names, is refused."""
-    settings = {k: v for k, v in plan.to_dict().items() if k != "prompt"}
+    settings = {k: v for k, v in plan.to_dict().items() if k != "prompt" and k not in BUDGET_SETTINGS}
     models = sorted({m for layer in plan.proposers for m in layer} | {plan.aggregator})
     settings["served_by"] = {model: plan.backend.scope(model) for model in models}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
@@ -72,17 +73,19 @@ class BatchSummary:
     failed: int = 0
     seconds: float = 0.0
     usage: Usage = field(default_factory=Usage)
+    left: int = 0  # prompts not run because the budget was reached (run again, with a larger budget, for them)
 
     def __str__(self) -> str:
-        return (f"{self.path}: {self.done} done, {self.failed} failed, {self.skipped} already there, of "
+        left = f", {self.left} left by the budget" if self.left else ""
+        return (f"{self.path}: {self.done} done, {self.failed} failed, {self.skipped} already there{left}, of "
                 f"{self.total} prompts, in {self.seconds:.1f}s; {self.usage}")
 
 
 def _failed_trace(error: BaseException) -> list:
-    """The calls a failed run made: its finished layers, then the failed aggregator call (if it got there)."""
+    """The calls a failed run made: its finished layers, then the last layer's calls (if it got there)."""
     layers = getattr(error, "layers", [])
-    return [c for layer in layers for c in layer.calls] + [c for c in getattr(error, "failures", [])
-                                                           if c.role == "aggregator"]
+    steps = getattr(error, "steps", []) or [c for c in getattr(error, "failures", []) if c.role == "aggregator"]
+    return [c for layer in layers for c in layer.calls] + steps
 
 
 def _line(item: BatchItem, sid: str, result: MoAResult | None, error: BaseException | None, seconds: float,
@@ -126,7 +129,10 @@ async def run_batch(
     ``concurrency`` at once over the whole batch and at most ``rps`` started per second. Prompts already in
     ``out`` are skipped (failed ones are run again with ``retry_failed``); ``shard="I/N"`` runs one N-th.
     ``on_result`` gets each line as it is written. A failed prompt is written with its error and does not
-    stop the batch.
+    stop the batch. ``max_cost``/``max_tokens_total`` cap the whole batch (what this call spends): refused before
+    any call if one prompt's run may not fit; once a call could cross it, no prompt starts and no call is made,
+    the prompts cut short or not begun are left (no line: a rerun goes on with them, their finished calls from
+    the cache), and :class:`~moa_lab.budget.BudgetExceeded` is raised with the ``summary``.
     """
     proposers, aggregator, settings = from_plan(plan, proposers, aggregator, settings)
     items = read_prompts(prompts)
@@ -134,6 +140,9 @@ async def run_batch(
     plans = {item.id: replace(first, prompt=item.prompt) for item in items}  # each prompt was checked when read
     limiter, picked = check_batch_settings(concurrency, rps, shard)
     prices = get_prices(prices)  # checked before any call, resolved once for every line
+    longest = max(items, key=lambda item: len(item.prompt.encode("utf-8", "surrogatepass")))
+    check_budget(plans[longest.id], prices, runs=len(items))
+    budget = Budget.of(first.settings, prices)
     path = check_output_path(out)
     if path is None:
         raise ValueError("out must be a file path for the results (JSONL)")
@@ -144,7 +153,8 @@ async def run_batch(
         sid = settings_id(first)
         existing = _resumable(output, items, sid)
         mine = [item for item in items if in_shard(item, picked)]
-        return await _run(mine, sid, existing, plans, output, limiter, retry_failed, progress, prices, on_result)
+        return await _run(mine, sid, existing, plans, output, limiter, retry_failed, progress, prices, on_result,
+                          budget)
     finally:
         output.close()
 
@@ -181,7 +191,7 @@ def _resumable(output: OutputFile, items: list[BatchItem], sid: str) -> list[dic
 
 
 async def _run(items, sid: str, existing, plans: dict[str, RunPlan], output: OutputFile, limiter, retry_failed, progress,
-               prices, on_result):
+               prices, on_result, budget: Budget | None = None):
     first = plans[items[0].id] if items else next(iter(plans.values()))
     if retry_failed and any(v["status"] != "ok" for v in existing):
         existing = [v for v in existing if v["status"] == "ok"]
@@ -195,14 +205,19 @@ async def _run(items, sid: str, existing, plans: dict[str, RunPlan], output: Out
     for item in todo:
         queue.put_nowait(item)
     t0 = time.perf_counter()
+    reached: list[BudgetExceeded] = []
 
     async def worker() -> None:
-        while not queue.empty():
+        while not queue.empty() and not reached:
             item = queue.get_nowait()
             result = error = None
             started = time.perf_counter()
             try:
-                result = await run_plan(plans[item.id], stream=False)
+                result = await run_plan(plans[item.id], stream=False, budget=budget)
+            except BudgetExceeded as exc:  # no line: the prompt is left for a rerun (its calls are cached)
+                reached.append(exc)
+                summary.usage.add(usage(_failed_trace(exc), prices))
+                continue
             except Exception as exc:  # noqa: BLE001 - a failed prompt is a line with its error, not the batch's end
                 error = exc
             line = _line(item, sid, result, error, time.perf_counter() - started, prices)
@@ -231,6 +246,13 @@ async def _run(items, sid: str, existing, plans: dict[str, RunPlan], output: Out
         summary.seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
+    if reached:
+        summary.left = len(todo) - summary.done - summary.failed
+        error = BudgetExceeded(f"the batch stopped at its budget ({budget}): {summary.done} prompt(s) done, "
+                               f"{summary.failed} failed, {summary.left} left for a rerun with a larger budget "
+                               f"(their finished calls come from the cache); first refused: {reached[0].args[0]}")
+        error.budget, error.summary = budget, summary
+        raise error
     return summary
 
 

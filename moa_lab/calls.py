@@ -21,6 +21,7 @@ import together
 
 from . import limits
 from .backends import Backend
+from .budget import Budget, BudgetExceeded
 from .cache import ResponseCache, cache_key, get_cache
 from .logs import log
 from .records import CallRecord
@@ -196,11 +197,14 @@ async def chat(
     settings: Settings,
     *,
     stream: bool = False,
+    budget: Budget | None = None,
 ) -> AsyncIterator[str]:
     """Call ``record.model`` with ``messages``; yield the answer's text as it arrives (one chunk if not
     streaming). Fills ``record`` (text, tokens, seconds, attempts, error). One HTTP request per attempt,
-    at most ``1 + settings.retries`` attempts; a stream that already yielded text is never retried."""
+    at most ``1 + settings.retries`` attempts; a stream that already yielded text is never retried.
+    ``budget``: the call starts only if its bound fits (else :class:`BudgetExceeded` is raised, no request made)."""
     parts: list[str] = []
+    hold = None
     record.started, t0 = time.time(), time.perf_counter()
     limiter = limits.current.get()
     try:
@@ -226,6 +230,8 @@ async def chat(
                         await stack.enter_async_context(limiter.slot(-record.layer))
                         if attempt == 0:  # the call starts when it has its slot: waiting for one is not its time
                             record.started, t0 = time.time(), time.perf_counter()
+                    if budget is not None and hold is None:  # held from its start to its end, retries included
+                        hold = budget.reserve(record, messages, settings.max_tokens)
                     attempt_stream = _one_attempt(client, record.model, messages, record.seed, settings, stream, record)
                     pieces = await stack.enter_async_context(contextlib.aclosing(attempt_stream))  # closed in this task
                     async for piece in pieces:
@@ -238,6 +244,9 @@ async def chat(
                 if key:
                     cache.put(key, record.model, "".join(parts), record.prompt_tokens, record.completion_tokens)
                 return
+            except BudgetExceeded:  # refused by the budget: no request was made
+                record.attempts = 0
+                raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes a typed record (cancellation is not one)
                 failure = _classify(exc, settings.timeout)
                 received = "".join(parts)
@@ -254,11 +263,15 @@ async def chat(
     except (asyncio.CancelledError, GeneratorExit):  # cancelled, or the consumer stopped reading the stream
         record.error = "cancelled"
         raise
+    except BudgetExceeded:
+        raise
     except Exception as exc:  # noqa: BLE001 - e.g. the local server failed to start, or a model file is missing
         record.error = _scrub(f"{type(exc).__name__}: {exc}", backend.secrets())
     finally:
         record.text = "".join(parts) if parts else None
         record.seconds = time.perf_counter() - t0
+        if hold is not None:
+            budget.settle(hold, record)
 
 
 def _key(backend: Backend, record: CallRecord, messages, settings: Settings, cache: ResponseCache | None) -> str | None:
@@ -274,8 +287,9 @@ def _replay(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text) or [text]
 
 
-async def complete(backend: Backend, record: CallRecord, messages, settings: Settings) -> CallRecord:
+async def complete(backend: Backend, record: CallRecord, messages, settings: Settings,
+                   budget: Budget | None = None) -> CallRecord:
     """A plain (non-streamed) call; returns the filled record."""
-    async for _ in chat(backend, record, messages, settings):
+    async for _ in chat(backend, record, messages, settings, budget=budget):
         pass
     return record

@@ -6,17 +6,21 @@ Pure orchestration: the calls themselves are in :mod:`moa_lab.calls`, the server
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import calls
 from .backends import Backend
+from .budget import Budget, BudgetExceeded, check_budget
+from .combine import Aggregation, call_seed, combine_answers, reference_order
 from .prompts import build_messages
 from .records import CallRecord, LayerResult, MoAError, MoAResult
 from .plan import RunPlan, plan_run, resolve
 from .settings import Settings
-from .validation import check_answers, check_layer, check_min_ok, check_models, check_prompt, check_quorum
+from .similarity import mean_similarity, most_different
+from .validation import (check_answers, check_layer, check_min_ok, check_models, check_prompt, check_quorum,
+                         check_references)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -24,11 +28,6 @@ if TYPE_CHECKING:
     from .settings import Options
 
 OnCall = Callable[[CallRecord], None]
-
-
-def call_seed(seed: int | None, layer: int, index: int) -> int | None:
-    """Each call's own seed, so that the same model twice in a layer gives two different samples."""
-    return None if seed is None else seed + 1000 * layer + index
 
 
 async def run_layer(
@@ -54,25 +53,38 @@ async def run_layer(
     ``quorum=k``: move on as soon as k answers arrived; ``deadline``: move on after that many seconds.
     Either way the calls still running are cancelled and kept in the trace as stragglers.
     ``cache``: answers already cached are replayed without a call (see :mod:`moa_lab.cache`).
+    ``roles``, ``shuffle_references`` and ``max_references`` (which answers the result passes on, in
+    ``kept``) as in :class:`Settings`; ``max_cost``/``max_tokens_total``: this layer's budget.
     """
     backend, settings = resolve(plan, backend, options)
     check_prompt(prompt)
     models = check_models(models, backend, "models")
     check_min_ok(settings.min_ok, len(models))
     check_quorum(settings.quorum, len(models), settings.min_ok)
+    check_references(replace(settings, combine="synthesize"), [len(models)])
     check_layer(layer)
     if previous is not None:
         check_answers(previous)
-    return await _layer(prompt, models, previous, layer, backend, settings, on_call)
+    budget = Budget.of(settings)
+    if budget is not None:
+        budget.check_priced(models)
+    return await _layer(prompt, models, previous, layer, backend, settings, on_call, budget)
 
 
-async def _layer(prompt, models, previous, layer: int, backend: Backend, settings: Settings, on_call) -> LayerResult:
-    messages = build_messages(prompt, previous, settings.system_prompt)
-    seeds = [call_seed(settings.seed, layer, i) for i in range(len(models))]
-    result = LayerResult(layer, [CallRecord(layer, i, m, seed=seeds[i]) for i, m in enumerate(models)])
+async def _layer(prompt, models, previous, layer: int, backend: Backend, settings: Settings, on_call,
+                 budget: Budget | None = None) -> LayerResult:
+    result = LayerResult(layer, [CallRecord(layer, i, m, seed=call_seed(settings.seed, layer, i))
+                                 for i, m in enumerate(models)])
+    roles = settings.roles or ()
 
     async def one(record: CallRecord) -> None:
-        await calls.complete(backend, record, messages, settings)
+        order = reference_order(len(previous or ()), record.seed, settings.shuffle_references)
+        if previous:
+            record.references = [i + 1 for i in order]
+        role = roles[record.index] if record.index < len(roles) else None
+        messages = build_messages(prompt, [previous[i] for i in order] if previous else None, settings.system_prompt,
+                                  role)
+        await calls.complete(backend, record, messages, settings, budget)
         if on_call is not None:
             on_call(record)
 
@@ -92,8 +104,12 @@ async def _layer(prompt, models, previous, layer: int, backend: Backend, setting
                 on_call(record)
         elif task.exception() is not None and raised is None:  # e.g. on_call raised (every one is retrieved)
             raised = task.exception()
+    if isinstance(raised, BudgetExceeded):  # the calls that finished are kept
+        raised.layers = [result]
     if raised is not None:
         raise raised
+    if settings.max_references is not None and len(result.answers) > settings.max_references:
+        result.kept = most_different(result.answers, settings.max_references, settings.similarity)
     if len(result.answers) < settings.min_ok:
         raise MoAError(
             f"layer {layer}: only {len(result.answers)} of {len(models)} proposers answered "
@@ -120,44 +136,6 @@ async def _wait_for_answers(tasks, records, quorum: int | None, deadline: float 
     return None
 
 
-class Aggregation:
-    """The aggregator's call, started when first iterated or awaited. Costs one model call.
-
-    ``async for chunk in agg`` yields the text as it arrives (``for chunk in agg`` in a plain script);
-    ``await agg`` returns the whole text. Afterwards ``agg.record`` holds the call's record. A failure
-    raises :class:`MoAError` naming the model and cause; the text that arrived is kept in the record.
-    """
-
-    def __init__(self, backend, record, messages, settings, stream, layers=()) -> None:
-        self.backend, self.record, self.messages = backend, record, messages
-        self.settings, self.stream, self.layers = settings, stream, list(layers)
-        self._started = False
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        if self._started:
-            raise RuntimeError("an Aggregation can be consumed once; call aggregate() again for a new answer")
-        self._started = True
-        chunks = calls.chat(self.backend, self.record, self.messages, self.settings, stream=self.stream)
-        async with contextlib.aclosing(chunks):  # a consumer that stops early closes the call at once
-            async for chunk in chunks:
-                yield chunk
-        if not self.record.ok:
-            raise MoAError("the aggregator failed", failures=[self.record], layers=self.layers)
-
-    def __await__(self):
-        return self._text().__await__()
-
-    async def _text(self) -> str:
-        async for _ in self:
-            pass
-        return self.record.text or ""
-
-    def __iter__(self) -> Iterator[str]:
-        from ._sync import iterate
-
-        return iterate(self.__aiter__())
-
-
 def aggregate(
     prompt: str,
     answers: Sequence[str],
@@ -170,6 +148,7 @@ def aggregate(
     **options: "Unpack[Options]",
 ) -> Aggregation:
     """The final call: ``model`` gets ``system_prompt`` with the numbered ``answers``, and the user prompt.
+    (This is ``combine="synthesize"``; :func:`moa_lab.combine.combine_answers` does every mode.)
 
     Returns an :class:`Aggregation` (iterate it for streamed chunks, or await it for the text). With an empty
     ``answers`` list the model answers the prompt alone (a single-model baseline). ``layer``: the
@@ -184,14 +163,15 @@ def aggregate(
     if layer is None:
         layer = plan.layers if isinstance(plan, RunPlan) else 2 if answers else 1
     check_layer(layer)
-    return _aggregation(prompt, answers, model, layer, backend, settings, stream)
-
-
-def _aggregation(prompt, answers, model, layer: int, backend: Backend, settings: Settings, stream: bool,
-                 layers=()) -> Aggregation:
-    record = CallRecord(layer, 0, model, role="aggregator", seed=call_seed(settings.seed, layer, 0))
-    messages = build_messages(prompt, answers, settings.system_prompt)
-    return Aggregation(backend, record, messages, settings, stream, layers)
+    budget = Budget.of(settings)
+    if budget is not None:
+        budget.check_priced([model])
+    record = CallRecord(layer, 0, model, role="aggregator", seed=call_seed(settings.seed, layer, 0),
+                        step="synthesize")
+    order = reference_order(len(answers), record.seed, settings.shuffle_references)
+    record.references = [i + 1 for i in order] if answers else None
+    messages = build_messages(prompt, [answers[i] for i in order], settings.system_prompt)
+    return Aggregation(backend, record, messages, settings, stream, budget=budget)
 
 
 async def run_moa(
@@ -230,28 +210,44 @@ async def run_plan(
     stream: bool = True,
     on_call: OnCall | None = None,
     on_chunk: Callable[[str], None] | None = None,
+    budget: Budget | None = None,
 ) -> MoAResult:
-    """:func:`run_moa` for settings already checked by :func:`moa_lab.plan_run`. ``plan.calls`` model calls."""
+    """:func:`run_moa` for settings already checked by :func:`moa_lab.plan_run`: at most ``plan.calls`` model
+    calls (fewer after an early stop). ``budget``: one shared with other runs (a batch's); None: the plan's own
+    (``max_cost``, ``max_tokens_total``), whose bound is checked here before any call."""
     backend, settings = plan.backend, plan.settings
+    if budget is None:
+        check_budget(plan)
+        budget = Budget.of(settings)
     await backend.ready()
     t0 = time.perf_counter()
     done: list[LayerResult] = []
-    previous = None
+    previous, stopped = None, None
     for number, models in enumerate(plan.proposers, start=1):
         try:
-            layer = await _layer(plan.prompt, models, previous, number, backend, settings, on_call)
+            layer = await _layer(plan.prompt, models, previous, number, backend, settings, on_call, budget)
         except MoAError as exc:
             exc.layers = done + exc.layers
             raise
         done.append(layer)
-        previous = layer.answers
-    final = _aggregation(plan.prompt, previous or [], plan.aggregator, plan.layers, backend, settings, stream, done)
-    try:
-        async with contextlib.aclosing(final.__aiter__()) as chunks:  # closed here even if on_chunk raises
-            async for chunk in chunks:
-                if on_chunk is not None:
-                    on_chunk(chunk)
-    finally:
-        if on_call is not None:
-            on_call(final.record)
-    return MoAResult(plan.prompt, done, final.record, time.perf_counter() - t0)
+        previous = layer.passed_on
+        if number < len(plan.proposers) and settings.early_stop is not None:
+            stopped = _early_stop(layer, settings, len(plan.proposers))
+            if stopped:
+                break
+    combination = await combine_answers(plan.prompt, previous or [], plan.aggregator, layer=len(done) + 1,
+                                        backend=backend, settings=settings, stream=stream, on_chunk=on_chunk,
+                                        on_call=on_call, budget=budget, layers=done)
+    final = combination.calls[-1] if combination.calls else None
+    return MoAResult(plan.prompt, done, final, time.perf_counter() - t0, combination, stopped)
+
+
+def _early_stop(layer: LayerResult, settings: Settings, layers: int) -> str | None:
+    """Why the run adds no more proposer layers after ``layer`` (its answers are alike enough), or None."""
+    alike = mean_similarity(layer.answers, settings.similarity)
+    if alike is None or alike < settings.early_stop:
+        return None
+    measure = "lexical" if settings.similarity is None else getattr(settings.similarity, "__name__", "the given")
+    skipped = f"layer {layer.layer + 1}" if layer.layer + 1 == layers else f"layers {layer.layer + 1}-{layers}"
+    return (f"early stop after layer {layer.layer}: its {len(layer.answers)} answers were {alike:.2f} alike (mean "
+            f"pairwise {measure} similarity >= early_stop {settings.early_stop:g}); proposer {skipped} skipped")

@@ -10,8 +10,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from .backends import Backend, get_backend
 from .prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_ZH
-from .settings import Settings
-from .validation import check_min_ok, check_models, check_prompt, check_quorum, check_settings, layer_plan
+from .settings import DEFAULTS, Settings
+from .validation import (check_min_ok, check_models, check_prompt, check_quorum, check_references, check_settings,
+                         layer_plan)
+
+#: The settings of the variants (how the last layer combines, what proposers see, early stop, budgets), in order.
+VARIANT_SETTINGS = ("combine", "top_k", "window", "roles", "shuffle_references", "max_references", "early_stop",
+                    "similarity", "max_cost", "max_tokens_total")
+#: What a batch's settings id leaves out: a resume may raise the budget.
+BUDGET_SETTINGS = ("max_cost", "max_tokens_total")
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -46,7 +53,22 @@ class RunPlan:
 
     @property
     def calls(self) -> int:
-        return sum(len(models) for models in self.proposers) + 1
+        """Model calls the run makes, at most (an early stop makes fewer; cached answers cost none): every
+        proposer, then the last layer's for its ``combine`` mode (a vote: none; ``rank``: 2; ``sequential``:
+        one per window)."""
+        from .combine import passed_on, steps
+
+        last = passed_on(self.settings, len(self.proposers[-1])) if self.proposers else 0
+        return sum(len(models) for models in self.proposers) + len(steps(self.settings, last))
+
+    def variant(self) -> dict[str, Any]:
+        """The variant settings that differ from the defaults (``combine``, ``roles``, budgets, ...)."""
+        out = {}
+        for name in VARIANT_SETTINGS:
+            value = getattr(self.settings, name)
+            if value != getattr(DEFAULTS, name):
+                out[name] = _named(value) if name == "similarity" else list(value) if name == "roles" else value
+        return out
 
     def __getattr__(self, name: str):  # plan.max_tokens, plan.seed, plan.system_prompt...: its settings'
         settings = self.__dict__.get("settings")
@@ -69,6 +91,7 @@ class RunPlan:
             "quorum": self.quorum,
             "deadline": self.deadline,
             "system_prompt": self.system_prompt,
+            **self.variant(),
         }
 
     def to_parameters(self) -> dict[str, Any]:
@@ -84,6 +107,7 @@ class RunPlan:
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "system_prompt": None if self.system_prompt == AGGREGATOR_PROMPT else self.system_prompt,
+            **{k: v for k, v in self.variant().items() if k != "similarity"},
         }
 
     def parameters_text(self) -> str:
@@ -107,17 +131,26 @@ class RunPlan:
         args = [repr(params["prompt"]), repr(params["proposers"]), repr(params["aggregator"])]
         args += [f"{k}={params[k]!r}" for k in ("layers", "temperature", "max_tokens")]
         args += [f"seed={self.seed!r}", f"system_prompt={system_prompt}", f"backend={backend!r}"]
+        args += [f"{k}={v!r}" for k, v in self.variant().items() if k != "similarity"]
         lines = [f"from moa_lab import {imports}", "", "result = await run_moa("]
         return "\n".join(lines + [f"    {arg}," for arg in args] + [")", "print(result.text)"])
 
     def __str__(self) -> str:
         lines = [f"backend: {self.backend.describe()}"]
         lines += [f"layer {k + 1}: {len(m)} proposer(s) at once: {', '.join(m)}" for k, m in enumerate(self.proposers)]
-        lines.append(f"layer {self.layers}: aggregator {self.aggregator} (streamed)")
+        mode = self.settings.combine
+        if mode == "synthesize":
+            lines.append(f"layer {self.layers}: aggregator {self.aggregator} (streamed)")
+        else:
+            last = self.calls - sum(map(len, self.proposers))
+            lines.append(f"layer {self.layers}: combine={mode!r}, " + (
+                "no call (a majority of the stated answers)" if mode == "vote" else
+                f"aggregator {self.aggregator}, {last} call(s) one after another"))
         lines.append(
             f"{self.calls} model calls in {self.layers} sequential step(s); temperature {self.temperature:g}, "
             f"max_tokens {self.max_tokens}, seed {self.seed}"
         )
+        lines += [f"{k}: {v!r}" for k, v in self.variant().items() if k != "combine"]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer, cycle) -> None:  # IPython shows the plan as text, not as a dataclass
@@ -173,4 +206,12 @@ def plan_run(
     if aggregator is None:
         aggregator = backend.default_aggregator
     (aggregator,) = check_models([aggregator], backend, "aggregator")
+    check_references(checked, [len(p) for p in plan])
     return RunPlan(prompt, plan, aggregator, backend, checked)
+
+
+def _named(function) -> str | None:
+    """A function by its name, for JSON (``module.name``)."""
+    if function is None:
+        return None
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"

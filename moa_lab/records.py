@@ -35,6 +35,8 @@ class CallRecord:
     error: str | None = None
     cached: bool = False  # answered from the cache: no model call was made (attempts 0)
     straggler: bool = False  # cancelled because its layer moved on without it (quorum or deadline)
+    step: str | None = None  # what an aggregator call did: "synthesize", "select", "rank", "window 2 of 3"
+    references: list[int] | None = None  # the answers it read, as their numbers before, in the order it read them
 
     @property
     def ok(self) -> bool:
@@ -53,7 +55,8 @@ class CallRecord:
         if self.role == "judge":
             return f"{self.model} (judge)"
         place = "aggregator" if self.role == "aggregator" else f"proposer {self.index + 1}"
-        return f"{self.model} (layer {self.layer} {place})"
+        step = f", {self.step}" if self.step and self.step != "synthesize" else ""
+        return f"{self.model} (layer {self.layer} {place}{step})"
 
     def describe_failure(self) -> str:
         return f"{self.where}: {self.error}"
@@ -65,11 +68,18 @@ class LayerResult:
 
     layer: int
     calls: list[CallRecord] = field(default_factory=list)
+    kept: list[int] | None = None  # max_references: the positions in ``answers`` passed on (None: every one)
 
     @property
     def answers(self) -> list[str]:
         """The successful answers, in model order (failed calls are left out, never passed on as text)."""
         return [c.text or "" for c in self.calls if c.ok]
+
+    @property
+    def passed_on(self) -> list[str]:
+        """The answers the next layer reads: every one, or the ``kept`` ones (``max_references``)."""
+        answers = self.answers
+        return answers if self.kept is None else [answers[i] for i in self.kept]
 
     @property
     def failures(self) -> list[CallRecord]:
@@ -81,17 +91,34 @@ class LayerResult:
 
 
 @dataclass
+class Combination:
+    """How the last layer's answers became the final one (``combine=``): the ``mode``, its ``calls`` (none for
+    ``"vote"``; one per window for ``"sequential"``), the final ``text``, the references ``chosen`` (their
+    numbers, from 1: ``select``'s pick, ``rank``'s top k, the answers of a vote's majority) and a ``note``."""
+
+    mode: str
+    calls: list[CallRecord]
+    text: str
+    chosen: list[int] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
 class MoAResult:
     """A whole run: every proposer layer, the aggregator's call, and the wall time.
 
     Built by ``run_moa``, or by hand from steps run one by one: ``MoAResult(prompt, layers, agg.record)``;
     then ``seconds`` (if not given) is the span from the first call's start to the last call's end.
+    ``combination``: how the last layer combined (None: one aggregator call, ``final``); ``final`` is then its
+    last call (None for a vote). ``early_stop``: why the run stopped adding proposer layers, if it did.
     """
 
     prompt: str
     layers: list[LayerResult]
-    final: CallRecord
+    final: CallRecord | None
     seconds: float = 0.0
+    combination: Combination | None = None
+    early_stop: str | None = None
 
     def __post_init__(self) -> None:
         timed = [c for c in self.trace if c.started]
@@ -100,19 +127,39 @@ class MoAResult:
 
     @property
     def text(self) -> str:
-        """The aggregator's final answer."""
-        return self.final.text or ""
+        """The final answer: the aggregator's (or what ``combine`` chose)."""
+        if self.combination is not None:
+            return self.combination.text
+        return self.final.text or "" if self.final is not None else ""
+
+    @property
+    def steps(self) -> list[CallRecord]:
+        """The calls of the last layer (the aggregator's: one, several, or none for a vote)."""
+        if self.combination is not None:
+            return list(self.combination.calls)
+        return [self.final] if self.final is not None else []
 
     @property
     def trace(self) -> list[CallRecord]:
-        """Every call of the run, layer by layer, the aggregator last."""
-        return [c for layer in self.layers for c in layer.calls] + [self.final]
+        """Every call of the run, layer by layer, the aggregator's last."""
+        return [c for layer in self.layers for c in layer.calls] + self.steps
+
+    @property
+    def notes(self) -> list[str]:
+        """What the run decided on its own: an early stop, the references kept, how the last layer combined."""
+        notes = [f"layer {layer.layer}: passed on answers {', '.join(str(i + 1) for i in layer.kept)} of "
+                 f"{len(layer.answers)} (max_references)" for layer in self.layers if layer.kept is not None]
+        if self.early_stop:
+            notes.append(self.early_stop)
+        if self.combination is not None and self.combination.note:
+            notes.append(f"combine={self.combination.mode}: {self.combination.note}")
+        return notes
 
     def summary(self) -> str:
-        """A per-call table (layer, model, seconds, tokens, attempts, error) as text."""
+        """A per-call table (layer, model, seconds, tokens, attempts, error) as text, and the run's notes."""
         from .trace import format_trace
 
-        return format_trace(self.trace)
+        return "\n".join([format_trace(self.trace), *self.notes])
 
     def usage(self, prices=None):
         """Tokens and estimated cost of the whole run (:class:`moa_lab.usage.Usage`); ``prices`` as in
@@ -124,8 +171,11 @@ class MoAResult:
     def to_dict(self, prices=None) -> dict[str, Any]:
         """JSON-ready: the prompt, the final text, per-layer models, answers, errors, tokens and cost, the
         run's totals and the full trace (each call with its estimated cost)."""
+        combination = self.combination
         return {"prompt": self.prompt, "final": self.text, "seconds": self.seconds,
-                **layers_dict(self.layers, prices), **trace_dict(self.trace, prices)}
+                "combine": None if combination is None else {"mode": combination.mode, "chosen": combination.chosen,
+                                                             "note": combination.note},
+                "early_stop": self.early_stop, **layers_dict(self.layers, prices), **trace_dict(self.trace, prices)}
 
     def to_pandas(self, prices=None):
         """The trace as a pandas DataFrame: one row per call (layer, index, model, role, status, seed, started,
@@ -151,7 +201,7 @@ def layers_dict(layers: list[LayerResult], prices=None) -> dict[str, Any]:
     prices, out = get_prices(prices), []  # resolved once for every layer
     for layer in layers:
         used = usage(layer.calls, prices)
-        out.append({"layer": layer.layer, "models": layer.models, "answers": layer.answers,
+        out.append({"layer": layer.layer, "models": layer.models, "answers": layer.answers, "kept": layer.kept,
                     "errors": [c.describe_failure() for c in layer.failures], "prompt_tokens": used.prompt_tokens,
                     "completion_tokens": used.completion_tokens, "cost": used.cost})
     return {"layers": out}
@@ -173,8 +223,9 @@ class MoAError(RuntimeError):
     """A run could not go on. Names every failed model and its cause.
 
     ``failures`` holds the failed calls' records; ``layers`` every proposer layer computed before the
-    failure (so the caller can aggregate again without re-running them); ``partial`` the aggregator's
-    text that arrived before a stream broke, if any.
+    failure (so the caller can aggregate again without re-running them); ``steps`` the last layer's calls made
+    before it (a ranking, earlier windows); ``partial`` the aggregator's text that arrived before a stream
+    broke, if any.
     """
 
     def __init__(
@@ -183,9 +234,11 @@ class MoAError(RuntimeError):
         *,
         failures: list[CallRecord] | None = None,
         layers: list[LayerResult] | None = None,
+        steps: list[CallRecord] | None = None,
     ) -> None:
         self.failures = list(failures or [])
         self.layers = list(layers or [])
+        self.steps = list(steps or [])
         details = "".join(f"\n  - {c.describe_failure()}" for c in self.failures)
         super().__init__(message + details)
 

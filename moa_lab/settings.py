@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, TypedDict, Union
+from typing import TYPE_CHECKING, Optional, Sequence, TypedDict, Union
 
 from .prompts import AGGREGATOR_PROMPT
+from .similarity import Similarity
 
 if TYPE_CHECKING:
     from .cache import ResponseCache
 
 CacheSpec = Union[bool, str, "os.PathLike[str]", "ResponseCache", None]
+
+#: How the last layer combines the references (``combine=``); the first is the default (the paper's).
+COMBINE_MODES: tuple[str, ...] = ("synthesize", "select", "rank", "vote", "sequential")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,16 @@ class Settings:
       paper's, :data:`~moa_lab.AGGREGATOR_PROMPT_EN`).
     - ``min_ok`` (1): answers a proposer layer needs to go on; ``quorum`` (None): a layer moves on once that
       many answered; ``deadline`` (None): a layer moves on after that many seconds. Stragglers are cancelled.
+    - ``combine`` ("synthesize"): how the last layer combines the references, one of :data:`COMBINE_MODES`
+      (see :mod:`moa_lab.combine`); ``top_k`` (2): the references ``"rank"`` synthesizes; ``window`` (2): the
+      references ``"sequential"`` reads per call, besides its running synthesis.
+    - ``roles`` (None): one system prompt per proposer (by position in the layer; None in the list: none);
+      ``shuffle_references`` (False): every call reads the references in its own order (from its seed);
+      ``max_references`` (None: all): pass on only the k most different answers of a layer (``similarity``);
+      ``early_stop`` (None): stop adding proposer layers once a layer's answers are this alike (0 to 1);
+      ``similarity`` (None: lexical, :func:`moa_lab.similarity.lexical`): ``f(a, b) -> [0, 1]`` for both.
+    - ``max_cost`` (USD) and ``max_tokens_total`` (None: no cap): a budget for a run (in ``run_batch``: for the
+      batch); see :mod:`moa_lab.budget`. Not part of a batch's settings id: a resume may raise it.
     """
 
     temperature: float = 0.7
@@ -50,6 +64,16 @@ class Settings:
     min_ok: int = 1
     quorum: int | None = None
     deadline: float | None = None
+    combine: str = "synthesize"
+    top_k: int = 2
+    window: int = 2
+    roles: Optional[Sequence[Optional[str]]] = None
+    shuffle_references: bool = False
+    max_references: int | None = None
+    early_stop: float | None = None
+    similarity: Optional[Similarity] = field(default=None, compare=False)
+    max_cost: float | None = None
+    max_tokens_total: int | None = None
 
 
 #: The setting names, in order: what ``**options`` may hold.
@@ -72,3 +96,13 @@ class Options(TypedDict, total=False):
     min_ok: int
     quorum: int | None
     deadline: float | None
+    combine: str
+    top_k: int
+    window: int
+    roles: Sequence[str | None] | None
+    shuffle_references: bool
+    max_references: int | None
+    early_stop: float | None
+    similarity: Similarity | None
+    max_cost: float | None
+    max_tokens_total: int | None

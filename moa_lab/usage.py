@@ -196,6 +196,39 @@ def _bytes(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
+def prompt_bound(messages: Sequence[Mapping[str, str]]) -> int:
+    """At most how many tokens these chat messages are: one per UTF-8 byte, plus the chat template's."""
+    return TEMPLATE_TOKENS_PER_REQUEST + sum(TEMPLATE_TOKENS_PER_MESSAGE + _bytes(m["content"]) for m in messages)
+
+
+def _system_bound(instructions: str, references: int, limit: int, role: str | None = None) -> int:
+    """The bound of a system message: ``role``, then ``instructions`` with ``references`` answers of at most
+    ``limit`` tokens each, numbered (none of either: no system message)."""
+    tokens = _bytes(role) + 2 if role else 0
+    if references:
+        tokens += _bytes(instructions) + references * (limit + len(f"{references}. \n"))
+    return tokens + TEMPLATE_TOKENS_PER_MESSAGE if tokens else 0
+
+
+def call_bounds(plan: "RunPlan") -> list[tuple[str, int, int]]:
+    """Every call a run may make, as ``(model, prompt tokens, completion tokens)`` bounds, in order: each proposer
+    layer (with its roles, reading what the layer before passes on), then the last layer's calls for its
+    ``combine`` mode (see :func:`moa_lab.combine.steps`). An early stop only makes fewer."""
+    from .combine import passed_on, steps
+
+    settings, limit = plan.settings, plan.max_tokens or 0
+    user = _bytes(plan.prompt) + TEMPLATE_TOKENS_PER_REQUEST + TEMPLATE_TOKENS_PER_MESSAGE
+    roles, out, previous = settings.roles or (), [], 0
+    for models in plan.proposers:
+        for i, model in enumerate(models):
+            role = roles[i] if i < len(roles) else None
+            out.append((model, user + _system_bound(settings.system_prompt, previous, limit, role), limit))
+        previous = passed_on(settings, len(models))
+    for instructions, references in steps(settings, previous):
+        out.append((plan.aggregator, user + _system_bound(instructions, references, limit), limit))
+    return out
+
+
 def estimate(
     prompt: "str | Sequence[str] | RunPlan",
     proposers=None,
@@ -207,7 +240,8 @@ def estimate(
 ) -> Estimate:
     """How many calls a run (or a batch: a list of prompts) makes, with upper bounds of tokens and cost.
     Arguments as for :func:`moa_lab.plan_run` (or one :class:`~moa_lab.RunPlan`; ``plan=``: a plan's models and
-    settings for every prompt); no model is called.
+    settings for every prompt); no model is called. Every ``combine`` mode's calls are counted (a vote makes
+    none; ``"rank"`` two; ``"sequential"`` one per window), and what ``roles`` and ``max_references`` change.
 
     The bound: each answer has at most ``max_tokens`` tokens; a prompt has at most one token per UTF-8 byte
     (true of byte-level BPE and byte-fallback tokenizers) plus the chat template's few tokens; a previous answer
@@ -224,21 +258,14 @@ def estimate(
     cost, unpriced = 0.0, set()
     for item in prompts:
         plan = item if isinstance(item, RunPlan) else plan_run(item, proposers, aggregator, **settings)
-        limit = plan.max_tokens or 0
-        user = _bytes(plan.prompt) + TEMPLATE_TOKENS_PER_REQUEST + TEMPLATE_TOKENS_PER_MESSAGE
-        previous = 0
-        for models in plan.proposers + [[plan.aggregator]]:
-            refs = 0 if not previous else (_bytes(plan.system_prompt) + TEMPLATE_TOKENS_PER_MESSAGE
-                                           + previous * (limit + len(f"{previous}. \n")))
-            for model in models:
-                calls += 1
-                prompt_tokens += user + refs
-                completion_tokens += limit
-                price = table.get(model)
-                if price is None:
-                    unpriced.add(model)
-                else:
-                    cost += ((user + refs) * price[0] + limit * price[1]) / 1e6
-            previous = len(models)
+        for model, tokens_in, tokens_out in call_bounds(plan):
+            calls += 1
+            prompt_tokens += tokens_in
+            completion_tokens += tokens_out
+            price = table.get(model)
+            if price is None:
+                unpriced.add(model)
+            else:
+                cost += (tokens_in * price[0] + tokens_out * price[1]) / 1e6
     return Estimate(len(prompts), calls, prompt_tokens, completion_tokens, None if unpriced else cost,
                     tuple(sorted(unpriced)))

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from .cache import check_cache
 from .prompts import AGGREGATOR_PROMPT
-from .settings import DEFAULTS, NAMES, Settings
+from .settings import COMBINE_MODES, DEFAULTS, NAMES, Settings
 from .unicode import surrogate_error
 
 
@@ -116,8 +116,70 @@ def check_settings(base: Settings | None = None, options: Mapping[str, Any] | No
     check_seed(s.seed)
     if s.deadline is not None and (not _number(s.deadline) or not 0 < s.deadline < math.inf):
         raise ValueError(f"deadline must be None (no deadline) or a positive number of seconds, got {s.deadline!r}")
+    check_variant(s)
     return replace(s, temperature=float(s.temperature), max_tokens=max_tokens, timeout=float(s.timeout),
-                   system_prompt=check_system_prompt(s.system_prompt), cache=check_cache(s.cache))
+                   system_prompt=check_system_prompt(s.system_prompt), cache=check_cache(s.cache),
+                   roles=check_roles(s.roles), max_cost=None if s.max_cost is None else float(s.max_cost),
+                   early_stop=None if s.early_stop is None else float(s.early_stop))
+
+
+def check_variant(s: Settings) -> None:
+    """The settings of the variants (how the last layer combines, what proposers see, early stop, budgets),
+    each on its own; :func:`check_references` checks them against a run's layers."""
+    if not isinstance(s.combine, str) or s.combine not in COMBINE_MODES:
+        raise ValueError(f"unknown combine mode {s.combine!r}; the modes are: {', '.join(COMBINE_MODES)}")
+    for name in ("top_k", "window"):
+        value = getattr(s, name)
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not isinstance(s.shuffle_references, bool):
+        raise ValueError(f"shuffle_references must be True or False, got {s.shuffle_references!r}")
+    if s.max_references is not None and (not _is_int(s.max_references) or s.max_references < 1):
+        raise ValueError(f"max_references must be None (pass on every answer) or an integer >= 1, got "
+                         f"{s.max_references!r}")
+    if s.early_stop is not None and (not _number(s.early_stop) or not 0 < s.early_stop <= 1):
+        raise ValueError(f"early_stop must be None (never) or a similarity threshold in (0, 1], got {s.early_stop!r}")
+    if s.similarity is not None and not callable(s.similarity):
+        raise ValueError(f"similarity must be None (lexical) or a function f(a, b) -> [0, 1], got {s.similarity!r}")
+    if s.max_cost is not None and (not _number(s.max_cost) or not 0 <= s.max_cost < math.inf):
+        raise ValueError(f"max_cost must be None (no cap) or a number of USD >= 0, got {s.max_cost!r}")
+    if s.max_tokens_total is not None and (not _is_int(s.max_tokens_total) or s.max_tokens_total < 1):
+        raise ValueError(f"max_tokens_total must be None (no cap) or an integer >= 1, got {s.max_tokens_total!r}")
+
+
+def check_roles(roles) -> tuple[str | None, ...] | None:
+    """One system prompt (or None) per proposer position, as a tuple."""
+    if roles is None:
+        return None
+    if isinstance(roles, (str, bytes)) or not isinstance(roles, Sequence) or not roles:
+        raise ValueError(f"roles must be None or a list with one system prompt (or None) per proposer, got {roles!r}")
+    for i, role in enumerate(roles):
+        if role is not None and not isinstance(role, str):
+            raise ValueError(f"roles[{i}] must be a string or None (no role), got {role!r}")
+        if role is not None:
+            check_text(role, f"roles[{i}]")
+    return tuple(roles)
+
+
+def check_references(settings: Settings, sizes: Sequence[int]) -> None:
+    """The variants' settings against a run's proposer layers (``sizes``: proposers per layer)."""
+    mode = settings.combine
+    if mode != "synthesize" and not sizes:
+        raise ValueError(f"combine={mode!r} combines the proposers' answers: it needs a proposer layer "
+                         "(layers >= 2)")
+    fewest = min(sizes, default=0)
+    last = sizes[-1] if sizes else 0
+    k = settings.max_references
+    if k is not None and sizes and k > fewest:
+        raise ValueError(f"max_references={k} is more than the references there are: the smallest layer has "
+                         f"{fewest} proposer(s)")
+    if mode == "rank" and settings.top_k > min(last, k or last):
+        raise ValueError(f"top_k={settings.top_k} is more than the references ranked ({min(last, k or last)}, the "
+                         "last proposer layer's answers)")
+    if settings.roles is not None and sizes:
+        if max(sizes) != len(settings.roles):
+            raise ValueError(f"roles gives {len(settings.roles)} system prompt(s), one per proposer, but the "
+                             f"largest layer has {max(sizes)} proposer(s)")
 
 
 def check_min_ok(min_ok, n_models: int) -> None:

@@ -20,6 +20,8 @@ chunked transfer encoding. Each request for a model takes the next fault scripte
   empty         200 with an answer whose content is empty
   surrogate     ok, but the answer ends with a lone surrogate (a JSON ``\\ud83d`` escape: half an emoji)
   echo-auth     401 whose error message repeats the request's Authorization header
+  say:TEXT      ok, but the answer is TEXT (a selector's "2", a ranking, a vote's "The answer is 42")
+  tokens:N      ok, but its usage reports N completion tokens (a server whose tokenizer counts more than a bound)
 Every request body is kept in ``requests`` (its headers in ``headers``, its arrival time, ``time.monotonic()``,
 in ``arrivals``); ``active``/``peak`` count concurrent requests. ``POST /_script``, ``GET /_stats`` and
 ``POST /_reset`` do the same from another process (``python tests/fault_server.py --latency S`` serves in its
@@ -242,12 +244,14 @@ def _handler(server: FaultServer):
             elif name == "echo-auth":
                 return self._error(401, f"invalid key in header: {self.headers.get('Authorization')}")
             text = "" if name == "empty" else answer_text(body) + (" \ud83d" if name == "surrogate" else "")
+            text = arg if name == "say" else text
+            counted = int(arg) if name == "tokens" else len(text.split())
             if stream:
-                return self._stream(body, text, name, float(arg) if name == "trickle" and arg else 0.02)
+                return self._stream(body, text, name, float(arg) if name == "trickle" and arg else 0.02, counted)
             payload = json.dumps({
                 "id": "x", "object": "chat.completion", "created": 0, "model": body.get("model"),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 7, "completion_tokens": len(text.split()), "total_tokens": 7},
+                "usage": {"prompt_tokens": 7, "completion_tokens": counted, "total_tokens": 7 + counted},
             }).encode()
             if name == "cut":
                 self._send(200, payload[: len(payload) // 2], length=len(payload))
@@ -268,12 +272,12 @@ def _handler(server: FaultServer):
                     self._leave()
                 write(data[i:i + 1])
 
-        def _stream(self, body: dict, text: str, fault: str, every: float) -> None:
+        def _stream(self, body: dict, text: str, fault: str, every: float, counted: int) -> None:
             words = text.split(" ")
             events = [_chunk_event(body, {"role": "assistant", "content": ""})]
             events += [_chunk_event(body, {"content": w + ("" if i == len(words) - 1 else " ")},
                                     "stop" if i == len(words) - 1 else None) for i, w in enumerate(words)]
-            usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
+            usage = {"prompt_tokens": 7, "completion_tokens": counted, "total_tokens": 7 + counted}
             done = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": body.get("model"),
                     "choices": [], "usage": usage}
             events.append(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())

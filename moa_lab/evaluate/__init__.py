@@ -4,7 +4,8 @@ orders, plus questions scored by exact match; a results table and plots. ``noteb
 through it step by step; :func:`evaluate` does it in one call.
 """
 
-from .configs import Config, check_configs, moa, proposer_sweep, reference, self_moa, single, standard_configs
+from .configs import (Config, check_configs, moa, proposer_sweep, reference, self_moa, single, standard_configs,
+                      variant, variants)
 from .generate import ConfigRun, generate, plans
 from .judge import JUDGE_PROMPT, Judgment, check_judge, judge, judge_messages, parse_verdict, prompt_scores
 from .pipeline import EvalEstimate, as_tasks, estimate_evaluation, evaluate, evaluate_sync
@@ -18,5 +19,5 @@ __all__ = [
     "check_judge", "estimate_evaluation", "evaluate", "evaluate_sync", "extract", "first_position_rate", "generate",
     "is_correct", "judge", "judge_messages", "judgments_view", "length_controlled", "load_tasks", "moa", "order_effect", "parse_verdict", "plans",
     "prompt_scores", "proposer_sweep", "reference", "self_moa", "single", "standard_configs", "summarize",
-    "win_rate",
+    "variant", "variants", "win_rate",
 ]

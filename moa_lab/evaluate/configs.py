@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Sequence
 
-from ..validation import check_models
+from ..combine import passed_on, steps
+from ..prompts import DECEPTIVE_ROLE
+from ..validation import check_models, check_references, check_settings
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,14 @@ class Config:
     proposers: tuple[tuple[str, ...], ...] = ()
     aggregator: str | None = None
     kind: str = "moa"
+    options: tuple[tuple[str, Any], ...] = ()  # settings of a variant (combine=..., roles=...): see variant()
+    description: str = ""
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The variant's own settings, as keyword arguments of :func:`moa_lab.run_moa` (they win over the
+        evaluation's)."""
+        return dict(self.options)
 
     @property
     def layers(self) -> int:
@@ -34,8 +44,13 @@ class Config:
 
     @property
     def calls(self) -> int:
-        """Model calls per prompt (0 for a reference)."""
-        return 0 if self.kind == "reference" else sum(map(len, self.proposers)) + 1
+        """Model calls per prompt, at most (0 for a reference; an early stop makes fewer): every proposer, then
+        the last layer's calls for its ``combine`` mode."""
+        if self.kind == "reference":
+            return 0
+        settings = check_settings(None, self.settings)
+        last = passed_on(settings, len(self.proposers[-1])) if self.proposers else 0
+        return sum(map(len, self.proposers)) + len(steps(settings, last))
 
     @property
     def slug(self) -> str:
@@ -46,7 +61,11 @@ class Config:
         if self.kind == "reference":
             return f"{self.name}: the tasks' reference answers (no model call)"
         layers = "; ".join(f"layer {k + 1}: {', '.join(m)}" for k, m in enumerate(self.proposers))
-        return f"{self.name}: {layers + '; ' if layers else ''}aggregator {self.aggregator} ({self.calls} calls/prompt)"
+        shown = {k: ("<role>" if k == "roles" else v) for k, v in self.options}
+        options = "".join(f", {k}={v!r}" for k, v in shown.items())
+        about = f" ({self.description})" if self.description else ""
+        return (f"{self.name}{about}: {layers + '; ' if layers else ''}aggregator {self.aggregator}{options} "
+                f"({self.calls} calls/prompt)")
 
 
 def single(model: str, name: str | None = None) -> Config:
@@ -83,6 +102,54 @@ def proposer_sweep(pool: Sequence[str], aggregator: str, counts: Sequence[int] |
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(pool):
             raise ValueError(f"counts must be integers from 1 to the pool's size ({len(pool)}), got {n!r}")
     return [moa(pool[:n], aggregator, layers) for n in counts]
+
+
+def variant(proposers: Sequence[str], aggregator: str, name: str, *, layers: int = 2, description: str = "",
+            kind: str = "moa", **options: Any) -> Config:
+    """MoA changed by the settings of a variant (``combine=``, ``window=``, ``top_k=``, ``roles=``,
+    ``shuffle_references=``, ``max_references=``, ``early_stop=``: see :class:`moa_lab.Settings`), checked here
+    (ValueError naming a bad one). ``calls`` counts the mode's calls."""
+    config = moa(proposers, aggregator, layers, name)
+    check_references(check_settings(None, options), [len(p) for p in config.proposers])
+    options = {k: tuple(v) if k == "roles" else v for k, v in options.items()}
+    return replace(config, kind=kind, options=tuple(options.items()), description=description)
+
+
+def variants(pool: Sequence[str], aggregator: str, n: int = 3, window: int = 2, top_k: int = 2,
+             early_stop: float = 0.5, deceptive: bool = True) -> list[Config]:
+    """The variants from the literature since the paper, at matched calls where the mode allows (``n + 1``
+    calls per prompt: n proposers, one aggregator call): the paper's synthesis of the first ``n`` of ``pool``
+    (cycled when shorter); Self-MoA (``aggregator`` sampled n times, arXiv 2502.00674); USC-style ``select``;
+    ``rank`` then synthesize the ``top_k`` (LLM-Blender; n + 2 calls); a majority ``vote`` of n + 1 samples (no
+    aggregator call); Self-MoA-Seq (n samples read ``window`` at a time: n + ceil(n / window) calls);
+    SMoA-style shuffled references with the most different n - 1 kept; 3 layers with ``early_stop`` (RMoA:
+    at most 2n + 1 calls); and (``deceptive``) the deceptive-agent lesson: proposer 1 told to mislead
+    (arXiv 2503.05856)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n (proposers per variant) must be an integer >= 2, got {n!r}")
+    if isinstance(pool, str) or not pool:
+        raise ValueError(f"pool must be a non-empty list of model names, got {pool!r}")
+    mixed = [pool[i % len(pool)] for i in range(n)]
+    samples = [aggregator] * n
+    configs = [
+        variant(mixed, aggregator, f"MoA n={n}", description="the paper's synthesis"),
+        variant(samples, aggregator, f"Self-MoA x{n}", kind="self-moa", description="one model sampled n times"),
+        variant(mixed, aggregator, f"select n={n}", combine="select", description="the aggregator picks one"),
+        variant(mixed, aggregator, f"rank top {top_k}", combine="rank", top_k=top_k,
+                description="rank, then synthesize the best"),
+        variant([aggregator] * (n + 1), aggregator, f"vote x{n + 1}", combine="vote", kind="self-moa",
+                description="majority of the stated answers, no aggregator call"),
+        variant(samples, aggregator, f"Self-MoA-Seq x{n} w={window}", combine="sequential", window=window,
+                kind="self-moa", description="a sliding window of samples"),
+        variant(mixed, aggregator, f"shuffled, {n - 1} most different", shuffle_references=True,
+                max_references=n - 1, description="SMoA-style reference selection"),
+        variant(mixed, aggregator, f"3 layers, early stop {early_stop:g}", layers=3, early_stop=early_stop,
+                description="stops when a layer's answers agree"),
+    ]
+    if deceptive:
+        configs.append(variant(mixed, aggregator, "one deceptive proposer", roles=[DECEPTIVE_ROLE] + [None] * (n - 1),
+                               description="proposer 1 told to mislead"))
+    return configs
 
 
 def reference(name: str = "reference") -> Config:

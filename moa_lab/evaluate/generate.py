@@ -65,7 +65,7 @@ def plans(tasks: Sequence[Task], configs: Sequence[Config], **settings: Any) -> 
         raise ValueError(f"the reference configuration needs a \"reference\" answer for every open task; task "
                          f"{missing[0]!r} has none ({len(missing)} without one)")
     return {c.name: plan_run(tasks[0].prompt, [list(m) for m in c.proposers], c.aggregator,
-                             layers=c.layers, **settings) for c in configs if c.kind != "reference"}
+                             layers=c.layers, **{**settings, **c.settings}) for c in configs if c.kind != "reference"}
 
 
 async def generate(
@@ -97,6 +97,6 @@ async def generate(
         if progress:
             print(config.describe())
         await run_batch(prompts, path, plan.proposers, plan.aggregator, concurrency=concurrency, progress=progress,
-                        **{**settings, "backend": plan.backend, "layers": plan.layers})
+                        **{**settings, **config.settings, "backend": plan.backend, "layers": plan.layers})
         runs[config.name] = from_lines(config, read_results(path), path)
     return runs

@@ -48,8 +48,7 @@ def estimate_evaluation(tasks: Sequence[Task], configs: Sequence[Config], *, jud
     table, bound, priced, answer_calls = get_prices(prices), 0.0, True, 0
     checked = plans(tasks, configs, **settings)
     for plan in checked.values():
-        cost = estimate([t.prompt for t in tasks], plan.proposers, plan.aggregator, prices=table,
-                        **{**settings, "backend": plan.backend, "layers": plan.layers})
+        cost = estimate([t.prompt for t in tasks], plan=plan, prices=table)
         answer_calls += cost.calls
         priced, bound = priced and cost.max_cost is not None, bound + (cost.max_cost or 0.0)
     open_tasks = [t for t in tasks if not t.objective]

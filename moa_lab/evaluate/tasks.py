@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from ..answers import extract_choice, extract_number, number as _number, plain as _plain
 from ..files import read_prompts
 
 KINDS = ("open", "number", "choice", "text")
@@ -125,41 +126,6 @@ def _guess_kind(answer: str) -> str:
     return "choice" if re.fullmatch(r"[A-J]", answer.upper()) else "text"
 
 
-_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
-
-
-def _number(text: str) -> str | None:
-    """A number written as text, normalised (``"1,000"`` and ``"1000.0"`` are ``"1000"``); None if not one."""
-    try:
-        value = float(text.replace(",", ""))
-    except ValueError:
-        return None
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-def extract_number(reply: str) -> str | None:
-    """The answer of a numeric question: the **last** number in the reply (as GSM8K scorers do: "17 + 25 = 42"
-    gives 42), normalised; None when the reply holds no number."""
-    found = _NUMBER.findall(reply)
-    return _number(found[-1]) if found else None
-
-
-def extract_choice(reply: str, prompt: str = "") -> str | None:
-    """The letter a multiple-choice reply picked, by the first rule that matches: the reply is a letter alone
-    (``"B"``, ``"(B)."``, ``"**B**"``); ``"answer is B"`` / ``"Answer: B"``; the reply starts with ``"B)"``,
-    ``"B."`` or ``"B:"``; a ``"(B)"`` or ``"B)"`` anywhere; else the text of exactly one of the prompt's options
-    (``"B) Jupiter"`` lines) appears in the reply. None when nothing matches (scored as wrong)."""
-    rules = (r"^\W*([A-J])\W*$", r"(?i:answer)\s*(?:is|:)?\s*\W{0,3}([A-J])\b", r"^\W*([A-J])[).:]",
-             r"\(([A-J])\)", r"\b([A-J])\)")
-    for rule in rules:
-        match = re.search(rule, reply.strip())
-        if match:
-            return match.group(1)
-    options = re.findall(r"^\s*([A-J])\)\s*(.+?)\s*$", prompt, re.M)
-    named = {letter for letter, text in options if re.search(rf"\b{re.escape(text)}\b", reply, re.I)}
-    return named.pop() if len(named) == 1 else None
-
-
 def extract(task: Task, reply: str) -> str | None:
     """What the reply answers to ``task``, in the form of ``task.answer``."""
     if task.kind == "number":
@@ -168,10 +134,6 @@ def extract(task: Task, reply: str) -> str | None:
         return extract_choice(reply, task.prompt)
     lines = reply.strip().splitlines()
     return _plain(lines[0]) if lines else None
-
-
-def _plain(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
 
 
 def is_correct(task: Task, reply: str | None) -> bool:
