@@ -8,15 +8,16 @@ from __future__ import annotations
 from ._sync import run_sync
 from .batch import BatchSummary, run_batch, run_batch_sync
 from .files import OutputError, read_prompts, read_results, results_frame
+from .budget import BudgetExceeded
 from .cache import ResponseCache, get_cache
 from .limits import CallLimiter, call_limits
 from .usage import Estimate, Usage, estimate, get_prices, set_prices
 from .backends import LOCAL_AGGREGATOR, LOCAL_PROPOSERS, SEED_AGGREGATOR, SEED_PROPOSERS, Backend, get_backend
 from .local import BUNDLED_MODELS, LocalServer, LocalServerError
-from .moa import Aggregation, aggregate, call_seed, run_layer, run_moa, run_plan
+from .moa import Aggregation, aggregate, call_seed, combine_answers, early_stop_reason, run_layer, run_moa, run_plan
 from .plan import RunPlan, plan_run
 from .prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH, build_messages, references_prompt
-from .records import CallRecord, LayerResult, MoAError, MoAResult
+from .records import CallRecord, Combination, LayerResult, MoAError, MoAResult
 from .settings import DEFAULTS, Settings
 from .trace import format_trace, trace_rows
 from .validation import check_output_path
@@ -35,11 +36,11 @@ def run_layer_sync(*args, **kwargs) -> LayerResult:
 
 
 __all__ = [
-    "BatchSummary", "CallLimiter", "Estimate", "OutputError", "ResponseCache", "Usage", "call_limits", "estimate",
+    "BatchSummary", "BudgetExceeded", "CallLimiter", "Estimate", "OutputError", "ResponseCache", "Usage", "call_limits", "estimate",
     "get_cache", "get_prices", "read_prompts", "read_results", "results_frame", "run_batch", "run_batch_sync", "set_prices",
     "Aggregation", "AGGREGATOR_PROMPT", "AGGREGATOR_PROMPT_EN", "AGGREGATOR_PROMPT_ZH", "Backend", "BUNDLED_MODELS",
-    "CallRecord", "DEFAULTS", "LayerResult", "LOCAL_AGGREGATOR", "LOCAL_PROPOSERS", "LocalServer", "LocalServerError",
+    "CallRecord", "Combination", "DEFAULTS", "LayerResult", "LOCAL_AGGREGATOR", "LOCAL_PROPOSERS", "LocalServer", "LocalServerError",
     "MoAError", "MoAResult", "RunPlan", "SEED_AGGREGATOR", "SEED_PROPOSERS", "Settings", "aggregate", "build_messages",
-    "call_seed", "check_output_path", "format_trace", "get_backend", "plan_run", "references_prompt", "run_layer",
+    "call_seed", "check_output_path", "combine_answers", "early_stop_reason", "format_trace", "get_backend", "plan_run", "references_prompt", "run_layer",
     "run_layer_sync", "run_moa", "run_moa_sync", "run_plan", "run_sync", "trace_rows",
 ]

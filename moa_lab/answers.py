@@ -46,26 +46,26 @@ def plain(text: str) -> str:
 
 
 
-_STATED = re.compile(r"(?i:\banswer)\s*(?:is|:|=|-)\s*(.+)")
+_STATED = re.compile(r"(?i:\b(?:the|final|correct)\s+answer\s*(?:is|:|=)|\banswer\s*:)\s*(.+)")
 _SHORT_WORDS = 8
 
 
 def final_answer(reply: str) -> tuple[str, str] | None:
     """The final answer a reply states, as ``(as written, normalised)``; None when it states none. The first
-    rule that matches: the last ``"answer is X"`` / ``"Answer: X"`` (X up to the end of its sentence); the reply's
-    last number; the whole reply, when it is one line of at most 8 words. Normalised: a number as
+    rule that matches: the last ``"the (final) answer is X"`` / ``"Answer: X"`` (X up to the end of its sentence;
+    longer than 8 words, its first number); the reply's last number; the whole reply, when it is one line of at
+    most 8 words. Normalised: a number as
     :func:`number` writes it, a letter A-J alone (``"(B)."``) upper-case, else :func:`plain` (lower-case, no
     punctuation), so that ``"42."``, ``"42.0"`` and ``"The answer is 42"`` agree."""
     text = reply.strip()
     stated = _STATED.findall(text)
-    if stated:
-        written = re.split(r"(?<=[^\d])[.!?](?:\s|$)|\n", stated[-1].strip())[0].strip()
-    elif _NUMBER.search(text):
+    written = re.split(r"(?<=[^\d])[.!?](?:\s|$)|\n", stated[-1].strip())[0].strip() if stated else ""
+    if len(written.split()) > _SHORT_WORDS:  # a clause, not an answer: its first number, if any
+        written = (_NUMBER.findall(written) or [""])[0]
+    if not written and _NUMBER.search(text):
         written = _NUMBER.findall(text)[-1]
-    elif "\n" not in text and len(text.split()) <= _SHORT_WORDS:
+    elif not written and "\n" not in text and len(text.split()) <= _SHORT_WORDS:
         written = text
-    else:
-        written = ""
     written = written.strip().strip("*_`\"'").rstrip(".!?,;:").strip()
     if not written:
         return None

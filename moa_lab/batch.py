@@ -101,6 +101,7 @@ def _line(item: BatchItem, sid: str, result: MoAResult | None, error: BaseExcept
             "error": None if error is None else (str(error) if isinstance(error, MoAError)
                                                  else f"{type(error).__name__}: {error}"),
             "final": final, "seconds": seconds, "settings_id": sid,
+            **(result.decisions() if result is not None else {}),
             **layers_dict(layers, prices), **trace_dict(trace, prices)}
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
-from .records import CallRecord, MoAError
+from .records import NOT_STARTED, CallRecord, MoAError
 from .usage import PriceTable, call_cost, get_prices, prompt_bound
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class Budget:
                         f"flight, this call up to {hold.tokens}")
         if over:
             self.refused += 1
-            record.error = "not started: the budget would be crossed (" + "; ".join(over) + ")"
+            record.error = f"{NOT_STARTED} the budget would be crossed (" + "; ".join(over) + ")"
             error = BudgetExceeded(f"budget reached: {record.where} was not started ({'; '.join(over)})")
             error.budget = self
             raise error

@@ -14,8 +14,9 @@ from .jsonl import dumps
 from .local import BUNDLED_MODELS, SEED_ALIASES, LocalServerError, check_aliases, model_path
 from .moa import run_moa
 from .prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
+from .budget import BudgetExceeded
 from .records import MoAError
-from .settings import DEFAULTS
+from .settings import COMBINE_MODES, DEFAULTS
 from .trace import format_trace
 
 
@@ -34,6 +35,9 @@ def _run_settings(args: argparse.Namespace) -> dict:
         temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed, min_ok=args.min_ok,
         quorum=args.quorum, deadline=args.deadline, timeout=args.timeout, retries=args.retries,
         cache=False if args.no_cache else (args.cache or None), backend=get_backend(args.backend),
+        combine=args.combine, top_k=args.top_k, window=args.window, roles=[r or None for r in args.role] or None,
+        shuffle_references=args.shuffle_references, max_references=args.max_references, early_stop=args.early_stop,
+        max_cost=args.max_cost, max_tokens_total=args.max_tokens_total,
     )
 
 
@@ -79,6 +83,11 @@ def _batch(args: argparse.Namespace) -> int:
     except OutputError as exc:  # the output could not be written mid-run: stopped, the lines written are kept
         print(f"moa-lab batch: {exc}", file=sys.stderr)
         return 1
+    except BudgetExceeded as exc:  # refused before any call, or stopped at the budget: the lines written are kept
+        print(f"moa-lab batch: {exc}", file=sys.stderr)
+        if exc.summary is not None:
+            print(exc.summary)
+        return 3
     except (ValueError, OSError) as exc:  # bad input, or an output that cannot be written: nothing was run
         print(f"moa-lab batch: error: {exc}", file=sys.stderr)
         return 2
@@ -170,6 +179,22 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the answers cache")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log every call and HTTP request to stderr (the API key is scrubbed from every line)")
+    v = p.add_argument_group("variants (see README: Variants)")
+    v.add_argument("--combine", default=DEFAULTS.combine, metavar="MODE",
+                   help=f"how the last layer combines: {', '.join(COMBINE_MODES)} (default %(default)s)")
+    v.add_argument("--top-k", type=int, default=DEFAULTS.top_k, help="rank: references synthesized (default %(default)s)")
+    v.add_argument("--window", type=int, default=DEFAULTS.window,
+                   help="sequential: references per call (default %(default)s)")
+    v.add_argument("--role", action="append", default=[], metavar="TEXT",
+                   help="a proposer's system prompt, one flag per proposer in order ('' for none)")
+    v.add_argument("--shuffle-references", action="store_true", help="every call reads the references in its own order")
+    v.add_argument("--max-references", type=int, default=None, metavar="K",
+                   help="pass on only the K most different answers of a layer")
+    v.add_argument("--early-stop", type=float, default=None, metavar="T",
+                   help="stop adding proposer layers once a layer's answers are T alike (0 to 1)")
+    v.add_argument("--max-cost", type=float, default=None, metavar="USD", help="the run's (batch's) budget in USD")
+    v.add_argument("--max-tokens-total", type=int, default=None, metavar="N",
+                   help="the run's (batch's) budget in tokens, prompt and completion")
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ from .prompts import RANK_PROMPT, SELECT_PROMPT, references_prompt
 from .records import CallRecord, Combination, LayerResult, MoAError
 from .settings import COMBINE_MODES, Settings
 
-__all__ = ["COMBINE_MODES", "Aggregation", "combine_answers", "passed_on", "steps"]
+__all__ = ["COMBINE_MODES", "Aggregation", "combine_layer", "passed_on", "steps"]
 
 
 def call_seed(seed: int | None, layer: int, index: int) -> int | None:
@@ -166,7 +166,7 @@ def _numbers_in(reply: str, count: int) -> list[int]:
     return seen
 
 
-async def combine_answers(
+async def combine_layer(
     prompt: str,
     answers: Sequence[str],
     model: str,
@@ -180,7 +180,8 @@ async def combine_answers(
     budget: Budget | None = None,
     layers: Sequence[LayerResult] = (),
 ) -> Combination:
-    """The last layer of a run: ``answers`` combined by ``model`` the ``settings.combine`` way (see the module).
+    """The last layer of a run (settings checked: :func:`moa_lab.combine_answers` is the public step):
+    ``answers`` combined by ``model`` the ``settings.combine`` way (see the module).
     ``len(steps(settings, len(answers)))`` model calls, one after another; the last one streamed to ``on_chunk``
     (a selected reference or a vote's answer is sent to it whole). Raises :class:`MoAError` naming the model and
     the cause (its ``steps`` keep the calls made before); ``layers`` are kept in it."""

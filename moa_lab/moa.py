@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from . import calls
 from .backends import Backend
 from .budget import Budget, BudgetExceeded, check_budget
-from .combine import Aggregation, call_seed, combine_answers, reference_order
+from .combine import Aggregation, call_seed, combine_layer, reference_order
 from .prompts import build_messages
-from .records import CallRecord, LayerResult, MoAError, MoAResult
+from .records import CallRecord, Combination, LayerResult, MoAError, MoAResult
 from .plan import RunPlan, plan_run, resolve
 from .settings import Settings
 from .similarity import mean_similarity, most_different
@@ -174,6 +174,39 @@ def aggregate(
     return Aggregation(backend, record, messages, settings, stream, budget=budget)
 
 
+async def combine_answers(
+    prompt: str,
+    answers: Sequence[str],
+    model: str,
+    *,
+    layer: int | None = None,
+    stream: bool = True,
+    plan: RunPlan | Settings | None = None,
+    backend: Backend | str | None = None,
+    on_chunk: Callable[[str], None] | None = None,
+    on_call: OnCall | None = None,
+    **options: "Unpack[Options]",
+) -> Combination:
+    """The last layer as its own step: ``answers`` combined by ``model`` the ``combine`` way of ``plan`` (or of
+    ``options``): ``"synthesize"`` is :func:`aggregate`; see :mod:`moa_lab.combine` for the others. Returns a
+    :class:`Combination` (``text``, ``calls``, ``chosen``, ``note``). ``layer`` as for :func:`aggregate`. Cost:
+    one call (``synthesize``, ``select``), two (``rank``), one per window (``sequential``) or none (``vote``),
+    one after another, the last streamed to ``on_chunk``."""
+    backend, settings = resolve(plan, backend, options)
+    check_prompt(prompt)
+    (model,) = check_models([model], backend, "model")
+    answers = check_answers(answers, allow_empty=True)
+    check_references(replace(settings, max_references=None), [len(answers)] if answers else [])
+    if layer is None:
+        layer = plan.layers if isinstance(plan, RunPlan) else 2 if answers else 1
+    check_layer(layer)
+    budget = Budget.of(settings)
+    if budget is not None:
+        budget.check_priced([model])
+    return await combine_layer(prompt, answers, model, layer=layer, backend=backend, settings=settings, stream=stream,
+                               on_chunk=on_chunk, on_call=on_call, budget=budget)
+
+
 async def run_moa(
     prompt: str,
     proposers: Sequence[str] | Sequence[Sequence[str]] | None = None,
@@ -193,12 +226,17 @@ async def run_moa(
     ``proposers``: one list for every layer, or one list per proposer layer (then ``layers`` may be
     left out). ``None`` for ``proposers``, ``aggregator`` or ``max_tokens``: the backend's default.
     ``options``: the :class:`Settings` fields (``temperature``, ``max_tokens``, ``seed``, ``timeout``,
-    ``retries``, ``cache``, ``system_prompt``, ``min_ok``, ``quorum``, ``deadline``), changing ``settings``.
+    ``retries``, ``cache``, ``system_prompt``, ``min_ok``, ``quorum``, ``deadline``, and the variants':
+    ``combine``, ``top_k``, ``window``, ``roles``, ``shuffle_references``, ``max_references``, ``early_stop``,
+    ``similarity``, ``max_cost``, ``max_tokens_total``), changing ``settings``.
     Settings are checked first (:func:`moa_lab.plan_run`), before any call. Cost: ``sum(len(layer))``
-    proposer calls, each layer's calls at once and the layers one after another, then one aggregator
-    call (streamed to ``on_chunk``). Cached answers cost no call (``cache``, on by default: see
+    proposer calls, each layer's calls at once and the layers one after another, then the last layer's:
+    one aggregator call (streamed to ``on_chunk``) for ``combine="synthesize"`` or ``"select"``, two for
+    ``"rank"``, one per window for ``"sequential"``, none for ``"vote"`` (``plan_run(...).calls`` counts them;
+    an ``early_stop`` makes fewer). Cached answers cost no call (``cache``, on by default: see
     :mod:`moa_lab.cache`); ``quorum``/``deadline`` let each proposer layer move on without its stragglers.
-    Raises :class:`MoAError`; its ``layers`` keep what was computed, so nothing is lost.
+    Raises :class:`MoAError` (:class:`~moa_lab.budget.BudgetExceeded` at a budget); its ``layers`` keep what
+    was computed, so nothing is lost.
     """
     plan = plan_run(prompt, proposers, aggregator, layers=layers, settings=settings, backend=backend, **options)
     return await run_plan(plan, stream=stream, on_call=on_call, on_chunk=on_chunk)
@@ -231,20 +269,22 @@ async def run_plan(
             raise
         done.append(layer)
         previous = layer.passed_on
-        if number < len(plan.proposers) and settings.early_stop is not None:
-            stopped = _early_stop(layer, settings, len(plan.proposers))
+        if number < len(plan.proposers):
+            stopped = early_stop_reason(layer, plan)
             if stopped:
                 break
-    combination = await combine_answers(plan.prompt, previous or [], plan.aggregator, layer=len(done) + 1,
+    combination = await combine_layer(plan.prompt, previous or [], plan.aggregator, layer=len(done) + 1,
                                         backend=backend, settings=settings, stream=stream, on_chunk=on_chunk,
                                         on_call=on_call, budget=budget, layers=done)
     final = combination.calls[-1] if combination.calls else None
     return MoAResult(plan.prompt, done, final, time.perf_counter() - t0, combination, stopped)
 
 
-def _early_stop(layer: LayerResult, settings: Settings, layers: int) -> str | None:
-    """Why the run adds no more proposer layers after ``layer`` (its answers are alike enough), or None."""
-    alike = mean_similarity(layer.answers, settings.similarity)
+def early_stop_reason(layer: LayerResult, plan: RunPlan) -> str | None:
+    """Why a run adds no more proposer layers after ``layer``: its answers are ``plan.early_stop`` alike (by
+    ``plan.similarity``, lexical by default); None to go on (also when ``early_stop`` is None). No model call."""
+    settings, layers = plan.settings, len(plan.proposers)
+    alike = None if settings.early_stop is None else mean_similarity(layer.answers, settings.similarity)
     if alike is None or alike < settings.early_stop:
         return None
     measure = "lexical" if settings.similarity is None else getattr(settings.similarity, "__name__", "the given")

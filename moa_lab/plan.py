@@ -175,7 +175,8 @@ def from_plan(plan: "RunPlan | None", proposers, aggregator, arguments: dict) ->
     if not isinstance(plan, RunPlan):
         raise ValueError(f"plan must be a RunPlan (from plan_run), got {plan!r}")
     return (plan.proposers if proposers is None else proposers, plan.aggregator if aggregator is None else aggregator,
-            {"settings": plan.settings, "backend": plan.backend, **arguments})
+            {"settings": plan.settings, "backend": plan.backend,
+             **({"layers": plan.layers} if proposers is None else {}), **arguments})
 
 
 def plan_run(

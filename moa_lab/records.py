@@ -10,6 +10,10 @@ from typing import Any
 from .jsonl import dumps
 
 
+#: How the error of a call that a budget refused begins (no request was made).
+NOT_STARTED = "not started:"
+
+
 @dataclass
 class CallRecord:
     """One model call, successful or not.
@@ -44,9 +48,12 @@ class CallRecord:
 
     @property
     def status(self) -> str:
-        """``"ok"``, ``"cached"``, ``"straggler"``, ``"cancelled"`` or ``"failed"``."""
+        """``"ok"``, ``"cached"``, ``"straggler"``, ``"cancelled"``, ``"not started"`` (refused by a budget) or
+        ``"failed"``."""
         if self.ok:
             return "cached" if self.cached else "ok"
+        if self.error.startswith(NOT_STARTED):
+            return "not started"
         return "straggler" if self.straggler else "cancelled" if self.error == "cancelled" else "failed"
 
     @property
@@ -107,7 +114,8 @@ class Combination:
 class MoAResult:
     """A whole run: every proposer layer, the aggregator's call, and the wall time.
 
-    Built by ``run_moa``, or by hand from steps run one by one: ``MoAResult(prompt, layers, agg.record)``;
+    Built by ``run_moa``, or by hand from steps run one by one: ``MoAResult(prompt, layers, agg.record)`` (or
+    ``MoAResult(prompt, layers, combination=await combine_answers(...))``);
     then ``seconds`` (if not given) is the span from the first call's start to the last call's end.
     ``combination``: how the last layer combined (None: one aggregator call, ``final``); ``final`` is then its
     last call (None for a vote). ``early_stop``: why the run stopped adding proposer layers, if it did.
@@ -115,12 +123,14 @@ class MoAResult:
 
     prompt: str
     layers: list[LayerResult]
-    final: CallRecord | None
+    final: CallRecord | None = None
     seconds: float = 0.0
     combination: Combination | None = None
     early_stop: str | None = None
 
     def __post_init__(self) -> None:
+        if self.final is None and self.combination is not None and self.combination.calls:
+            self.final = self.combination.calls[-1]
         timed = [c for c in self.trace if c.started]
         if not self.seconds and timed:
             self.seconds = max(c.started + c.seconds for c in timed) - min(c.started for c in timed)
@@ -171,11 +181,15 @@ class MoAResult:
     def to_dict(self, prices=None) -> dict[str, Any]:
         """JSON-ready: the prompt, the final text, per-layer models, answers, errors, tokens and cost, the
         run's totals and the full trace (each call with its estimated cost)."""
-        combination = self.combination
-        return {"prompt": self.prompt, "final": self.text, "seconds": self.seconds,
-                "combine": None if combination is None else {"mode": combination.mode, "chosen": combination.chosen,
-                                                             "note": combination.note},
-                "early_stop": self.early_stop, **layers_dict(self.layers, prices), **trace_dict(self.trace, prices)}
+        return {"prompt": self.prompt, "final": self.text, "seconds": self.seconds, **self.decisions(),
+                **layers_dict(self.layers, prices), **trace_dict(self.trace, prices)}
+
+    def decisions(self) -> dict[str, Any]:
+        """What the run decided on its own, JSON-ready: ``combine`` (mode, references chosen, note) and
+        ``early_stop`` (why it stopped adding layers, or None)."""
+        c = self.combination
+        return {"combine": None if c is None else {"mode": c.mode, "chosen": c.chosen, "note": c.note},
+                "early_stop": self.early_stop}
 
     def to_pandas(self, prices=None):
         """The trace as a pandas DataFrame: one row per call (layer, index, model, role, status, seed, started,

@@ -108,7 +108,8 @@ def call_cost(record: CallRecord, prices: Mapping | None = None) -> float | None
 @dataclass
 class Usage:
     """Totals over some calls. ``model_calls`` excludes answers from the cache; ``cost`` sums the priced
-    calls, and ``unpriced`` counts the calls that could not be priced (no price for the model, or no usage)."""
+    calls, and ``unpriced`` counts the calls that could not be priced (no price for the model, or no usage).
+    A call a budget refused (never started) is not counted."""
 
     calls: int = 0
     model_calls: int = 0
@@ -155,6 +156,8 @@ def usage(calls: Iterable[CallRecord], prices: Mapping | None = None) -> Usage:
     table = get_prices(prices)
     total = Usage()
     for record in calls:
+        if record.status == "not started":  # refused by a budget: no call was made, nothing is counted
+            continue
         total.calls += 1
         total.cached += record.cached
         total.model_calls += not record.cached and record.attempts > 0

@@ -23,7 +23,7 @@ from .moa import run_plan
 from .plan import RunPlan, plan_run
 from .prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
 from .records import CallRecord, MoAError
-from .settings import Settings
+from .settings import COMBINE_MODES, Settings
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -111,6 +111,9 @@ class Playground:
         self.temperature = w.FloatSlider(start.temperature, min=0.0, max=2.0, step=0.05, description="Temperature",
                                          style=_WIDE)
         self.max_tokens = w.IntText(start.max_tokens, description="max_tokens", style=_WIDE)
+        self.combine = w.Dropdown(options=list(COMBINE_MODES), value=start.settings.combine, description="Combine",
+                                  style=_WIDE)
+        self.shuffle = w.Checkbox(start.settings.shuffle_references, description="Shuffle references", indent=False)
         self.language = w.ToggleButtons(options=list(SYSTEM_PROMPTS), description="Prompt of", style=_WIDE)
         self.system_prompt = w.Textarea(start.system_prompt, rows=5, layout=_full(), description="System",
                                         style=_WIDE)
@@ -133,6 +136,7 @@ class Playground:
         self.copy_format.observe(lambda _: self._show_settings(), "value")
         for widget, name in [(self.prompt, "prompt"), (self.layers, "layers"), (self.aggregator, "aggregator"),
                              (self.max_tokens, "max-tokens"), (self.temperature, "temperature"),
+                             (self.combine, "combine"), (self.shuffle, "shuffle"),
                              (self.system_prompt, "system-prompt"), (self.run_button, "run"),
                              (self.stop_button, "stop"), (self.status, "status"), (self.final, "final"),
                              (self.trace, "trace"), (self.timeline, "timeline"), (self.copy_area, "copy")]:
@@ -141,7 +145,7 @@ class Playground:
         self.widget = w.VBox([
             w.HTML(f"<b>MoA playground</b> · {html.escape(b.describe())}"),
             self.prompt, w.HBox([self.layers, self.layers_help]), self.proposer_box, self.aggregator,
-            w.HBox([self.temperature, self.max_tokens]),
+            w.HBox([self.temperature, self.max_tokens]), w.HBox([self.combine, self.shuffle]),
             w.Accordion([w.VBox([w.HBox([self.language, self.reset_button]), self.system_prompt])],
                         titles=("Aggregator system prompt (the paper's)",)),
             w.HBox([self.run_button, self.stop_button, self.status]),
@@ -160,7 +164,8 @@ class Playground:
         return "\n".join([
             f"MoA playground on the {self.backend.describe()}", f"  prompt: {self.prompt.value!r}", *rows,
             f"  aggregator (layer {layers}): {self.aggregator.value}",
-            f"  temperature {self.temperature.value:g}, max_tokens {self.max_tokens.value}",
+            f"  temperature {self.temperature.value:g}, max_tokens {self.max_tokens.value}, combine "
+            f"{self.combine.value}" + (", references shuffled" if self.shuffle.value else ""),
         ])
 
     # --- the form -------------------------------------------------------------------------------------------
@@ -199,7 +204,7 @@ class Playground:
             self.prompt.value, [list(t.value) for t in self.proposers[: self.layers.value - 1]] or None,
             self.aggregator.value.strip(), layers=self.layers.value, settings=self.settings, backend=self.backend,
             system_prompt=self.system_prompt.value, temperature=self.temperature.value,
-            max_tokens=self.max_tokens.value,
+            max_tokens=self.max_tokens.value, combine=self.combine.value, shuffle_references=self.shuffle.value,
         )
 
     # --- a run ----------------------------------------------------------------------------------------------
@@ -267,8 +272,10 @@ class Playground:
                 slot.value = _slot_html(None, model, i, "running…")
             self._say(f"Layer {number} of {plan.layers}: {len(plan.proposers[number - 1])} proposers at once…")
         else:
-            self.final.value = f"<i style='color:#777'>{html.escape(plan.aggregator)}: running…</i>"
-            self._say(f"Layer {plan.layers} of {plan.layers}: the aggregator…")
+            mode = plan.settings.combine
+            who = "counting the stated answers (no call)" if mode == "vote" else f"{plan.aggregator}: running…"
+            self.final.value = f"<i style='color:#777'>{html.escape(who)}</i>"
+            self._say(f"Layer {plan.layers} of {plan.layers}: the aggregator ({mode})…")
 
     def _on_call(self, call: CallRecord) -> None:
         self.records.append(call)
@@ -295,8 +302,12 @@ class Playground:
             elif task.exception() is None:
                 r, cached = self.result, sum(c.cached for c in self.result.trace)
                 from_cache = f" ({cached} from the cache)" if cached else ""
+                for layer in range(len(r.layers), len(self.plan.proposers)):  # skipped by an early stop
+                    for i, slot in enumerate(self.slots[layer]):
+                        slot.value = _slot_html(None, self.plan.proposers[layer][i], i, "skipped (early stop)")
+                notes = "".join(f"\n{note}" for note in r.notes)
                 self._say(f"Done: {len(r.trace)} calls{from_cache} in {r.seconds:.1f} s; first token "
-                          f"{self.first_token_seconds or 0:.2f} s after Run.")
+                          f"{self.first_token_seconds or 0:.2f} s after Run.{notes}")
             elif isinstance(task.exception(), MoAError):
                 self.error = task.exception()
                 self._say(f"Failed: {self.error}", error=True)

@@ -60,6 +60,16 @@ seed: int = 0  # each call's seed is seed + 1000 × layer + index: another seed,
 max_tokens = None  # per call; None: 512 as in the seed, or 64 on the bundled local models
 system_prompt = None  # the instructions above the references; None: the paper's prompt (AGGREGATOR_PROMPT_EN)
 output_path: str = "runs/02_three_layer_moa.json"  # a JSON summary of the run; "" for none
+# The variants (README: Variants; notebook 07 compares them). The defaults are the paper's recipe.
+combine: str = "synthesize"  # how the last layer combines: synthesize, select, rank, vote or sequential
+top_k: int = 2  # rank: the references synthesized
+window: int = 2  # sequential: the references per call
+roles = None  # one system prompt per proposer (None in the list: none), e.g. ["Be brief.", None]
+shuffle_references: bool = False  # every call reads the references in its own order
+max_references = None  # pass on only the k most different answers of a layer; None: all
+early_stop = None  # stop adding proposer layers once a layer's answers are this alike (0 to 1); None: never
+max_cost = None  # a budget in USD for the run; None: none
+max_tokens_total = None  # a budget in tokens for the run; None: none
 
 # %% [markdown]
 # ## Check the parameters, choose the backend
@@ -70,10 +80,14 @@ output_path: str = "runs/02_three_layer_moa.json"  # a JSON summary of the run; 
 
 # %%
 from moa_lab import check_output_path, plan_run
+from moa_lab.budget import check_budget
 
 plan = plan_run(prompt, proposers, aggregator, layers=layers, temperature=temperature, max_tokens=max_tokens,
-                seed=seed, system_prompt=system_prompt)
+                seed=seed, system_prompt=system_prompt, combine=combine, top_k=top_k, window=window, roles=roles,
+                shuffle_references=shuffle_references, max_references=max_references, early_stop=early_stop,
+                max_cost=max_cost, max_tokens_total=max_tokens_total)
 summary_file = check_output_path(output_path)
+check_budget(plan)  # with max_cost or max_tokens_total: refused here if the run's bound does not fit
 if plan.layers < 2:
     raise ValueError(f"layers={plan.layers}: this notebook needs at least 2 (proposers, then the aggregator)")
 plan
@@ -104,11 +118,15 @@ layer_table(first)
 # %%
 from IPython.display import Markdown, display
 
-from moa_lab import build_messages
+from moa_lab import build_messages, early_stop_reason
 from moa_lab.display import messages_view
 
 for number, models in enumerate(plan.proposers[1:], start=2):
-    previous = proposer_layers[-1].answers
+    stop = early_stop_reason(proposer_layers[-1], plan)  # None unless early_stop is set and reached
+    if stop:
+        print(stop)
+        break
+    previous = proposer_layers[-1].passed_on  # the answers (all of them, unless max_references keeps fewer)
     display(Markdown(f"### Layer {number}: what each of its {len(models)} proposers receives"))
     display(messages_view(build_messages(prompt, previous, plan.system_prompt)))
     layer = await run_layer(prompt, models, previous=previous, layer=number, plan=plan)
@@ -118,15 +136,24 @@ for number, models in enumerate(plan.proposers[1:], start=2):
 # %% [markdown]
 # ## The aggregator: one answer from the last layer, streamed
 #
-# The aggregator gets the same kind of system message, built from the last proposer layer. With `plan=plan` it
-# takes its place in the plan: layer `plan.layers`, which sets its seed and its row in the trace.
+# The aggregator gets the same kind of system message, built from the last proposer layer. Its layer number (the
+# one after the last proposer layer: `plan.layers`, unless an early stop came first) sets its seed and its row in
+# the trace. With `combine` set to another mode, `combine_answers` runs that mode's calls instead (one to select,
+# two to rank, one per window, none to vote).
 
 # %%
-from moa_lab import aggregate
+from moa_lab import aggregate, combine_answers
 
-final = aggregate(prompt, proposer_layers[-1].answers, plan.aggregator, plan=plan)
-async for chunk in final:
-    print(chunk, end="", flush=True)
+if plan.combine == "synthesize":  # the paper's recipe
+    final = aggregate(prompt, proposer_layers[-1].passed_on, plan.aggregator, plan=plan,
+                      layer=len(proposer_layers) + 1)
+    async for chunk in final:
+        print(chunk, end="", flush=True)
+    combination = None
+else:  # a variant: select, rank, vote or sequential (README: Variants)
+    combination = await combine_answers(prompt, proposer_layers[-1].passed_on, plan.aggregator, plan=plan,
+                                        layer=len(proposer_layers) + 1, on_chunk=lambda c: print(c, end=""))
+    print(f"\n\ncombine={combination.mode}: {combination.note}")
 
 
 # %% [markdown]
@@ -140,7 +167,8 @@ async for chunk in final:
 from moa_lab import MoAResult
 from moa_lab.display import plot_timeline, trace_table
 
-result = MoAResult(prompt, proposer_layers, final.record)
+result = MoAResult(prompt, proposer_layers, combination=combination) if combination else \
+    MoAResult(prompt, proposer_layers, final.record)
 trace_table(result)
 
 # %%

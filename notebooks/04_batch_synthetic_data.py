@@ -59,6 +59,9 @@ max_tokens = None  # per call; None: 512 on Together, 64 on the bundled local mo
 concurrency: int = 4  # model calls at once, over the whole batch
 output_path: str = "runs/04_batch.jsonl"  # the batch's results (and its checkpoint)
 dataset_path: str = "runs/04_synthetic_dataset.jsonl"  # the dataset made from them: instruction, output
+combine: str = "synthesize"  # how the last layer combines (README: Variants): synthesize, select, rank, vote, ...
+max_cost = None  # a hard cap in USD over the batch; None: none (the batch stops there; run it again to go on)
+max_tokens_total = None  # a hard cap in tokens over the batch; None: none
 
 # %% [markdown]
 # ## The prompts and the plan
@@ -89,7 +92,8 @@ prompts = [{"id": item.id, "prompt": item.prompt} for item in items]
 results_file, dataset_file = check_output_path(output_path), check_output_path(dataset_path)
 if results_file is None or dataset_file is None:
     raise ValueError("output_path and dataset_path must be file paths")
-plan = plan_run(items[0].prompt, proposers, aggregator, layers=layers, max_tokens=max_tokens)
+plan = plan_run(items[0].prompt, proposers, aggregator, layers=layers, max_tokens=max_tokens, combine=combine,
+                max_cost=max_cost, max_tokens_total=max_tokens_total)
 check_batch_settings(concurrency)
 print(plan)
 print(estimate([item.prompt for item in items], plan=plan))  # every prompt run with the plan's models and settings

@@ -219,3 +219,49 @@ def test_sweeps_notebook_defaults(tmp_path):
     assert "no quality figure in 02_three_layer_moa.ipynb's summaries" in text
     assert "Kernel is running over TCP" not in text  # the points' kernels start quietly
     assert has_output(nb, "image/png") and (outdir / "results.parquet").is_file()
+
+
+@pytest.mark.local
+@pytest.mark.timeout(900)
+def test_variants_notebook_defaults(tmp_path):
+    """Notebook 07: every combine mode on one question, the variants compared (6 tasks), the deceptive proposer,
+    and the budgets: a run refused before any call, a batch stopped at its budget and resumed."""
+    nb = execute("07_moa_variants", tmp_path)
+    folder = tmp_path / "runs" / "07_moa_variants"
+    rows = results_csv(folder)
+    names = ["smollm2-135m alone", "MoA n=3", "Self-MoA x3", "select n=3", "rank top 2", "vote x4",
+             "Self-MoA-Seq x3 w=2", "shuffled, 2 most different", "3 layers, early stop 0.5", "one deceptive proposer"]
+    assert list(rows) == names
+    for name, per_prompt in zip(names, (1, 4, 4, 4, 5, 4, 5, 4, 7, 4)):
+        assert int(rows[name]["calls_per_prompt"]) == per_prompt and int(rows[name]["questions"]) == 4
+        assert int(rows[name]["calls"]) <= 6 * per_prompt  # fewer: an early stop, or a failed select/rank
+    vote = [json.loads(x) for x in next((folder / "answers").glob("vote_x4-*.jsonl")).read_text().splitlines()]
+    assert all(line["calls"] == 4 and all(c["role"] == "proposer" for c in line["trace"]) for line in vote)
+    assert all(line["combine"]["mode"] == "vote" for line in vote if line["status"] == "ok")
+    text = all_text(nb)
+    for mode, calls in (("synthesize", 4), ("select", 4), ("rank", 5), ("vote", 3), ("sequential", 5)):
+        assert f"{mode:>10}: {calls} calls; 1 prompt(s): {calls} model calls" in text  # estimate knows each mode
+        assert f"--- {mode}: " in text or f"{mode}: failed: " in text  # answered, or the failure said
+    assert "refused before any call: the run (4 calls" in text
+    assert "the batch stopped at its budget" in text and "left for a rerun with a larger budget" in text
+    batch = [json.loads(x) for x in (folder / "budget_batch.jsonl").read_text().splitlines()]
+    assert sorted(line["id"] for line in batch) == [str(i) for i in range(1, 9)]  # one line per prompt, resumed
+    assert "of 8 prompts" in text and "from the cache" in text
+    assert "the role: You are taking part in a robustness experiment" in text
+
+
+@pytest.mark.local
+def test_three_layer_notebook_runs_a_variant_from_its_parameters(tmp_path):
+    """02 with the variants' parameters (what the playground's "papermill parameters" give): roles, shuffled
+    references, and a sequential last layer of one reference per call."""
+    out = tmp_path / "v.json"
+    execute("02_three_layer_moa", tmp_path, proposers=[S, G], max_tokens=16, combine="sequential", window=1,
+            roles=["Answer in one short sentence.", None], shuffle_references=True, max_tokens_total=20000,
+            output_path=str(out))
+    summary = json.loads(out.read_text())
+    steps = [c for c in summary["trace"] if c["role"] == "aggregator"]
+    assert [c["step"] for c in steps] == ["window 1 of 2", "window 2 of 2, with the synthesis so far"]
+    assert summary["combine"]["mode"] == "sequential" and summary["final"] == steps[-1]["text"]
+    assert all(sorted(c["references"]) == [1, 2] for c in summary["trace"] if c["layer"] == 2)
+    assert summary["settings"]["roles"] == ["Answer in one short sentence.", None]
+    assert summary["settings"]["max_tokens_total"] == 20000 and summary["prompt_tokens"] > 0

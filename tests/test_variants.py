@@ -298,3 +298,47 @@ def test_variants_are_evaluation_configurations_with_their_calls():
     assert configs["MoA n=3"].proposers == (("p", "q", "p"),)
     assert "combine='vote'" in configs["vote x4"].describe()
     assert configs["one deceptive proposer"].settings["roles"][0] == moa_lab.prompts.DECEPTIVE_ROLE
+
+
+def test_the_playground_runs_a_vote_and_an_early_stop_and_copies_their_settings(fault, remote):
+    from test_widgets import click_and_wait
+
+    from moa_lab.widgets import Playground
+
+    fault.script("a", "say:42").script("b", "say:42")
+    panel = Playground(P, ["a", "b"], "agg", layers=3, backend=remote, early_stop=0.9, seed=4)
+    panel.combine.value = "vote"
+    click_and_wait(panel)
+    assert panel.error is None and panel.final_text == "42" and fault.calls_to("agg") == []
+    assert all("skipped (early stop)" in slot.value for slot in panel.slots[1])
+    assert "early stop after layer 1" in panel.message and "combine=vote: '42' by 2 of 2" in panel.message
+    assert "'combine': 'vote'" in panel.settings_text() and "'early_stop': 0.9" in panel.settings_text()
+    assert "combine='vote'" in panel.settings_text("run_moa(...) call")
+    panel.combine.value, panel.shuffle.value = "select", True
+    fault.script("agg", "say:2")
+    click_and_wait(panel)
+    assert panel.final_text == panel.result.layers[0].answers[panel.result.combination.chosen[0] - 1]
+
+
+def test_the_cli_runs_a_variant_and_a_batch_stops_at_its_budget_with_exit_3(fault, tmp_path):
+    import subprocess
+    import sys
+
+    moa = [sys.executable, "-m", "moa_lab"]
+    fault.script("a", "say:The answer is 42.").script("b", "say:42")
+    done = subprocess.run(moa + ["ask", P, "--proposers", "a,b", "--aggregator", "agg", "--combine", "vote",
+                                 "--backend", fault.url, "--no-cache"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("42") and "combine=vote: '42' by 2 of 2" in done.stdout
+    assert fault.calls_to("agg") == []
+    prompts = write_jsonl(tmp_path / "in.jsonl", 4)
+    fault.script("agg", *["tokens:900"] * 4)
+    one = estimate("Question 0?", ["a"], "agg", backend=fault.url, max_tokens=8)
+    budget = str(2 * (one.max_prompt_tokens + one.max_completion_tokens))
+    args = ["batch", str(prompts), str(tmp_path / "out.jsonl"), "--proposers", "a", "--aggregator", "agg",
+            "--max-tokens", "8", "--concurrency", "1", "--no-progress", "--backend", fault.url, "--no-cache"]
+    stopped = subprocess.run(moa + args + ["--max-tokens-total", budget], capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 3 and "the batch stopped at its budget" in stopped.stderr
+    assert "left by the budget, of 4 prompts" in stopped.stdout
+    resumed = subprocess.run(moa + args, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0 and "already there" in resumed.stdout
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 4

@@ -20,7 +20,7 @@ from conftest import MOA, check_table, execute_notebook, run
 
 from moa_lab import LocalServer, aggregate, check_output_path, get_backend, plan_run, run_batch, run_layer, run_moa
 from moa_lab.batch import settings_id
-from moa_lab.evaluate import builtin_tasks, evaluate, moa, reference, single
+from moa_lab.evaluate import builtin_tasks, evaluate, moa, reference, single, variant, variants
 from moa_lab.sweep import run_sweep
 from moa_lab.widgets import Playground
 
@@ -366,6 +366,30 @@ BAD = [
     ("widgets", "max_tokens 0", widget(lambda p: setattr(p.max_tokens, "value", 0)), "max_tokens must be an integer >= 1, got 0"),
     ("widgets", "no proposers in layer 1", widget(lambda p: setattr(p.proposers[0], "value", [])), "proposers of layer 1 is empty"),
     ("widgets", "an empty aggregator", widget(lambda p: setattr(p.aggregator, "value", "")), "every model name must be a non-empty string"),
+    # the variants (issue 18)
+    ("API", "an unknown combine mode", api(lambda b: run_moa(P, ["a"], "g", backend=b, combine="blend")), "unknown combine mode 'blend'; the modes are: synthesize, select, rank, vote, sequential"),
+    ("API", "a sequential window 0", api(lambda b: run_moa(P, ["a"], "g", backend=b, combine="sequential", window=0)), "window must be an integer >= 1, got 0"),
+    ("API", "rank top_k more than the references", api(lambda b: run_moa(P, ["a", "b"], "g", backend=b, combine="rank", top_k=3)), "top_k=3 is more than the references ranked (2, the last proposer layer's answers)"),
+    ("API", "max_references more than the references", api(lambda b: run_moa(P, ["a", "b"], "g", backend=b, max_references=3)), "max_references=3 is more than the references there are: the smallest layer has 2 proposer(s)"),
+    ("API", "a combine mode without proposers", api(lambda b: run_moa(P, [], "g", layers=1, backend=b, combine="vote")), "combine='vote' combines the proposers' answers: it needs a proposer layer (layers >= 2)"),
+    ("API", "roles for fewer proposers", api(lambda b: run_moa(P, ["a", "b"], "g", backend=b, roles=["x"])), "roles gives 1 system prompt(s), one per proposer, but the largest layer has 2 proposer(s)"),
+    ("API", "roles a string", api(lambda b: run_moa(P, ["a"], "g", backend=b, roles="be brief")), "roles must be None or a list with one system prompt (or None) per proposer, got 'be brief'"),
+    ("API", "shuffle_references not a bool", api(lambda b: run_moa(P, ["a"], "g", backend=b, shuffle_references="yes")), "shuffle_references must be True or False, got 'yes'"),
+    ("API", "early_stop 1.5", api(lambda b: run_moa(P, ["a"], "g", backend=b, early_stop=1.5)), "early_stop must be None (never) or a similarity threshold in (0, 1], got 1.5"),
+    ("API", "a similarity that is not a function", api(lambda b: run_moa(P, ["a"], "g", backend=b, similarity="cosine")), "similarity must be None (lexical) or a function f(a, b) -> [0, 1], got 'cosine'"),
+    ("API", "a negative max_cost", api(lambda b: run_moa(P, ["a"], "g", backend=b, max_cost=-1)), "max_cost must be None (no cap) or a number of USD >= 0, got -1"),
+    ("API", "max_tokens_total 0", api(lambda b: run_moa(P, ["a"], "g", backend=b, max_tokens_total=0)), "max_tokens_total must be None (no cap) or an integer >= 1, got 0"),
+    ("API", "an unpriced model under max_cost", api(lambda b: run_moa(P, ["a"], "g", backend=b, max_cost=1.0)), "max_cost is set but 'a' has no price: its calls cannot be counted (never guessed)"),
+    ("API", "an unpriced model under max_cost, one layer", api(lambda b: run_layer(P, ["a"], backend=b, max_cost=1.0)), "max_cost is set but 'a' has no price"),
+    ("evaluate", "a variant with top_k more than its references", api(lambda b: variant(["a", "b"], "g", "r", combine="rank", top_k=4)), "top_k=4 is more than the references ranked (2"),
+    ("evaluate", "variants with n 1", api(lambda b: variants(["a"], "g", n=1)), "n (proposers per variant) must be an integer >= 2, got 1"),
+    ("batch", "a negative max_cost", batch_settings(max_cost=-0.5), "max_cost must be None (no cap) or a number of USD >= 0, got -0.5"),
+    ("batch", "an unpriced model under max_cost", batch_settings(max_cost=2.0), "max_cost is set but 'a' has no price"),
+    ("CLI", "ask: an unknown combine mode", cli("ask", "Hi", "--combine", "blend"), "unknown combine mode 'blend'"),
+    ("CLI", "batch: a negative max-cost", cli("batch", "in.txt", "out.jsonl", "--max-cost", "-2", files={"in.txt": "q\n"}), "max_cost must be None (no cap) or a number of USD >= 0, got -2.0"),
+    ("papermill", "07: n 1", notebook("07_moa_variants", n=1), "n (proposers per variant) must be an integer >= 2, got 1"),
+    ("papermill", "07: window 0", notebook("07_moa_variants", window=0), "window must be an integer >= 1, got 0"),
+    ("CLI", "ask: more roles than proposers", cli("ask", "Hi", "--proposers", "a", "--role", "x", "--role", ""), "roles gives 2 system prompt(s), one per proposer, but the largest layer has 1 proposer(s)"),
 ]
 
 
