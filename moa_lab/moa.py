@@ -148,7 +148,7 @@ def aggregate(
     **options: "Unpack[Options]",
 ) -> Aggregation:
     """The final call: ``model`` gets ``system_prompt`` with the numbered ``answers``, and the user prompt.
-    (This is ``combine="synthesize"``; :func:`moa_lab.combine.combine_answers` does every mode.)
+    (This is ``combine="synthesize"``; :func:`combine_answers` does every mode.)
 
     Returns an :class:`Aggregation` (iterate it for streamed chunks, or await it for the text). With an empty
     ``answers`` list the model answers the prompt alone (a single-model baseline). ``layer``: the
@@ -156,6 +156,17 @@ def aggregate(
     given, else 2 after one proposer layer (1 without answers), as in ``run_moa``. Settings as for
     :func:`run_layer` (``plan``, then ``options``). One model call (none when the answer is cached).
     """
+    backend, settings, model, answers, layer, budget = _last_step(prompt, answers, model, layer, plan, backend, options)
+    record = CallRecord(layer, 0, model, role="aggregator", seed=call_seed(settings.seed, layer, 0),
+                        step="synthesize")
+    order = reference_order(len(answers), record.seed, settings.shuffle_references)
+    record.references = [i + 1 for i in order] if answers else None
+    messages = build_messages(prompt, [answers[i] for i in order], settings.system_prompt)
+    return Aggregation(backend, record, messages, settings, stream, budget=budget)
+
+
+def _last_step(prompt, answers, model, layer, plan, backend, options):
+    """The checked inputs of the last layer's step: backend, settings, model, answers, layer and budget."""
     backend, settings = resolve(plan, backend, options)
     check_prompt(prompt)
     (model,) = check_models([model], backend, "model")
@@ -166,12 +177,7 @@ def aggregate(
     budget = Budget.of(settings)
     if budget is not None:
         budget.check_priced([model])
-    record = CallRecord(layer, 0, model, role="aggregator", seed=call_seed(settings.seed, layer, 0),
-                        step="synthesize")
-    order = reference_order(len(answers), record.seed, settings.shuffle_references)
-    record.references = [i + 1 for i in order] if answers else None
-    messages = build_messages(prompt, [answers[i] for i in order], settings.system_prompt)
-    return Aggregation(backend, record, messages, settings, stream, budget=budget)
+    return backend, settings, model, answers, layer, budget
 
 
 async def combine_answers(
@@ -192,17 +198,8 @@ async def combine_answers(
     :class:`Combination` (``text``, ``calls``, ``chosen``, ``note``). ``layer`` as for :func:`aggregate`. Cost:
     one call (``synthesize``, ``select``), two (``rank``), one per window (``sequential``) or none (``vote``),
     one after another, the last streamed to ``on_chunk``."""
-    backend, settings = resolve(plan, backend, options)
-    check_prompt(prompt)
-    (model,) = check_models([model], backend, "model")
-    answers = check_answers(answers, allow_empty=True)
+    backend, settings, model, answers, layer, budget = _last_step(prompt, answers, model, layer, plan, backend, options)
     check_references(replace(settings, max_references=None), [len(answers)] if answers else [])
-    if layer is None:
-        layer = plan.layers if isinstance(plan, RunPlan) else 2 if answers else 1
-    check_layer(layer)
-    budget = Budget.of(settings)
-    if budget is not None:
-        budget.check_priced([model])
     return await combine_layer(prompt, answers, model, layer=layer, backend=backend, settings=settings, stream=stream,
                                on_chunk=on_chunk, on_call=on_call, budget=budget)
 
