@@ -1,6 +1,6 @@
 """Run the benchmarks (all, or those named) and write their ratios as a markdown table: ``make bench``.
 
-    python benchmarks/run.py [overhead batch straggler cache local sweep] [--out benchmarks/RESULTS.md]
+    python benchmarks/run.py [overhead batch straggler cache local sweep ray] [--out benchmarks/RESULTS.md]
 
 One benchmark alone: name it (e.g. `python benchmarks/run.py straggler --out /tmp/s.md`).
 
@@ -23,11 +23,12 @@ import bench_batch  # noqa: E402
 import bench_cache  # noqa: E402
 import bench_local  # noqa: E402
 import bench_overhead  # noqa: E402
+import bench_ray  # noqa: E402
 import bench_straggler  # noqa: E402
 import bench_sweep  # noqa: E402
 
 BENCHMARKS = {"overhead": bench_overhead, "batch": bench_batch, "straggler": bench_straggler,
-              "cache": bench_cache, "local": bench_local, "sweep": bench_sweep}
+              "cache": bench_cache, "local": bench_local, "sweep": bench_sweep, "ray": bench_ray}
 
 
 def table(rows) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
 import os
 import time
@@ -119,6 +120,11 @@ async def run_batch(
     prices: Mapping | None = None,
     on_result: Callable[[dict], None] | None = None,
     plan: RunPlan | None = None,
+    engine: str = "asyncio",
+    ray_address: str | None = "auto",
+    actors: int = 2,
+    actor_concurrency: int = 8,
+    block_size: int = 64,
     **settings: Any,
 ) -> BatchSummary:
     """Run an MoA for every prompt and append one JSON line per prompt to ``out`` as it finishes.
@@ -134,6 +140,12 @@ async def run_batch(
     any call if one prompt's run may not fit; once a call could cross it, no prompt starts and no call is made,
     the prompts cut short or not begun are left (no line: a rerun goes on with them, their finished calls from
     the cache), and :class:`~moa_lab.budget.BudgetExceeded` is raised with the ``summary``.
+
+    ``engine="ray"`` (``pip install 'moa_lab[ray]'``): the batch runs on a Ray cluster (``ray_address``:
+    ``"auto"``, a running cluster or else a local one; ``"local"``; or an address), in ``actors`` actors of
+    ``actor_concurrency`` calls at once each, ``block_size`` prompts per block; ``out`` is then a folder of block
+    files (see :mod:`moa_lab.ray_batch`); ``on_result`` gets each block's totals; ``concurrency``, ``rps`` and
+    ``shard`` do not apply.
     """
     proposers, aggregator, settings = from_plan(plan, proposers, aggregator, settings)
     items = read_prompts(prompts)
@@ -144,6 +156,11 @@ async def run_batch(
     longest = max(items, key=lambda item: len(item.prompt.encode("utf-8", "surrogatepass")))
     check_budget(plans[longest.id], prices, runs=len(items))
     budget = Budget.of(first.settings, prices)
+    if engine == "ray":
+        return await _ray(items, out, first, prices, budget, shard, ray_address, actors, actor_concurrency,
+                          block_size, progress, retry_failed, on_result)
+    if engine != "asyncio":
+        raise ValueError(f"engine must be 'asyncio' (this process) or 'ray' (a Ray cluster), got {engine!r}")
     path = check_output_path(out)
     if path is None:
         raise ValueError("out must be a file path for the results (JSONL)")
@@ -160,17 +177,38 @@ async def run_batch(
         output.close()
 
 
+async def _ray(items, out, first, prices, budget, shard, address, actors, actor_concurrency, block_size,
+               progress, retry_failed, on_result) -> BatchSummary:
+    from . import ray_batch
+
+    outdir = ray_batch.check_outdir(out)
+    ray_batch.check_ray_options(actors, actor_concurrency, block_size, address)
+    if shard is not None:
+        raise ValueError("shard is for machines without Ray: with engine='ray' the cluster takes every prompt")
+    if importlib.util.find_spec("ray") is None:
+        raise ValueError("engine='ray' needs Ray: pip install 'moa_lab[ray]'")
+    summary = BatchSummary(outdir, len(items))
+    return await ray_batch.run_on_ray(items, outdir, first, settings_id(first), summary, address=address, actors=actors,
+                                      actor_concurrency=actor_concurrency, block_size=block_size, progress=progress,
+                                      prices=prices, retry_failed=retry_failed, budget=budget, on_result=on_result)
+
+
 def _short(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _resumable(output: OutputFile, items: list[BatchItem], sid: str) -> list[dict]:
-    """The output's lines, if this batch may go on from them: the same settings, and the same prompt under every
-    id (checked against the whole input, every shard's prompts included); else ValueError saying what differs."""
-    existing = output.existing()
+    """The output's lines, if this batch may go on from them (see :func:`check_resume`)."""
+    return check_resume(output.existing(), output.path, items, sid)
+
+
+def check_resume(existing: list[dict], where: Path, items: list[BatchItem], sid: str) -> list[dict]:
+    """``existing`` (the lines in ``where``, a file or a folder), if this batch may go on from them: the same
+    settings, and the same prompt under every id (checked against the whole input, every shard's prompts
+    included); else ValueError saying what differs."""
     other = sorted({str(v.get("settings_id")) for v in existing} - {sid})
     if other:
-        raise ValueError(f"{str(output.path)!r} holds results made with other settings, or with other servers or "
+        raise ValueError(f"{str(where)!r} holds results made with other settings, or with other servers or "
                          f"model files behind the same model names (settings_id {', '.join(other)}, now {sid}); "
                          "give a new output file, or the same settings to resume")
     order = {item.id: (position, item) for position, item in enumerate(items)}
@@ -183,7 +221,7 @@ def _resumable(output: OutputFile, items: list[BatchItem], sid: str) -> list[dic
     if changed:
         _, line, item = min(changed, key=lambda c: c[0])  # the first in the input
         raise ValueError(
-            f"{str(output.path)!r} holds answers to other prompts under the same ids ({len(changed)} id(s) differ): "
+            f"{str(where)!r} holds answers to other prompts under the same ids ({len(changed)} id(s) differ): "
             f"id {item.id!r} was {_short(str(line.get('prompt')))} there but is {_short(item.prompt)} in "
             f"{item.where}. Prompts without an \"id\" are numbered by their line, so adding or removing a line "
             "renumbers the ones after it. Give a new output file (answers made before come from the cache, with "

@@ -77,9 +77,11 @@ def _batch(args: argparse.Namespace) -> int:
             print(estimate([item.prompt for item in items], prices=prices, **settings))
             return 0
         print(f"[backend] {settings['backend'].describe()}", file=sys.stderr, flush=True)
+        engine = dict(engine="ray", ray_address=args.ray, actors=args.actors, actor_concurrency=args.actor_concurrency,
+                      block_size=args.block_size) if args.ray else {}
         summary = asyncio.run(run_batch(
             args.input, args.output, concurrency=args.concurrency, rps=args.rps, shard=args.shard,
-            retry_failed=args.retry_failed, progress=not args.no_progress, prices=prices, **settings))
+            retry_failed=args.retry_failed, progress=not args.no_progress, prices=prices, **engine, **settings))
     except OutputError as exc:  # the output could not be written mid-run: stopped, the lines written are kept
         print(f"moa-lab batch: {exc}", file=sys.stderr)
         return 1
@@ -262,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch = sub.add_parser("batch", help="an MoA answer for every prompt of a file, one JSON line each (resumable)")
     batch.add_argument("input", help="prompts: JSONL ({\"prompt\": ..., \"id\": ...} per line) or one per line")
-    batch.add_argument("output", help="results, one JSON line per prompt; run again with it to resume")
+    batch.add_argument("output", help="results, one JSON line per prompt (with --ray: a folder of block files); run again with it to resume")
     batch.add_argument("--concurrency", type=int, default=16, help="model calls at once, over the batch (default 16)")
     batch.add_argument("--rps", type=float, default=None, help="at most this many requests started per second")
     batch.add_argument("--shard", default=None, metavar="I/N", help="run only the prompts at positions p %% N == I")
@@ -271,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="JSON {model: [input, output]} in USD per million tokens, for the cost estimate")
     batch.add_argument("--estimate", action="store_true", help="print the calls and token/cost bounds; run nothing")
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    batch.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                       help="run on a Ray cluster (OUTPUT is then a folder): 'auto' (the default) a running one, else a "
+                            "local one; 'local'; or an address (pip install 'moa_lab[ray]')")
+    batch.add_argument("--actors", type=int, default=2, help="--ray: actors running blocks (default %(default)s)")
+    batch.add_argument("--actor-concurrency", type=int, default=8,
+                       help="--ray: model calls at once per actor (default %(default)s)")
+    batch.add_argument("--block-size", type=int, default=64, help="--ray: prompts per block (default %(default)s)")
     add_run_args(batch)
     batch.set_defaults(func=_batch)
 

@@ -103,10 +103,15 @@ def prompt_hash(prompt: str) -> str:
 
 
 def read_results(path: str | os.PathLike, *, as_frame: bool = False):
-    """The lines of a batch output file (a torn last line, if any, is left out), as dicts; with ``as_frame``, as
-    :func:`results_frame` gives them."""
+    """The lines of a batch output file (a torn last line, if any, is left out), or of a Ray batch's folder (every
+    block file: :mod:`moa_lab.ray_batch`), as dicts; with ``as_frame``, as :func:`results_frame` gives them."""
     if as_frame:
         return results_frame(path)
+    if Path(path).is_dir():
+        blocks = sorted((Path(path) / "blocks").glob("*.jsonl"))
+        if not blocks and not (Path(path) / "settings.json").exists():
+            raise ValueError(f"{str(path)!r} is a folder, but not a Ray batch's (no blocks/*.jsonl, no settings.json)")
+        return [line for block in blocks for line in read_results(block)]
     text = Path(path).read_text(encoding="utf-8")
     return [json.loads(line) for line in split_lines(text[: text.rfind("\n") + 1]) if line.strip()]
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import email.utils
 import json
 import socket
+import sys
 import threading
 import time
 from collections import defaultdict, deque
@@ -46,6 +47,11 @@ PING_EVERY = 0.1
 class _Server(ThreadingHTTPServer):
     request_queue_size = 256  # the listen backlog (socketserver's default is 5: a burst of connections would be
     # dropped and retried by the client's kernel 1 s later, and counted against the client)
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return  # a client that died mid-request (a killed worker): nothing to report
+        super().handle_error(request, client_address)
 
 
 class FaultServer:

@@ -389,6 +389,11 @@ BAD = [
     ("CLI", "batch: a negative max-cost", cli("batch", "in.txt", "out.jsonl", "--max-cost", "-2", files={"in.txt": "q\n"}), "max_cost must be None (no cap) or a number of USD >= 0, got -2.0"),
     ("papermill", "07: n 1", notebook("07_moa_variants", n=1), "n (proposers per variant) must be an integer >= 2, got 1"),
     ("papermill", "07: window 0", notebook("07_moa_variants", window=0), "window must be an integer >= 1, got 0"),
+    ("batch", "an unknown engine", batch_settings(engine="spark"), "engine must be 'asyncio' (this process) or 'ray' (a Ray cluster), got 'spark'"),
+    ("batch", "Ray with a shard", batch_settings(engine="ray", shard="0/2"), "shard is for machines without Ray"),
+    ("batch", "Ray with 0 actors", batch_settings(engine="ray", actors=0), "actors must be an integer >= 1, got 0"),
+    ("CLI", "batch --ray: an output that is a file", cli("batch", "in.txt", "in.txt", "--ray", files={"in.txt": "q\n"}), "out 'in.txt' is a file; the Ray engine writes a folder of block files"),
+    ("CLI", "batch --ray: block size 0", cli("batch", "in.txt", "out", "--ray", "--block-size", "0", files={"in.txt": "q\n"}), "block_size must be an integer >= 1, got 0"),
     ("CLI", "ask: more roles than proposers", cli("ask", "Hi", "--proposers", "a", "--role", "x", "--role", ""), "roles gives 2 system prompt(s), one per proposer, but the largest layer has 1 proposer(s)"),
 ]
 

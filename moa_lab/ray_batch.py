@@ -1,0 +1,345 @@
+"""``run_batch(..., engine="ray")``: a batch on a Ray cluster (one machine or many) with Ray Data.
+
+The prompts not yet answered become a Ray Dataset; each of its batches of ``block_size`` prompts (a *block*) goes
+to one of ``actors`` actors, which runs moa_lab's own batch runner on it (the same plans, retries, ``min_ok``,
+quorum, cache and budget; ``actor_concurrency`` calls at once per actor). A finished block is written as
+``OUTDIR/blocks/<hash>.jsonl`` (and ``.parquet``), named by a hash of its prompts and the settings id, in one
+rename: a block file is whole or absent. So a rerun skips every prompt in a block file, a killed driver or a lost
+worker loses only the blocks in flight (their finished calls come back from the cache), and a block that Ray
+runs again after a lost worker rewrites the same file: one line per prompt, always. ``read_results(OUTDIR)`` and
+``results_frame(OUTDIR)`` read the folder as one result. The settings are in ``OUTDIR/settings.json``; a rerun
+with other settings is refused.
+
+API keys are never shipped through Ray: every worker reads them from its own environment (a local cluster's
+workers inherit the driver's). The other moa_lab variables that say where models are served are passed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .budget import Budget, BudgetExceeded
+from .files import BatchItem, OutputFile, read_results
+from .jsonl import dumps
+from .limits import CallLimiter
+from .plan import RunPlan
+from .usage import Usage
+
+#: Variables a worker gets from the driver: where models are served, and the cache. Never a key.
+PASSED_ON = ("MOA_LAB_CACHE", "MOA_LAB_LOCAL_URL", "MOA_LAB_MODEL_DIR", "MOA_LAB_MODELS", "MOA_LAB_MODEL_URLS",
+             "MOA_LAB_PROPOSERS", "MOA_LAB_AGGREGATOR", "MOA_LAB_BASE_URL", "TOGETHER_BASE_URL")
+#: A local cluster's object store: small (moa_lab moves text, not tensors); Ray's default takes 30% of memory.
+LOCAL_OBJECT_STORE = 128 * 2**20
+
+
+def block_name(ids_and_prompts: list[tuple[str, str]], sid: str) -> str:
+    """A block's file name: a hash of its prompts (id and text) and the settings id."""
+    digest = hashlib.sha256(sid.encode())
+    for pid, prompt in sorted(ids_and_prompts):
+        digest.update(b"\0" + pid.encode("utf-8", "surrogatepass") + b"\1" + prompt.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:20]
+
+
+def folder_lines(outdir: Path) -> list[dict]:
+    """Every line of the block files in ``outdir``, in file-name order."""
+    return read_results(outdir) if (outdir / "blocks").is_dir() else []
+
+
+def check_outdir(out) -> Path:
+    """Where a Ray batch writes: a folder (made if missing), not a file."""
+    if not isinstance(out, (str, os.PathLike)) or not str(out).strip():
+        raise ValueError(f"out must be a folder for the Ray engine's block files, got {out!r}")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"out {str(path)!r} is a file; the Ray engine writes a folder of block files: give a folder")
+    return path
+
+
+def check_ray_options(actors, actor_concurrency, block_size, address) -> None:
+    for name, value in (("actors", actors), ("actor_concurrency", actor_concurrency), ("block_size", block_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise ValueError(f"ray_address must be 'auto', 'local' or a cluster address (ray://HOST:PORT, HOST:PORT), "
+                         f"got {address!r}")
+
+
+def connect(address: str | None) -> bool:
+    """Join a Ray cluster: ``"auto"``/None a running one (else start a local one), ``"local"`` a new local one,
+    else that address. Returns True when this call started Ray here (the caller shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if address in (None, "auto"):
+        try:
+            ray.init(address="auto", **quiet)
+            return True
+        except ConnectionError:
+            pass
+    if address in (None, "auto", "local"):
+        ray.init(num_cpus=os.cpu_count(), object_store_memory=LOCAL_OBJECT_STORE, **quiet)
+    else:
+        ray.init(address=address, **quiet)
+    return True
+
+
+class _BudgetKeeper:
+    """The batch's one budget, in a Ray actor: every block's calls reserve and settle here."""
+
+    def __init__(self, max_cost, max_tokens_total, prices) -> None:
+        self.budget = Budget(max_cost, max_tokens_total, prices)
+
+    def reserve(self, record, messages, max_tokens):
+        try:
+            return True, self.budget.reserve(record, messages, max_tokens), record.error
+        except BudgetExceeded as exc:
+            return False, str(exc), record.error
+
+    def settle(self, hold, record) -> None:
+        self.budget.settle(hold, record)
+
+    def spent(self) -> str:
+        return str(self.budget)
+
+
+class _SharedBudget(Budget):
+    """A worker's view of the batch's budget (a :class:`_BudgetKeeper` actor), with a Budget's interface."""
+
+    def __init__(self, keeper, max_cost, max_tokens_total, prices) -> None:
+        super().__init__(max_cost, max_tokens_total, prices)
+        self.keeper = keeper
+
+    def reserve(self, record, messages, max_tokens):
+        import ray
+
+        self.check_priced([record.model])
+        ok, value, error = ray.get(self.keeper.reserve.remote(record, messages, max_tokens))
+        if not ok:
+            record.error = error
+            raise BudgetExceeded(value)
+        return value
+
+    def settle(self, hold, record) -> None:
+        import ray
+
+        ray.get(self.keeper.settle.remote(hold, record))
+
+
+class BlockRunner:
+    """A Ray Data actor: runs one block of prompts with moa_lab's batch runner and writes its block file."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        from .backends import get_backend
+        from .plan import plan_run
+
+        os.environ.update(config["env"])
+        for name in set(PASSED_ON) - set(config["env"]):
+            os.environ.pop(name, None)
+        self.config = config
+        self.outdir = Path(config["outdir"])
+        backend = get_backend(config["backend"], model_urls=config["model_urls"] or None)
+        self.plan = plan_run("-", config["proposers"], config["aggregator"], layers=config["layers"],
+                             settings=config["settings"], backend=backend)
+        self.budget = None
+        if config["keeper"] is not None:
+            s = config["settings"]
+            self.budget = _SharedBudget(config["keeper"], s.max_cost, s.max_tokens_total, config["prices"])
+        pids = self.outdir / ".workers"
+        pids.mkdir(parents=True, exist_ok=True)
+        (pids / str(os.getpid())).write_text(str(time.time()))  # tests find and kill workers by these
+
+    def __call__(self, batch: dict) -> dict:
+        items = [BatchItem(str(i), str(p), f"block row {n + 1}") for n, (i, p) in enumerate(zip(batch["id"],
+                                                                                              batch["prompt"]))]
+        return asyncio.run(self._block(items))
+
+    async def _block(self, items: list[BatchItem]) -> dict:
+        from .batch import _run
+
+        sid, blocks = self.config["sid"], self.outdir / "blocks"
+        name = block_name([(i.id, i.prompt) for i in items], sid)
+        final = blocks / f"{name}.jsonl"
+        if final.exists():  # Ray ran this block again after it was written (a lost worker): nothing to do
+            return _stats(name, items, read_results(final), left=0)
+        tmp = blocks / f".{name}.{uuid.uuid4().hex}.tmp"
+        output = OutputFile(tmp)
+        plans = {i.id: replace(self.plan, prompt=i.prompt) for i in items}
+        limiter = CallLimiter(self.config["actor_concurrency"])
+        left = 0
+        try:
+            await _run(items, sid, [], plans, output, limiter, False, False, self.config["prices"], None, self.budget)
+        except BudgetExceeded as exc:  # what finished is kept: a smaller block, named by its own prompts
+            left = exc.summary.left if exc.summary is not None else len(items)
+        finally:
+            output.close()
+        lines = read_results(tmp)
+        if left:
+            done = {line["id"] for line in lines}
+            name = block_name([(i.id, i.prompt) for i in items if i.id in done], sid)
+        if lines:
+            _write_parquet(lines, blocks / f"{name}.parquet")
+            os.replace(tmp, blocks / f"{name}.jsonl")  # the block is whole, or absent
+        else:
+            tmp.unlink(missing_ok=True)
+        return _stats(name, items, lines, left)
+
+
+def _stats(name: str, items, lines: list[dict], left: int) -> dict:
+    used = Usage()
+    for line in lines:
+        used.add(Usage.from_dict(line))
+    return {"block": [name], "prompts": [len(items)], "done": [sum(v["status"] == "ok" for v in lines)],
+            "failed": [sum(v["status"] != "ok" for v in lines)], "left": [left], "calls": [used.calls],
+            "cached": [used.cached], "prompt_tokens": [used.prompt_tokens],
+            "completion_tokens": [used.completion_tokens], "cost": [used.cost], "unpriced": [used.unpriced]}
+
+
+def _write_parquet(lines: list[dict], path: Path) -> None:
+    """The block as a table: one row per prompt, its totals as columns, its layers and trace as JSON text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = ("id", "prompt", "status", "error", "final", "seconds", "settings_id", "calls", "failed_calls",
+               "cached_calls", "prompt_tokens", "completion_tokens", "cost")
+    table = {c: [line.get(c) for line in lines] for c in columns}
+    table["layers"] = [dumps(line.get("layers", [])) for line in lines]
+    table["trace"] = [dumps(line.get("trace", [])) for line in lines]
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(pa.table(table), tmp)
+    os.replace(tmp, path)
+
+
+def _settings_file(outdir: Path, plan: RunPlan, sid: str) -> None:
+    """``OUTDIR/settings.json``: the batch's settings; a folder made with other settings is refused."""
+    path = outdir / "settings.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8")).get("settings_id")
+        if old != sid:
+            raise ValueError(f"{str(outdir)!r} holds results made with other settings, or with other servers or model "
+                             f"files behind the same model names (settings_id {old}, now {sid}); give a new folder, "
+                             "or the same settings to resume")
+        return
+    settings = {k: v for k, v in plan.to_dict().items() if k != "prompt"}
+    path.write_text(dumps({"settings_id": sid, "settings": settings}, indent=1) + "\n", encoding="utf-8")
+
+
+async def run_on_ray(items: list[BatchItem], outdir: Path, first: RunPlan, sid: str, summary, *, address, actors,
+                     actor_concurrency, block_size, progress, prices, retry_failed, budget, on_result) -> Any:
+    """The Ray engine's part of :func:`moa_lab.run_batch`: the checks are done; ``summary`` is filled in."""
+    from .batch import check_resume
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "blocks").mkdir(exist_ok=True)
+    lock = OutputFile(outdir / ".lock")  # one driver per folder
+    try:
+        _settings_file(outdir, first, sid)
+        for stale in (outdir / "blocks").glob(".*.tmp"):  # blocks that were in flight when a driver was killed
+            stale.unlink()
+        existing = check_resume(folder_lines(outdir), outdir, items, sid)
+        if retry_failed:
+            existing = _drop_failed(outdir, existing, sid)
+        done_ids = {line["id"] for line in existing}
+        todo = [item for item in items if item.id not in done_ids]
+        summary.skipped = len(items) - len(todo)
+        if not todo:
+            return summary
+        return await _on_cluster(todo, outdir, first, sid, summary, address, actors, actor_concurrency, block_size,
+                                 progress, prices, budget, on_result)
+    finally:
+        lock.close()
+
+
+async def _on_cluster(todo, outdir, first, sid, summary, address, actors, actor_concurrency, block_size, progress,
+                      prices, budget, on_result):
+    await first.backend.ready()  # the bundled models: one embedded server, here, for this machine's workers
+    env = {name: os.environ[name] for name in PASSED_ON if os.environ.get(name)}
+    if first.backend.kind == "local" and first.backend.server is not None:
+        env["MOA_LAB_LOCAL_URL"] = first.backend.server.url
+    started = connect(address)
+    try:
+        return await asyncio.to_thread(_execute, todo, outdir, first, sid, summary, env, actors, actor_concurrency,
+                                       block_size, progress, prices, budget, on_result)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _execute(todo, outdir, first, sid, summary, env, actors, actor_concurrency, block_size, progress, prices, budget,
+             on_result):
+    import ray
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = bool(progress)
+    keeper = None
+    if budget is not None:
+        keeper = ray.remote(_BudgetKeeper).options(num_cpus=0).remote(budget.max_cost, budget.max_tokens_total,
+                                                                        dict(budget.prices))
+    settings = first.settings
+    if not isinstance(settings.cache, (bool, Path)):  # a ResponseCache object: its file
+        settings = replace(settings, cache=settings.cache.path)
+    config = {"outdir": str(outdir), "sid": sid, "env": env, "backend": first.backend.base_url or first.backend.kind,
+              "model_urls": dict(first.backend.model_urls), "proposers": first.proposers, "aggregator": first.aggregator,
+              "layers": first.layers, "settings": settings, "prices": dict(prices), "keeper": keeper,
+              "actor_concurrency": actor_concurrency}
+    rows = ray.data.from_items([{"id": item.id, "prompt": item.prompt} for item in todo])
+    results = rows.map_batches(BlockRunner, fn_constructor_kwargs={"config": config}, batch_size=block_size,
+                               compute=ray.data.ActorPoolStrategy(size=actors), batch_format="numpy", num_cpus=0.5)
+    # a lost worker: Ray Data restarts its actor and runs its block again (max_restarts=-1, max_task_retries=-1)
+    t0 = time.perf_counter()
+    left, blocks, finished = 0, -(-len(todo) // block_size), 0
+    for row in results.iter_rows():
+        finished += 1
+        summary.done += int(row["done"])
+        summary.failed += int(row["failed"])
+        left += int(row["left"])
+        summary.usage.add(Usage(int(row["calls"]), int(row["calls"]) - int(row["cached"]), int(row["cached"]),
+                                0, 0, int(row["prompt_tokens"]), int(row["completion_tokens"]), float(row["cost"]),
+                                int(row["unpriced"])))
+        if on_result is not None:
+            on_result({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+        if progress:  # moa_lab's totals beside Ray Data's own progress bars
+            print(f"[moa_lab] block {finished} of about {blocks} written: {summary.done} done, {summary.failed} "
+                  f"failed, {summary.skipped} already there, of {summary.total}; {summary.usage}", file=sys.stderr,
+                  flush=True)
+    summary.seconds = time.perf_counter() - t0
+    if left:
+        summary.left = left
+        spent = ray.get(keeper.spent.remote()) if keeper is not None else ""
+        error = BudgetExceeded(f"the batch stopped at its budget ({spent}): {summary.done} prompt(s) done, "
+                               f"{summary.failed} failed, {left} left for a rerun with a larger budget (their "
+                               "finished calls come from the cache)")
+        error.summary = summary
+        raise error
+    return summary
+
+
+def _drop_failed(outdir: Path, existing: list[dict], sid: str) -> list[dict]:
+    """``retry_failed``: every block file with failed lines is written again without them (a new name: its
+    prompts changed), so that they run again."""
+    for path in sorted((outdir / "blocks").glob("*.jsonl")):
+        lines = read_results(path)
+        kept = [line for line in lines if line["status"] == "ok"]
+        if len(kept) == len(lines):
+            continue
+        if kept:
+            name = block_name([(line["id"], line["prompt"]) for line in kept], sid)
+            tmp = path.with_name(f".{name}.tmp")
+            tmp.write_text("".join(dumps(line) + "\n" for line in kept), encoding="utf-8")
+            _write_parquet(kept, path.with_name(f"{name}.parquet"))
+            os.replace(tmp, path.with_name(f"{name}.jsonl"))
+        path.unlink()
+        path.with_suffix(".parquet").unlink(missing_ok=True)
+    return [line for line in existing if line["status"] == "ok"]

@@ -1,0 +1,164 @@
+"""run_batch(engine="ray") and `moa-lab batch --ray` on a real local Ray cluster (`ray start --head`, 2 CPUs),
+against the fault server: the same results as run_batch, a killed driver, a killed worker, a budget."""
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run, write_jsonl
+
+from moa_lab import read_results, results_frame, run_batch
+from moa_lab.budget import BudgetExceeded
+
+if importlib.util.find_spec("ray") is None:  # not imported here: Ray reads its token settings when first imported
+    pytest.skip("Ray is an optional extra: pip install 'moa_lab[ray]' (make test installs it)", allow_module_level=True)
+pytestmark = pytest.mark.ray
+RAY = str(Path(sys.executable).parent / "ray")
+MOA = [sys.executable, "-m", "moa_lab"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A Ray head on this machine for the module (about 10 s to start); stopped, with all it started, after."""
+    import secrets
+
+    port = _free_port()
+    temp = tmp_path_factory.mktemp("ray")
+    token = temp / "token"
+    token.write_text(secrets.token_hex(32))  # token authentication, as Ray does by default: drivers need it
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
+    saved = {name: os.environ.get(name) for name in auth}
+    os.environ.update(auth)  # this process's drivers and the subprocesses' see the cluster's token
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+                        "--object-store-memory=134217728", "--include-dashboard=false", "--disable-usage-stats",
+                        f"--temp-dir={temp}"], check=True, capture_output=True, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+
+
+def lines_of(outdir: Path) -> list[dict]:
+    return read_results(outdir)
+
+
+def test_a_ray_batch_equals_run_batch_answered_from_the_cache(fault, remote, tmp_path, cluster):
+    prompts = write_jsonl(tmp_path / "in.jsonl", 200)
+    here = run(run_batch(prompts, tmp_path / "here.jsonl", ["a", "b"], "agg", backend=remote, progress=False))
+    made = len(fault.requests)
+    outdir = tmp_path / "out"
+    summary = run(run_batch(prompts, outdir, ["a", "b"], "agg", backend=remote, progress=False, engine="ray",
+                            ray_address=cluster, block_size=40))
+    assert summary.done == 200 and summary.failed == 0 and summary.usage.cached == 600
+    assert len(fault.requests) == made  # every answer from the cache, shared by the workers
+    ours, theirs = lines_of(outdir), read_results(tmp_path / "here.jsonl")
+    assert sorted(v["id"] for v in ours) == sorted(v["id"] for v in theirs)
+    assert {v["id"]: v["final"] for v in ours} == {v["id"]: v["final"] for v in theirs}
+    assert {v["settings_id"] for v in ours} == {v["settings_id"] for v in theirs}  # the same settings id
+    blocks = sorted((outdir / "blocks").glob("*.jsonl"))
+    assert len(blocks) == 5 and all(len(read_results(b)) == 40 for b in blocks)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(outdir / "blocks" / blocks[0].with_suffix(".parquet").name)
+    assert table.num_rows == 40 and {"id", "final", "trace", "cost"} <= set(table.column_names)
+    assert len(results_frame(outdir)) == 200 and here.done == 200
+    again = run(run_batch(prompts, outdir, ["a", "b"], "agg", backend=remote, progress=False, engine="ray",
+                          ray_address=cluster, block_size=40))
+    assert again.skipped == 200 and again.done == 0  # every block is there: nothing runs, Ray is not even joined
+    with pytest.raises(ValueError, match="holds results made with other settings"):
+        run(run_batch(prompts, outdir, ["a"], "agg", backend=remote, progress=False, engine="ray",
+                      ray_address=cluster))
+
+
+def test_a_killed_driver_resumes_to_exactly_one_line_per_prompt(tmp_path, cluster):
+    from fault_server import FaultServer
+
+    prompts = write_jsonl(tmp_path / "in.jsonl", 120)
+    outdir = tmp_path / "out"
+    env = {**os.environ, "MOA_LAB_CACHE": str(tmp_path / "cache.sqlite")}
+    with FaultServer(latency=0.15) as slow:
+        args = MOA + ["batch", str(prompts), str(outdir), "--proposers", "a", "--aggregator", "agg", "--backend",
+                      slow.url, "--ray", cluster, "--block-size", "10", "--actor-concurrency", "4", "--no-progress"]
+        driver = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120
+        while len(list((outdir / "blocks").glob("*.jsonl"))) < 2 and time.monotonic() < deadline:
+            assert driver.poll() is None, driver.stdout.read()
+            time.sleep(0.05)
+        os.kill(driver.pid, signal.SIGKILL)  # mid-run: some blocks written, others in flight
+        driver.wait(timeout=30)
+        written = {v["id"] for v in lines_of(outdir)}
+        assert 20 <= len(written) < 120
+        made = len(slow.requests)
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ids = [v["id"] for v in lines_of(outdir)]
+    assert len(ids) == 120 and len(set(ids)) == 120  # exactly one line per prompt
+    assert f"{len(written)} already there" in done.stdout
+    assert len(slow.requests) - made <= 2 * (120 - len(written))  # the written blocks are not run again
+    assert not list((outdir / "blocks").glob(".*.tmp"))
+
+
+def test_a_killed_worker_is_retried_by_ray_and_nothing_is_duplicated(tmp_path, cluster):
+    from fault_server import FaultServer
+
+    prompts = write_jsonl(tmp_path / "in.jsonl", 60)
+    outdir = tmp_path / "out"
+    killed = []
+
+    def kill_a_worker_mid_block(server):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            workers = list((outdir / ".workers").glob("*")) if (outdir / ".workers").is_dir() else []
+            if workers and len(server.requests) >= 6:  # calls under way: a block is in flight
+                pid = int(workers[0].name)
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.02)
+
+    with FaultServer(latency=0.2) as slow:
+        watcher = threading.Thread(target=kill_a_worker_mid_block, args=(slow,), daemon=True)
+        watcher.start()
+        summary = run(run_batch(prompts, outdir, ["a"], "agg", backend=slow.url, progress=False, engine="ray",
+                                ray_address=cluster, block_size=10, actor_concurrency=4))
+        watcher.join(timeout=5)
+    assert killed, "no worker was killed"
+    ids = [v["id"] for v in lines_of(outdir)]
+    assert len(ids) == 60 and len(set(ids)) == 60 and summary.done == 60
+    assert all(v["status"] == "ok" for v in lines_of(outdir))
+    workers = {int(p.name) for p in (outdir / ".workers").iterdir()}
+    assert killed[0] in workers and len(workers) >= 3  # the lost actor was started again
+
+
+def test_a_ray_batch_stops_at_its_shared_budget_and_resumes(fault, remote, tmp_path, cluster):
+    from moa_lab import estimate
+
+    prompts = write_jsonl(tmp_path / "in.jsonl", 12)
+    fault.script("agg", *["tokens:400"] * 12)
+    one = estimate("Question 0?", ["a"], "agg", backend=remote, max_tokens=8)
+    budget = 4 * (one.max_prompt_tokens + one.max_completion_tokens)
+    outdir = tmp_path / "out"
+    settings = dict(backend=remote, max_tokens=8, progress=False, engine="ray", ray_address=cluster, block_size=3,
+                    actor_concurrency=2)
+    with pytest.raises(BudgetExceeded, match="the batch stopped at its budget") as info:
+        run(run_batch(prompts, outdir, ["a"], "agg", max_tokens_total=budget, **settings))
+    first = lines_of(outdir)
+    assert info.value.summary.left == 12 - len(first) > 0 and info.value.summary.done == len(first)
+    again = run(run_batch(prompts, outdir, ["a"], "agg", max_tokens_total=100 * budget, **settings))
+    ids = [v["id"] for v in lines_of(outdir)]
+    assert again.skipped == len(first) and len(ids) == 12 and len(set(ids)) == 12
