@@ -42,12 +42,12 @@
 # ## Parameters
 #
 # `None` for models means the backend's default. `max_tokens` `None`: 512 on Together; on the bundled models
-# this notebook uses 32, so that its ~300 calls take a couple of minutes on 2 cores.
+# this notebook uses 24, so that its ~150 calls take about a minute on 2 cores.
 
 # %% tags=["parameters"]
 prompt: str = "What is 17 + 25? Reply with the number only."  # the question every mode answers in section 1
-n_instructions: int = 2  # built-in open instructions to compare on (0 to 20)
-n_questions: int = 4  # built-in questions with one right answer (0 to 12)
+n_instructions: int = 1  # built-in open instructions to compare on (0 to 20)
+n_questions: int = 2  # built-in questions with one right answer (0 to 12)
 pool = None  # proposer models for the mixed variants, cycled to n; None: the backend's default proposers
 aggregator = None  # the aggregator, the Self-MoA model and the baseline alone; None: the backend's default
 n: int = 3  # proposers per variant (the vote gets n + 1 samples: the same number of calls)
@@ -57,7 +57,7 @@ early_stop: float = 0.5  # the 3-layer variant stops when a layer's answers are 
 deceptive: bool = True  # include the variant with one deceptive proposer
 judge_model = None  # None: the backend's default aggregator
 n_orders: int = 2  # judge both orders (2) or one random order (1)
-max_tokens = None  # per answer; None: 512 on Together, 32 on the bundled models (this notebook)
+max_tokens = None  # per answer; None: 512 on Together, 24 on the bundled models (this notebook)
 temperature: float = 0.7
 concurrency: int = 4  # model calls at once
 max_tokens_total: int = 2000  # section 4: the budget of the demonstration batch, in tokens
@@ -78,7 +78,7 @@ from moa_lab.evaluate import (LOCAL_CAVEAT, builtin_tasks, check_configs, check_
 
 backend = get_backend()
 if max_tokens is None and backend.kind == "local":
-    max_tokens = 32
+    max_tokens = 24
 aggregator = aggregator or backend.default_aggregator
 pool = pool or list(backend.default_proposers)
 configs = [single(aggregator)] + variants(pool, aggregator, n=n, window=window, top_k=top_k, early_stop=early_stop,
@@ -200,8 +200,7 @@ except BudgetExceeded as exc:
 # %%
 from moa_lab import run_batch
 
-batch_prompts = [f"Give one tip about {topic}." for topic in ("sleep", "tea", "email", "running", "bread",
-                                                            "maps", "rain", "music")]
+batch_prompts = [f"Give one tip about {topic}." for topic in ("sleep", "tea", "email", "running", "bread")]
 out = folder / "budget_batch.jsonl"
 out.unlink(missing_ok=True)
 try:
@@ -221,7 +220,7 @@ print("\nagain, with a larger budget:", summary)
 #
 # On the bundled models (135M and 270M parameters) this notebook shows **the mechanics**: what each mode
 # calls, decides and costs. Their answers are weak and their judge mostly picks by position, so the win rates
-# say little; exact match on 4 questions says less. The papers' numbers need strong models and hundreds of
+# say little; exact match on 2 questions says less. Give it 20 instructions and 12 questions for a real table. The papers' numbers need strong models and hundreds of
 # prompts.
 #
 # ## The Self-MoA comparison on Together

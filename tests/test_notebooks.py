@@ -224,7 +224,7 @@ def test_sweeps_notebook_defaults(tmp_path):
 @pytest.mark.local
 @pytest.mark.timeout(900)
 def test_variants_notebook_defaults(tmp_path):
-    """Notebook 07: every combine mode on one question, the variants compared (6 tasks), the deceptive proposer,
+    """Notebook 07: every combine mode on one question, the variants compared (3 tasks), the deceptive proposer,
     and the budgets: a run refused before any call, a batch stopped at its budget and resumed."""
     nb = execute("07_moa_variants", tmp_path)
     folder = tmp_path / "runs" / "07_moa_variants"
@@ -233,8 +233,8 @@ def test_variants_notebook_defaults(tmp_path):
              "Self-MoA-Seq x3 w=2", "shuffled, 2 most different", "3 layers, early stop 0.5", "one deceptive proposer"]
     assert list(rows) == names
     for name, per_prompt in zip(names, (1, 4, 4, 4, 5, 4, 5, 4, 7, 4)):
-        assert int(rows[name]["calls_per_prompt"]) == per_prompt and int(rows[name]["questions"]) == 4
-        assert int(rows[name]["calls"]) <= 6 * per_prompt  # fewer: an early stop, or a failed select/rank
+        assert int(rows[name]["calls_per_prompt"]) == per_prompt and int(rows[name]["questions"]) == 2
+        assert int(rows[name]["calls"]) <= 3 * per_prompt  # fewer: an early stop, or a failed select/rank
     vote = [json.loads(x) for x in next((folder / "answers").glob("vote_x4-*.jsonl")).read_text().splitlines()]
     assert all(line["calls"] == 4 and all(c["role"] == "proposer" for c in line["trace"]) for line in vote)
     assert all(line["combine"]["mode"] == "vote" for line in vote if line["status"] == "ok")
@@ -245,8 +245,8 @@ def test_variants_notebook_defaults(tmp_path):
     assert "refused before any call: the run (4 calls" in text
     assert "the batch stopped at its budget" in text and "left for a rerun with a larger budget" in text
     batch = [json.loads(x) for x in (folder / "budget_batch.jsonl").read_text().splitlines()]
-    assert sorted(line["id"] for line in batch) == [str(i) for i in range(1, 9)]  # one line per prompt, resumed
-    assert "of 8 prompts" in text and "from the cache" in text
+    assert sorted(line["id"] for line in batch) == [str(i) for i in range(1, 6)]  # one line per prompt, resumed
+    assert "of 5 prompts" in text and "from the cache" in text
     assert "the role: You are taking part in a robustness experiment" in text
 
 
