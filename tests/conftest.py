@@ -45,6 +45,15 @@ def local():
     backend.server.stop()
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run(coro):
     return moa_lab.run_sync(coro)
 

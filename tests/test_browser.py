@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -35,10 +36,6 @@ document.querySelector('.moa-run').click();
 pytestmark = [pytest.mark.local, pytest.mark.browser, pytest.mark.timeout(420)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 90) -> None:
@@ -109,7 +106,7 @@ def test_playground_in_a_browser(kind, browser, tmp_path):
     folder = tmp_path / "served"  # a copy: JupyterLab may save the notebook it ran, and the repo's must stay clean
     folder.mkdir()
     shutil.copy(ROOT / "notebooks" / "03_playground.ipynb", folder)
-    port, log = _free_port(), tmp_path / f"{kind}.log"
+    port, log = free_port(), tmp_path / f"{kind}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "MOA_LAB_"))}
     env["MOA_LAB_BROWSER_TEST"] = str(os.getpid())
     with open(log, "wb") as out:

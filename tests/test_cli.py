@@ -2,23 +2,19 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port
 
 pytestmark = pytest.mark.local
 DATA = Path(__file__).parent / "data"
 MOA = [sys.executable, "-m", "moa_lab"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +26,7 @@ def served(tmp_path_factory):
             "Qwen/Qwen2-72B-Instruct": "smollm2-135m", "Qwen/Qwen1.5-72B-Chat": "gemma3-270m",
             "mistralai/Mixtral-8x22B-Instruct-v0.1": "smollm2-135m", "databricks/dbrx-instruct": "gemma3-270m",
         }.items()))
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(MOA + ["serve", "--port", str(port), "--alias-file", str(aliases), "--alias",
                                    "my-model=gemma3-270m", "--max-tokens-cap", "12"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run, write_jsonl
+from conftest import free_port, run, write_jsonl
 
 from moa_lab import read_results, results_frame, run_batch
 from moa_lab.budget import BudgetExceeded
@@ -23,12 +23,6 @@ RAY = str(Path(sys.executable).parent / "ray")
 MOA = [sys.executable, "-m", "moa_lab"]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +30,7 @@ def cluster(tmp_path_factory):
     """A Ray head on this machine for the module (about 10 s to start); stopped, with all it started, after."""
     import secrets
 
-    port = _free_port()
+    port = free_port()
     temp = tmp_path_factory.mktemp("ray")
     token = temp / "token"
     token.write_text(secrets.token_hex(32))  # token authentication, as Ray does by default: drivers need it
