@@ -78,6 +78,11 @@ def test_a_ray_batch_equals_run_batch_answered_from_the_cache(fault, remote, tmp
     with pytest.raises(ValueError, match="holds results made with other settings"):
         run(run_batch(prompts, outdir, ["a"], "agg", backend=remote, progress=False, engine="ray",
                       ray_address=cluster))
+    edited = tmp_path / "edited.jsonl"  # the input edited between runs: an id now holds another prompt (CJK)
+    edited.write_text(prompts.read_text().replace('"Question 7?"', '"質問 7? 🙂\\u2028"'))
+    with pytest.raises(ValueError, match="holds answers to other prompts under the same ids .* id 'p7'"):
+        run(run_batch(edited, outdir, ["a", "b"], "agg", backend=remote, progress=False, engine="ray",
+                      ray_address=cluster, block_size=40))
 
 
 def test_a_killed_driver_resumes_to_exactly_one_line_per_prompt(tmp_path, cluster):

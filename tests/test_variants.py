@@ -29,7 +29,7 @@ def system_of(request: dict) -> str | None:
 
 def numbered(system: str) -> list[str]:
     """The references a system message lists, in order (the fault server's answers are one line each)."""
-    return [line.split(". ", 1)[1] for line in system.splitlines()[1:] if line[:1].isdigit()]
+    return [line.split(". ", 1)[1] for line in system.split("\n")[1:] if line[:1].isdigit()]  # not U+2028
 
 
 def test_select_returns_the_reference_the_aggregator_names(fault, remote):
@@ -342,3 +342,33 @@ def test_the_cli_runs_a_variant_and_a_batch_stops_at_its_budget_with_exit_3(faul
     resumed = subprocess.run(moa + args, capture_output=True, text=True, timeout=60)
     assert resumed.returncode == 0 and "already there" in resumed.stdout
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 4
+
+
+def test_variants_with_the_text_users_really_send(fault, remote):
+    """CJK, emoji and U+2028 in answers: the lexical measure splits CJK per character, a vote counts CJK answers,
+    the references reach the aggregator intact; a lone surrogate in a role is refused before any call."""
+    from moa_lab.similarity import lexical
+
+    assert lexical("東京は大きい", "東京は小さい") == 4 / 8 and lexical("🙂 a\u2028b", "🙂 a\u2028b") == 1.0
+    fault.script("a", "say:答えは 42 です\u2028🙂").script("b", "say:答えは 42 です\u2028🙂").script("c", "say:41")
+    result = run(run_moa(P, ["a", "b", "c"], "agg", backend=remote, combine="vote"))
+    assert result.text == "42" and result.combination.chosen == [1, 2]
+    fault.script("a", "say:東京 🙂\u2028行く").script("b", "say:東京 🙂\u2028行く").script("c", "say:plain words")
+    kept = run(run_moa(P, ["a", "b", "c"], "agg", backend=remote, max_references=2, seed=3))
+    assert kept.layers[0].kept == [0, 2]
+    assert numbered(system_of(fault.calls_to("agg")[-1])) == ["東京 🙂\u2028行く", "plain words"]
+    made = len(fault.requests)
+    with pytest.raises(ValueError, match="roles\\[0\\] holds a lone surrogate"):
+        run(run_moa(P, ["a"], "agg", backend=remote, roles=["be \ud800 brief"]))
+    assert len(fault.requests) == made
+
+
+def test_a_trickled_stream_and_a_slow_server_in_the_last_layer(fault, remote):
+    """rank's synthesis comes one byte at a time over keep-alive; the sequential window after a delayed one."""
+    fault.script("agg", "say:2 > 1", "trickle:0.002")
+    chunks = []
+    result = run(run_moa(P, ["a", "b"], "agg", backend=remote, combine="rank", on_chunk=chunks.append))
+    assert "".join(chunks) == result.text == result.final.text and result.text.startswith("agg answers")
+    fault.script("agg", "delay:0.3")
+    seq = run(run_moa(P, ["a", "b", "c"], "agg", backend=remote, combine="sequential", window=2, seed=8))
+    assert [c.ok for c in seq.steps] == [True, True] and seq.steps[0].seconds >= 0.3
