@@ -73,6 +73,9 @@ class Backend:
     server: local.LocalServer | None = field(default=None, repr=False, compare=False)
     _api_key: str | None = field(default=None, repr=False, compare=False)
     _url_keys: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    #: Where each key came from: the environment variable's name, under "" for the backend's own key and under a
+    #: model's name for its ``model_urls`` entry (absent: no key, or a key given as a value, not by a variable).
+    key_envs: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
         """One line saying which backend this is and why it was chosen."""
@@ -138,6 +141,51 @@ class Backend:
             return "local:" + self.server.identity(model)
         return self.base_url or self.kind
 
+    def portable(self) -> dict:
+        """How to choose this backend again in another process (a Ray worker) from that process's own environment:
+        its kind, URLs, default models and the *names* of the variables that hold its keys. Never a key: a key
+        given as a value (``api_key=``) cannot be passed on, and is refused here (ValueError saying what to set)."""
+        own_key = self.key_envs.get("")
+        if self._api_key and not own_key and self.kind != "local":
+            raise ValueError("this backend's key was given as a value (api_key=...), and keys are never sent to Ray "
+                             "workers: put it in an environment variable (MOA_LAB_API_KEY with MOA_LAB_BASE_URL, "
+                             "TOGETHER_API_KEY for Together) on every node instead")
+        entries = {}
+        for name, url in self.model_urls.items():
+            if name in self._url_keys and name not in self.key_envs:
+                raise ValueError(f"the key of model {name!r} was given as a value (\"api_key\" in model_urls), and "
+                                 "keys are never sent to Ray workers: name its environment variable instead "
+                                 "(name=URL|ENV_VAR, or {\"key_env\": ...})")
+            entries[name] = {"url": url, "key_env": self.key_envs.get(name)}
+        return {"kind": self.kind, "base_url": self.base_url, "key_env": own_key, "model_urls": entries,
+                "default_proposers": list(self.default_proposers),
+                "default_aggregator": self.default_aggregator, "default_max_tokens": self.default_max_tokens}
+
+    @classmethod
+    def from_portable(cls, spec: Mapping) -> "Backend":
+        """The backend :meth:`portable` describes, its keys read from this process's environment (ValueError
+        naming a variable that is not set here)."""
+        def key(name: str | None, what: str) -> str | None:
+            if not name:
+                return None
+            if not os.environ.get(name):
+                raise ValueError(f"{what} takes its key from the environment variable {name}, which is not set here")
+            return os.environ[name]
+
+        kind = spec["kind"]
+        own = key(spec["key_env"], f"the {kind} backend")
+        url_keys, key_envs = {}, {"": spec["key_env"]} if spec["key_env"] else {}
+        for name, entry in spec["model_urls"].items():
+            value = key(entry["key_env"], f"model {name!r}")
+            if value:
+                url_keys[name], key_envs[name] = value, entry["key_env"]
+        SECRETS.update(k for k in (own, *url_keys.values()) if k)
+        server = local.default_server() if kind == "local" else None
+        return cls(kind, spec["base_url"], {n: e["url"] for n, e in spec["model_urls"].items()},
+                   server.model_names() if server is not None else None, tuple(spec["default_proposers"]),
+                   spec["default_aggregator"], spec["default_max_tokens"], server=server, _api_key=own,
+                   _url_keys=url_keys, key_envs=key_envs)
+
     def secrets(self) -> tuple[str, ...]:
         """Every key this backend holds, for scrubbing error text only."""
         return tuple(k for k in (self._api_key, *self._url_keys.values()) if k)
@@ -177,9 +225,10 @@ def _parse_model_urls(text: str) -> dict:
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _model_url(name: str, entry, own: tuple[str | None, str | None], together_key: str | None) -> tuple[str, str | None]:
-    """One ``model_urls`` entry, checked: its URL and the key sent there (None: no key). ``own``: the backend's
-    base URL and the key that goes there."""
+def _model_url(name: str, entry, own: tuple[str | None, str | None, str | None],
+               together_key: str | None) -> tuple[str, str | None, str | None]:
+    """One ``model_urls`` entry, checked: its URL, the key sent there (None: no key) and the environment variable
+    it came from (None: none, or a value). ``own``: the backend's base URL, its key and that key's variable."""
     if isinstance(entry, str):
         entry = {"url": entry}
     if not isinstance(entry, Mapping) or set(entry) - {"url", "key_env", "api_key"} or "url" not in entry:
@@ -193,14 +242,16 @@ def _model_url(name: str, entry, own: tuple[str | None, str | None], together_ke
                              f"_), got {key_env!r}")
         if not os.environ.get(key_env):
             raise ValueError(f"model {name!r} takes its key from the environment variable {key_env}, which is not set")
-        return url, os.environ[key_env]
+        return url, os.environ[key_env], key_env
     if entry.get("api_key") is not None:
-        return url, str(entry["api_key"])
+        return url, str(entry["api_key"]), None
     # A key goes where it belongs (Together's to Together's API; the base URL's to it) and nowhere else, unless an
     # entry says so.
     if url == own[0]:
-        return url, own[1]
-    return url, together_key if url in TOGETHER_URLS else None
+        return url, own[1], own[2] if own[1] else None
+    if url in TOGETHER_URLS and together_key:
+        return url, together_key, "TOGETHER_API_KEY" if together_key == os.environ.get("TOGETHER_API_KEY") else None
+    return url, None, None
 
 
 def _env_models(default_proposers: tuple[str, ...], default_aggregator: str) -> dict:
@@ -244,22 +295,27 @@ def get_backend(
         base_url, moa_url, choice = backend, None, "url"
     own_url = _clean_url(base_url, "MOA_LAB_BASE_URL" if moa_url else "the base URL") if choice == "url" else None
     own_key = (api_key or os.environ.get("MOA_LAB_API_KEY") or None) if moa_url else key
-    entries = {name: _model_url(name, entry, (own_url, own_key), key) for name, entry in (model_urls or {}).items()}
-    urls = {name: url for name, (url, _) in entries.items()}
-    url_keys = {name: k for name, (_, k) in entries.items() if k}
+    own_env = None if api_key or not own_key else "MOA_LAB_API_KEY" if moa_url else "TOGETHER_API_KEY"
+    entries = {name: _model_url(name, entry, (own_url, own_key, own_env), key)
+               for name, entry in (model_urls or {}).items()}
+    urls = {name: url for name, (url, _, _) in entries.items()}
+    url_keys = {name: k for name, (_, k, _) in entries.items() if k}
+    key_envs = {name: env for name, (_, _, env) in entries.items() if env}
+    if own_env and choice != "local":
+        key_envs[""] = own_env
     SECRETS.update(k for k in (key, own_key, *url_keys.values()) if k)  # scrubbed from every log line
 
     if choice == "together":
         if not key:
             raise ValueError("the together backend needs TOGETHER_API_KEY (or api_key=...)")
-        return Backend("together", None, urls, None, _api_key=key, _url_keys=url_keys,
+        return Backend("together", None, urls, None, _api_key=key, _url_keys=url_keys, key_envs=key_envs,
                        **_env_models(SEED_PROPOSERS, SEED_AGGREGATOR))
     if choice == "url":
-        return Backend("url", own_url, urls, None, _api_key=own_key, _url_keys=url_keys,
+        return Backend("url", own_url, urls, None, _api_key=own_key, _url_keys=url_keys, key_envs=key_envs,
                        **_env_models(SEED_PROPOSERS, SEED_AGGREGATOR))
     server = local.default_server()
     from .usage import free_models
 
     free_models(m.name for m in server.user_models)  # your models run here: they cost nothing (unless priced)
     return Backend("local", None, urls, server.model_names(), server=server, _api_key=key, _url_keys=url_keys,
-                   default_max_tokens=LOCAL_MAX_TOKENS, **_env_models(LOCAL_PROPOSERS, LOCAL_AGGREGATOR))
+                   key_envs=key_envs, default_max_tokens=LOCAL_MAX_TOKENS, **_env_models(LOCAL_PROPOSERS, LOCAL_AGGREGATOR))

@@ -187,6 +187,7 @@ async def _ray(items, out, first, prices, budget, shard, address, actors, actor_
         raise ValueError("shard is for machines without Ray: with engine='ray' the cluster takes every prompt")
     if importlib.util.find_spec("ray") is None:
         raise ValueError("engine='ray' needs Ray: pip install 'moa_lab[ray]'")
+    first.backend.portable()  # a key that cannot reach the workers is refused now, before anything is written
     summary = BatchSummary(outdir, len(items))
     return await ray_batch.run_on_ray(items, outdir, first, settings_id(first), summary, address=address, actors=actors,
                                       actor_concurrency=actor_concurrency, block_size=block_size, progress=progress,

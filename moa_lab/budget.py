@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
 from .records import NOT_STARTED, CallRecord, MoAError
-from .usage import PriceTable, call_cost, get_prices, prompt_bound
+from .usage import PriceTable, call_bound, call_cost, get_prices
 
 if TYPE_CHECKING:
     from .plan import RunPlan
@@ -70,16 +70,18 @@ class Budget:
             raise ValueError(f"max_cost is set but {missing[0]!r} has no price: its calls cannot be counted (never "
                              "guessed); give it one with moa_lab.set_prices({...}) or prices=")
 
-    def _bound(self, record: CallRecord, messages, max_tokens: int | None) -> _Hold:
-        tokens_in, tokens_out = prompt_bound(messages), max_tokens or 0
+    def _bound(self, record: CallRecord, messages, max_tokens: int | None, references=()) -> _Hold:
+        tokens_in, tokens_out = call_bound(messages, references, max_tokens), max_tokens or 0
         self.check_priced([record.model])
         price = self.prices.get(record.model)
         cost = 0.0 if price is None else (tokens_in * price[0] + tokens_out * price[1]) / 1e6
         return _Hold(tokens_in + tokens_out, cost)
 
-    def reserve(self, record: CallRecord, messages, max_tokens: int | None) -> _Hold:
-        """Hold the call's bound, or raise :class:`BudgetExceeded` (the call is not made)."""
-        hold = self._bound(record, messages, max_tokens)
+    def reserve(self, record: CallRecord, messages, max_tokens: int | None, references=()) -> _Hold:
+        """Hold the call's bound, or raise :class:`BudgetExceeded` (the call is not made). The bound is the
+        estimate's rule (:func:`~moa_lab.usage.call_bound`): each of the ``references`` the messages hold counts
+        at most ``max_tokens``, so a run whose estimate fits is never stopped here unless a server reports more."""
+        hold = self._bound(record, messages, max_tokens, references)
         over = []
         if self.max_cost is not None and self.spent_cost + self.held_cost + hold.cost > self.max_cost + 1e-12:
             over.append(f"max_cost ${self.max_cost:g}: ${self.spent_cost:.4f} spent, ${self.held_cost:.4f} in "

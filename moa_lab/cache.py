@@ -20,6 +20,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,9 @@ class ResponseCache:
     def _set_aside(self) -> Path:
         """Move the damaged file aside; return where it went. (Its stale -wal and -shm files, if any, SQLite
         removed when the failed connection closed: the new file never reads them.)"""
-        aside = self.path.with_name(self.path.name + f".corrupt-{int(time.time())}")
+        # A name of its own (time, process, random): two processes that set a damaged file aside in the same
+        # second never put one over the other.
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         os.replace(self.path, aside)
         return aside
 

@@ -14,7 +14,7 @@ import math
 import random
 import re
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 import httpx
 import together
@@ -198,11 +198,13 @@ async def chat(
     *,
     stream: bool = False,
     budget: Budget | None = None,
+    references: Sequence[str] = (),
 ) -> AsyncIterator[str]:
     """Call ``record.model`` with ``messages``; yield the answer's text as it arrives (one chunk if not
     streaming). Fills ``record`` (text, tokens, seconds, attempts, error). One HTTP request per attempt,
     at most ``1 + settings.retries`` attempts; a stream that already yielded text is never retried.
-    ``budget``: the call starts only if its bound fits (else :class:`BudgetExceeded` is raised, no request made)."""
+    ``budget``: the call starts only if its bound fits (else :class:`BudgetExceeded` is raised, no request made);
+    ``references``: the previous answers the messages hold, each bounded at ``max_tokens`` as the estimate does."""
     parts: list[str] = []
     hold = None
     record.started, t0 = time.time(), time.perf_counter()
@@ -231,7 +233,7 @@ async def chat(
                         if attempt == 0:  # the call starts when it has its slot: waiting for one is not its time
                             record.started, t0 = time.time(), time.perf_counter()
                     if budget is not None and hold is None:  # held from its start to its end, retries included
-                        hold = budget.reserve(record, messages, settings.max_tokens)
+                        hold = budget.reserve(record, messages, settings.max_tokens, references)
                     attempt_stream = _one_attempt(client, record.model, messages, record.seed, settings, stream, record)
                     pieces = await stack.enter_async_context(contextlib.aclosing(attempt_stream))  # closed in this task
                     async for piece in pieces:
@@ -288,8 +290,8 @@ def _replay(text: str) -> list[str]:
 
 
 async def complete(backend: Backend, record: CallRecord, messages, settings: Settings,
-                   budget: Budget | None = None) -> CallRecord:
+                   budget: Budget | None = None, references: Sequence[str] = ()) -> CallRecord:
     """A plain (non-streamed) call; returns the filled record."""
-    async for _ in chat(backend, record, messages, settings, budget=budget):
+    async for _ in chat(backend, record, messages, settings, budget=budget, references=references):
         pass
     return record

@@ -58,6 +58,10 @@ def _ask(args: argparse.Namespace) -> int:
             print("\ncomputed before the failure:\n" + format_trace(c for layer in layers for c in layer.calls),
                   file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nmoa-lab ask: interrupted; the answers already made are in the answers cache (the same command "
+              "again replays them)", file=sys.stderr)
+        return 130
     print("\n")
     print(dumps(result.to_dict(), indent=1) if args.json else result.summary())
     print(f"\n{result.usage()}; {result.seconds:.2f}s wall time")
@@ -105,6 +109,7 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from .files import OutputError
     from .sweep import plan_sweep, run_sweep
     from .usage import read_prices
 
@@ -118,7 +123,10 @@ def _sweep(args: argparse.Namespace) -> int:
         summary = asyncio.run(run_sweep(args.notebook, args.spec, args.outdir, jobs=args.jobs,
                                         retry_failed=args.retry_failed, html=args.html,
                                         progress=not args.no_progress))
-    except ValueError as exc:  # a bad spec or OUTDIR: nothing was run or written
+    except OutputError as exc:  # OUTDIR could not be written mid-sweep: stopped, the finished points are kept
+        print(f"moa-lab sweep: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:  # a bad spec or OUTDIR (or a disk full before it began): nothing was run
         print(f"moa-lab sweep: error: {exc}", file=sys.stderr)
         return 2
     except LocalServerError as exc:
@@ -237,6 +245,8 @@ def run_serve(args: argparse.Namespace) -> int:
         thread_policy()
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        if not 0 <= args.port <= 65535:
+            raise ValueError(f"--port must be from 0 to 65535 (0: any free port), got {args.port}")
         if args.max_tokens_cap < 1:
             raise ValueError(f"--max-tokens-cap must be at least 1, got {args.max_tokens_cap}")
         models = serve_models(args)
@@ -267,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("output", help="results, one JSON line per prompt (with --ray: a folder of block files); run again with it to resume")
     batch.add_argument("--concurrency", type=int, default=16, help="model calls at once, over the batch (default 16)")
     batch.add_argument("--rps", type=float, default=None, help="at most this many requests started per second")
-    batch.add_argument("--shard", default=None, metavar="I/N", help="run only the prompts at positions p %% N == I")
+    batch.add_argument("--shard", default=None, metavar="I/N", help="run only the prompts whose prompt_hash %% N == I (by their text, not their position: "
+                            "an input edited between runs keeps each prompt in its shard)")
     batch.add_argument("--retry-failed", action="store_true", help="run the prompts that failed before again")
     batch.add_argument("--prices", default=None, metavar="FILE",
                        help="JSON {model: [input, output]} in USD per million tokens, for the cost estimate")

@@ -74,8 +74,9 @@ class Aggregation:
     raises :class:`MoAError` naming the model and cause; the text that arrived is kept in the record.
     """
 
-    def __init__(self, backend, record, messages, settings, stream, layers=(), budget: Budget | None = None) -> None:
-        self.backend, self.record, self.messages = backend, record, messages
+    def __init__(self, backend, record, messages, settings, stream, layers=(), budget: Budget | None = None,
+                 references: Sequence[str] = ()) -> None:
+        self.backend, self.record, self.messages, self.references = backend, record, messages, references
         self.settings, self.stream, self.layers, self.budget = settings, stream, list(layers), budget
         self._started = False
 
@@ -84,7 +85,7 @@ class Aggregation:
             raise RuntimeError("an Aggregation can be consumed once; call aggregate() again for a new answer")
         self._started = True
         chunks = calls.chat(self.backend, self.record, self.messages, self.settings, stream=self.stream,
-                            budget=self.budget)
+                            budget=self.budget, references=self.references)
         async with contextlib.aclosing(chunks):  # a consumer that stops early closes the call at once
             async for chunk in chunks:
                 yield chunk
@@ -131,7 +132,8 @@ class _Steps:
         messages = [{"role": "user", "content": self.prompt}]
         if shown:
             messages.insert(0, {"role": "system", "content": references_prompt(instructions, shown)})
-        aggregation = Aggregation(self.backend, record, messages, self.settings, self.stream and last, budget=self.budget)
+        aggregation = Aggregation(self.backend, record, messages, self.settings, self.stream and last, budget=self.budget,
+                                  references=shown)
         try:
             async with contextlib.aclosing(aggregation.__aiter__()) as chunks:  # closed here even if on_chunk raises
                 async for chunk in chunks:

@@ -172,8 +172,7 @@ class Engine:
             while (turn := self._turn(ticket)) is None:
                 given_up = [w.failed for w in self.workers if w.model == model and w.failed]
                 if given_up and len(given_up) == sum(w.model == model for w in self.workers):
-                    raise NoWorker(f"the llama.cpp worker of {model} died and could not be started again: "
-                                   f"{given_up[0]}")
+                    raise NoWorker(f"{model} cannot answer: {given_up[0]}")
                 await self._wait(gone)
             worker, slot = turn
             lease = Lease(worker, slot, worker.first_cell + slot, cost, ticket[1])

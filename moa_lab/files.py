@@ -58,17 +58,21 @@ def _read_lines(path: Path) -> list[str]:
         raise ValueError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8") from None
 
 
+#: A prompts file with one of these extensions is JSONL; any other is plain text, one prompt per line.
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
 def read_prompts(source: str | os.PathLike | Iterable[str | Mapping]) -> list[BatchItem]:
     """The prompts of a batch, checked: a JSONL file (one ``{"prompt": ..., "id": ...}`` per line, ``id``
-    optional), a plain text file (one prompt per line), or a list of strings or such dicts. Lines are split on
+    optional; a file named ``.jsonl``, ``.json`` or ``.ndjson``), a plain text file (any other name: one prompt
+    per line, even one that starts with ``{``), or a list of strings or such dicts. Lines are split on
     "\\n" only (a prompt may hold U+2028 and the like); blank lines are skipped; a missing id is the line number
     (or the 1-based position in a list). Raises ValueError naming the line of a bad JSON line, an empty prompt,
     a prompt that is not valid Unicode (a lone surrogate) or a repeated id."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         lines = _read_lines(path)
-        first = next((ln for ln in lines if ln.strip()), "")
-        as_json = path.suffix in (".jsonl", ".json", ".ndjson") or first.lstrip().startswith("{")
+        as_json = path.suffix.lower() in JSON_SUFFIXES  # by the name alone: a text prompt may start with "{"
         items = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -155,6 +159,25 @@ def probe(path: Path) -> None:
                                  f"(a full disk, or a read-only folder?); nothing was run") from None
 
 
+class FolderLock:
+    """One run at a time in a folder (a sweep's OUTDIR, a Ray batch's): an exclusive lock on ``folder/.lock``,
+    held until :meth:`close` (or the process's end: a killed run leaves no stale lock)."""
+
+    NAME = ".lock"
+
+    def __init__(self, folder: Path, what: str) -> None:
+        self.fd = os.open(folder / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise ValueError(f"{str(folder)!r} is in use by another {what} (it holds {folder / self.NAME}); wait for "
+                             "it to end, or give another folder") from None
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class OutputFile:
     """The output JSONL, locked for this process; whole lines only."""
 
@@ -190,9 +213,9 @@ class OutputFile:
         """Replace the file's content with ``lines`` atomically (a temp file, then rename)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text("".join(dumps(v) + "\n" for v in lines), encoding="utf-8")
+        fd = os.open(tmp, os.O_RDWR | os.O_APPEND)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked before it takes the name: no moment without a lock
         os.replace(tmp, self.path)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.close(self.fd)
         self.fd = fd
 

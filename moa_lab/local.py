@@ -7,6 +7,7 @@ The server itself (a front over one llama.cpp worker process per model, sharing 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -111,6 +112,18 @@ def fingerprint(path: Path) -> str:
     return _FINGERPRINTS[key]
 
 
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def tail(path: Path | None, lines: int = 25) -> str:
     if path is None:
         return "(no log)"
@@ -146,7 +159,10 @@ class LocalServer:
     ) -> None:
         if url is not None and (not isinstance(url, str) or not url.startswith(("http://127.", "http://localhost"))):
             raise ValueError(f"MOA_LAB_LOCAL_URL must be the loopback URL of a running embedded server "
-                             f"(http://127.0.0.1:PORT), got {url!r}")
+                             f"(http://127.0.0.1:PORT, with or without /v1), got {url!r}")
+        if url is not None:  # the forms the other URL variables take: ..., .../, .../v1, .../v1/
+            url = url.rstrip("/")
+            url = url[: -len("/v1")] if url.endswith("/v1") else url
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive integer (the cores the local server uses), got {threads!r}")
         self.attached = url is not None
@@ -160,9 +176,11 @@ class LocalServer:
         self.threads = threads or default_threads()
         self.max_tokens_cap = max_tokens_cap
         self.startup_timeout = startup_timeout
-        self.url: str | None = url.rstrip("/") if url else None
+        self.url: str | None = url or None
         self.log_path: Path | None = None
         self.restarts = 0
+        self._port = 0  # the port it had: a restart takes it again when it is free, so the URL stays the same
+        self._served: list[dict] | None = None  # an attached server's /v1/models, asked once
         self._proc: subprocess.Popen | None = None
         self._files: dict[str, Path] | None = None
         self._lock = threading.Lock()
@@ -173,9 +191,27 @@ class LocalServer:
     def _own_names(self) -> list[str]:
         return list(BUNDLED_MODELS) + [m.name for m in self.user_models]
 
+    def served(self) -> list[dict]:
+        """An attached server's models as it lists them (``/v1/models``: each ``id``, the model it is an alias of
+        as ``root``, and its ``moa_lab_identity``), asked once; [] when it does not answer."""
+        if self._served is None:
+            import httpx
+
+            try:
+                data = httpx.get(self.url + "/v1/models", timeout=10).json()["data"]
+                self._served = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                return []  # not answering now: asked again next time
+        return self._served
+
     def model_names(self) -> tuple[str, ...]:
+        """Every name it serves: the bundled models, yours, the aliases; for an attached server, the names it
+        lists (``moa-lab serve --alias fast=...`` serves ``fast``), besides."""
         own = self._own_names()
-        return tuple(own) + tuple(a for a in self.aliases if a not in own)
+        names = tuple(own) + tuple(a for a in self.aliases if a not in own)
+        if self.attached:
+            names += tuple(m["id"] for m in self.served() if m["id"] not in names)
+        return names
 
     def specs(self) -> list[ModelSpec]:
         """Every model it serves, the bundled ones first, each with its file (found once) and chat format."""
@@ -200,6 +236,10 @@ class LocalServer:
     def identity(self, model: str) -> str:
         """What answers ``model`` here: the model it names (through an alias), the fingerprint of its GGUF file's
         content, and its chat format. Two model folders with different files never share an identity."""
+        if self.attached:  # the server that runs the model knows its file: it says so in /v1/models
+            listed = {m["id"]: m for m in self.served()}
+            if model in listed and listed[model].get("moa_lab_identity"):
+                return str(listed[model]["moa_lab_identity"])
         target = self.aliases.get(model, model)
         path = self.model_files()[target]
         return f"{target}:{fingerprint(path)}:{self.chat_format(target) or 'gguf-template'}"
@@ -225,7 +265,8 @@ class LocalServer:
                 self._kill()
             workdir = Path(tempfile.mkdtemp(prefix="moa_lab_server_"))
             self.log_path, ready = workdir / "server.log", workdir / "ready"
-            cmd = [sys.executable, "-m", "moa_lab", "serve", "--host", "127.0.0.1", "--port", "0",
+            port = self._port if self._port and _port_free(self._port) else 0
+            cmd = [sys.executable, "-m", "moa_lab", "serve", "--host", "127.0.0.1", "--port", str(port),
                    "--threads", str(self.threads), "--max-tokens-cap", str(self.max_tokens_cap),
                    "--ready-file", str(ready), "--watch-stdin", "--log-dir", str(workdir)]
             for name in BUNDLED_MODELS:
@@ -235,7 +276,10 @@ class LocalServer:
             for name, target in self.aliases.items():
                 cmd += ["--alias", f"{name}={target}"]
             with open(self.log_path, "wb") as out:
-                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
+                # its own session: a Ctrl-C in the terminal stops this process, which stops the server (at exit, or
+                # when its stdin closes), not the server under a sweep that is still saving what it has
+                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
+                                              start_new_session=True)
             deadline = time.monotonic() + self.startup_timeout
             while not ready.exists():
                 if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -245,7 +289,31 @@ class LocalServer:
                                            + tail(self.log_path))
                 time.sleep(0.05)
             self.url = ready.read_text().strip()
+            self._port = int(self.url.rsplit(":", 1)[1])
             return self.url
+
+    @contextlib.contextmanager
+    def watch(self, every: float = 0.5):
+        """While in this block, a thread looks at the server every ``every`` seconds and starts it again (on its
+        port, so its URL stays the same where the port is still free) if it died: for other processes that use
+        it through ``MOA_LAB_LOCAL_URL`` (a sweep's kernels, Ray workers), which cannot start it themselves."""
+        done = threading.Event()
+
+        def look() -> None:
+            while not done.wait(every):
+                if not self.running:
+                    try:
+                        self.start()
+                    except LocalServerError as exc:
+                        log.warning("the embedded server could not be started again: %s", exc)
+
+        thread = threading.Thread(target=look, name="moa_lab-server-watch", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            thread.join()
 
     def stop(self) -> None:
         """Stop the server and its workers (no-op if not running, or run by another process)."""

@@ -82,9 +82,9 @@ async def _layer(prompt, models, previous, layer: int, backend: Backend, setting
         if previous:
             record.references = [i + 1 for i in order]
         role = roles[record.index] if record.index < len(roles) else None
-        messages = build_messages(prompt, [previous[i] for i in order] if previous else None, settings.system_prompt,
-                                  role)
-        await calls.complete(backend, record, messages, settings, budget)
+        shown = [previous[i] for i in order] if previous else None
+        messages = build_messages(prompt, shown, settings.system_prompt, role)
+        await calls.complete(backend, record, messages, settings, budget, shown or ())
         if on_call is not None:
             on_call(record)
 
@@ -161,8 +161,9 @@ def aggregate(
                         step="synthesize")
     order = reference_order(len(answers), record.seed, settings.shuffle_references)
     record.references = [i + 1 for i in order] if answers else None
-    messages = build_messages(prompt, [answers[i] for i in order], settings.system_prompt)
-    return Aggregation(backend, record, messages, settings, stream, budget=budget)
+    shown = [answers[i] for i in order]
+    messages = build_messages(prompt, shown, settings.system_prompt)
+    return Aggregation(backend, record, messages, settings, stream, budget=budget, references=shown)
 
 
 def _last_step(prompt, answers, model, layer, plan, backend, options):

@@ -65,6 +65,28 @@ def env_models() -> list[ModelSpec]:
     return parse_models(os.environ.get("MOA_LAB_MODELS", ""))
 
 
+_OFF = ("off", "0", "false", "no", "none")
+
+
+def absolute_env(environ=None) -> dict[str, str]:
+    """The path variables of ``environ`` (default ``os.environ``) that are relative, made absolute here: for a
+    process that runs in another folder (a sweep's kernel in its point's folder, a Ray worker in its own), which
+    must find the same files. ``MOA_LAB_CACHE`` (unless off), ``MOA_LAB_MODEL_DIR`` and each path in
+    ``MOA_LAB_MODELS``. Returns only the variables it changed, with their new values."""
+    environ = os.environ if environ is None else environ
+    out = {}
+    for name in ("MOA_LAB_CACHE", "MOA_LAB_MODEL_DIR"):
+        value = environ.get(name)
+        if value and value.strip().lower() not in _OFF and not os.path.isabs(os.path.expanduser(value)):
+            out[name] = str(Path(value).expanduser().resolve())
+    models = environ.get("MOA_LAB_MODELS", "")
+    if models.strip():
+        specs = parse_models(models)
+        if any(not spec.path.is_absolute() for spec in specs):
+            out["MOA_LAB_MODELS"] = ";".join(str(ModelSpec(s.name, s.path.resolve(), s.chat_format)) for s in specs)
+    return out
+
+
 def free_memory() -> int | None:
     """Bytes of memory available to new processes (Linux ``MemAvailable``); None where unknown."""
     try:

@@ -17,6 +17,7 @@ workers inherit the driver's). The other moa_lab variables that say where models
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .budget import Budget, BudgetExceeded
-from .files import BatchItem, OutputFile, read_results
+from .files import BatchItem, FolderLock, OutputFile, read_results
 from .jsonl import dumps
 from .limits import CallLimiter
 from .plan import RunPlan
@@ -61,7 +62,7 @@ def check_outdir(out) -> Path:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise ValueError(f"out {str(path)!r} is a file; the Ray engine writes a folder of block files: give a folder")
-    return path
+    return path.expanduser().resolve()  # workers run in their own folders: they get the absolute path
 
 
 def check_ray_options(actors, actor_concurrency, block_size, address) -> None:
@@ -100,9 +101,9 @@ class _BudgetKeeper:
     def __init__(self, max_cost, max_tokens_total, prices) -> None:
         self.budget = Budget(max_cost, max_tokens_total, prices)
 
-    def reserve(self, record, messages, max_tokens):
+    def reserve(self, record, messages, max_tokens, references=()):
         try:
-            return True, self.budget.reserve(record, messages, max_tokens), record.error
+            return True, self.budget.reserve(record, messages, max_tokens, references), record.error
         except BudgetExceeded as exc:
             return False, str(exc), record.error
 
@@ -120,11 +121,11 @@ class _SharedBudget(Budget):
         super().__init__(max_cost, max_tokens_total, prices)
         self.keeper = keeper
 
-    def reserve(self, record, messages, max_tokens):
+    def reserve(self, record, messages, max_tokens, references=()):
         import ray
 
         self.check_priced([record.model])
-        ok, value, error = ray.get(self.keeper.reserve.remote(record, messages, max_tokens))
+        ok, value, error = ray.get(self.keeper.reserve.remote(record, messages, max_tokens, list(references)))
         if not ok:
             record.error = error
             raise BudgetExceeded(value)
@@ -140,7 +141,7 @@ class BlockRunner:
     """A Ray Data actor: runs one block of prompts with moa_lab's batch runner and writes its block file."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        from .backends import get_backend
+        from .backends import Backend
         from .plan import plan_run
 
         os.environ.update(config["env"])
@@ -148,7 +149,7 @@ class BlockRunner:
             os.environ.pop(name, None)
         self.config = config
         self.outdir = Path(config["outdir"])
-        backend = get_backend(config["backend"], model_urls=config["model_urls"] or None)
+        backend = Backend.from_portable(config["backend"])  # its keys from this worker's own environment
         self.plan = plan_run("-", config["proposers"], config["aggregator"], layers=config["layers"],
                              settings=config["settings"], backend=backend)
         self.budget = None
@@ -241,11 +242,12 @@ async def run_on_ray(items: list[BatchItem], outdir: Path, first: RunPlan, sid: 
 
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "blocks").mkdir(exist_ok=True)
-    lock = OutputFile(outdir / ".lock")  # one driver per folder
+    lock = FolderLock(outdir, "Ray batch")  # one driver per folder
     try:
         _settings_file(outdir, first, sid)
         for stale in (outdir / "blocks").glob(".*.tmp"):  # blocks that were in flight when a driver was killed
             stale.unlink()
+        mend_dropped(outdir, sid)
         existing = check_resume(folder_lines(outdir), outdir, items, sid)
         if retry_failed:
             existing = _drop_failed(outdir, existing, sid)
@@ -263,13 +265,18 @@ async def run_on_ray(items: list[BatchItem], outdir: Path, first: RunPlan, sid: 
 async def _on_cluster(todo, outdir, first, sid, summary, address, actors, actor_concurrency, block_size, progress,
                       prices, budget, on_result):
     await first.backend.ready()  # the bundled models: one embedded server, here, for this machine's workers
+    from .models import absolute_env
+
     env = {name: os.environ[name] for name in PASSED_ON if os.environ.get(name)}
+    env.update(absolute_env(env))  # a worker runs in its own folder: relative paths would name other files
     if first.backend.kind == "local" and first.backend.server is not None:
         env["MOA_LAB_LOCAL_URL"] = first.backend.server.url
     started = connect(address)
+    server = first.backend.server if first.backend.kind == "local" and not first.backend.server.attached else None
     try:
-        return await asyncio.to_thread(_execute, todo, outdir, first, sid, summary, env, actors, actor_concurrency,
-                                       block_size, progress, prices, budget, on_result)
+        with server.watch() if server is not None else contextlib.nullcontext():  # restarted on its port if it dies
+            return await asyncio.to_thread(_execute, todo, outdir, first, sid, summary, env, actors,
+                                           actor_concurrency, block_size, progress, prices, budget, on_result)
     finally:
         if started:
             import ray
@@ -290,8 +297,10 @@ def _execute(todo, outdir, first, sid, summary, env, actors, actor_concurrency, 
     settings = first.settings
     if not isinstance(settings.cache, (bool, Path)):  # a ResponseCache object: its file
         settings = replace(settings, cache=settings.cache.path)
-    config = {"outdir": str(outdir), "sid": sid, "env": env, "backend": first.backend.base_url or first.backend.kind,
-              "model_urls": dict(first.backend.model_urls), "proposers": first.proposers, "aggregator": first.aggregator,
+    if isinstance(settings.cache, Path):
+        settings = replace(settings, cache=settings.cache.expanduser().resolve())  # the same file from any folder
+    config = {"outdir": str(outdir), "sid": sid, "env": env, "backend": first.backend.portable(),
+              "proposers": first.proposers, "aggregator": first.aggregator,
               "layers": first.layers, "settings": settings, "prices": dict(prices), "keeper": keeper,
               "actor_concurrency": actor_concurrency}
     rows = ray.data.from_items([{"id": item.id, "prompt": item.prompt} for item in todo])
@@ -328,18 +337,42 @@ def _execute(todo, outdir, first, sid, summary, env, actors, actor_concurrency, 
 
 def _drop_failed(outdir: Path, existing: list[dict], sid: str) -> list[dict]:
     """``retry_failed``: every block file with failed lines is written again without them (a new name: its
-    prompts changed), so that they run again."""
+    prompts changed), so that they run again. The old file is first set aside (renamed out of the results), so
+    that no prompt is ever in two block files; a driver killed meanwhile is mended by :func:`mend_dropped`."""
     for path in sorted((outdir / "blocks").glob("*.jsonl")):
         lines = read_results(path)
         kept = [line for line in lines if line["status"] == "ok"]
         if len(kept) == len(lines):
             continue
+        aside = path.with_name(f".{path.stem}{DROPPED}")
+        os.replace(path, aside)
         if kept:
-            name = block_name([(line["id"], line["prompt"]) for line in kept], sid)
-            tmp = path.with_name(f".{name}.tmp")
-            tmp.write_text("".join(dumps(line) + "\n" for line in kept), encoding="utf-8")
-            _write_parquet(kept, path.with_name(f"{name}.parquet"))
-            os.replace(tmp, path.with_name(f"{name}.jsonl"))
-        path.unlink()
+            _write_kept(kept, outdir, sid)
+        aside.unlink()
         path.with_suffix(".parquet").unlink(missing_ok=True)
     return [line for line in existing if line["status"] == "ok"]
+
+
+#: A block file set aside by ``retry_failed`` while its ok lines are written to a new block file.
+DROPPED = ".dropped"
+
+
+def _write_kept(kept: list[dict], outdir: Path, sid: str) -> Path:
+    name = block_name([(line["id"], line["prompt"]) for line in kept], sid)
+    final = outdir / "blocks" / f"{name}.jsonl"
+    tmp = final.with_name(f".{name}.tmp")
+    tmp.write_text("".join(dumps(line) + "\n" for line in kept), encoding="utf-8")
+    _write_parquet(kept, final.with_suffix(".parquet"))
+    os.replace(tmp, final)
+    return final
+
+
+def mend_dropped(outdir: Path, sid: str) -> None:
+    """A driver killed while :func:`_drop_failed` rewrote a block: the block it set aside is finished off (its ok
+    lines written to their own block file, if they are not there yet; then it is removed)."""
+    for aside in sorted((outdir / "blocks").glob(f".*{DROPPED}")):
+        kept = [line for line in read_results(aside) if line["status"] == "ok"]
+        if kept:
+            _write_kept(kept, outdir, sid)  # the same name and lines if it was written already
+        aside.unlink()
+        (outdir / "blocks" / f"{aside.name[1:-len(DROPPED)]}.parquet").unlink(missing_ok=True)

@@ -33,9 +33,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .engine import Board, ClientGone, Engine, Lease, NoWorker
-from .local import LocalServerError, check_aliases
+from .local import LocalServerError, check_aliases, fingerprint
 from .models import ModelSpec
-from .supervisor import Worker, status, supervise
+from .openai_api import BadRequest, check_chat_body, error_json
+from .supervisor import Worker, status, supervise, watchdog, worker_timeout
 
 log = logging.getLogger("moa_lab.server")
 
@@ -49,8 +50,9 @@ def expected_cost(body: dict, per_token: float) -> float:
     return per_token * (body["max_tokens"] + prompt_chars / 4)
 
 
-def _error(status: int, message: str, code: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status)
+def _error(status: int, message: str, code: str, kind: str = "invalid_request_error",
+           param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_json(message, kind, code, param), status)
 
 
 def _event(value: dict) -> str:
@@ -76,6 +78,7 @@ class _Relay(StreamingResponse):
 def build_app(workers: list[Worker], threads: int, board: Board, aliases: Mapping[str, str], max_tokens_cap: int,
               on_ready=None) -> Starlette:
     names = {w.model: w.model for w in workers} | dict(aliases)
+    hung_after = worker_timeout()
     costs = {w.model: RELATIVE_COST.get(w.model) or w.spec.path.stat().st_size / SMOLLM2_BYTES for w in workers}
     state: dict = {}
 
@@ -83,7 +86,8 @@ def build_app(workers: list[Worker], threads: int, board: Board, aliases: Mappin
     async def lifespan(app):
         state["engine"] = engine = Engine(workers, threads, board)
         state["http"] = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10))
-        tasks = [asyncio.ensure_future(engine.run()), asyncio.ensure_future(supervise(engine))]
+        tasks = [asyncio.ensure_future(engine.run()), asyncio.ensure_future(supervise(engine)),
+                 asyncio.ensure_future(watchdog(engine, hung_after))]
         if on_ready:
             on_ready()
         yield
@@ -91,8 +95,14 @@ def build_app(workers: list[Worker], threads: int, board: Board, aliases: Mappin
             task.cancel()
         await state["http"].aclose()
 
+    # What answers each name (the model, its file's fingerprint, its chat format): a client attached through
+    # MOA_LAB_LOCAL_URL keys its answers cache by it, as it would for a server of its own.
+    identity = {w.model: f"{w.model}:{fingerprint(w.spec.path)}:{w.spec.chat_format or 'gguf-template'}"
+                for w in workers}
+
     async def models(request: Request) -> JSONResponse:
-        data = [{"id": n, "object": "model", "owned_by": "moa_lab", "root": t} for n, t in names.items()]
+        data = [{"id": n, "object": "model", "owned_by": "moa_lab", "root": t, "moa_lab_identity": identity[t]}
+                for n, t in names.items()]
         return JSONResponse({"object": "list", "data": data})
 
     async def status_route(request: Request) -> JSONResponse:
@@ -100,19 +110,22 @@ def build_app(workers: list[Worker], threads: int, board: Board, aliases: Mappin
 
     async def chat(request: Request) -> Response:
         try:
-            body = await request.json()
-            requested = body["model"]
-        except (ValueError, KeyError, TypeError):
-            return _error(400, "the body must be a JSON object with a 'model' field", "invalid_body")
+            body = check_chat_body(await request.json())
+        except BadRequest as exc:
+            return _error(400, str(exc), "invalid_value", param=exc.param)
+        except ValueError:  # not JSON (or not UTF-8)
+            return _error(400, "the body must be a JSON object (it is not valid JSON)", "invalid_body", param="body")
+        requested = body["model"]
         if requested not in names:
-            return _error(404, f"unknown model {requested!r}; this server has: {', '.join(names)}", "model_not_found")
+            return _error(404, f"unknown model {requested!r}; this server has: {', '.join(names)}", "model_not_found",
+                          param="model")
         target = names[requested]
         limit = body.get("max_tokens")
         if limit is None:
             body["max_tokens"] = max_tokens_cap
         elif isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:  # llama.cpp: <= 0 means no limit
             return _error(400, f"max_tokens must be an integer >= 1 (or left out: {max_tokens_cap}), got {limit!r}",
-                          "invalid_max_tokens")
+                          "invalid_max_tokens", param="max_tokens")
         cost = expected_cost(body, costs[target])
         try:
             if body.get("stream"):
@@ -242,7 +255,16 @@ def serve(models: list[ModelSpec], host="127.0.0.1", port=8000, threads=2, alias
             pool.append(Worker(len(pool), spec, log_dir, board.path, threads, cells))
         deadline = time.monotonic() + 180
         for w in pool:  # they load and warm up in parallel
-            w.wait_ready(deadline)
+            try:
+                w.wait_ready(deadline)
+            except LocalServerError as exc:
+                if w.spec.bundled:
+                    raise
+                # one of your models that does not load (a truncated or damaged GGUF): the others are served, and
+                # each call to it is answered with a 503 that names it and the cause
+                w.stop()
+                w.failed = f"its model file {str(w.spec.path)!r} could not be loaded (a truncated or damaged GGUF?): {exc}"
+                log.error("model %s: %s", w.model, w.failed)
 
         def ready() -> None:
             if ready_file:
@@ -252,8 +274,10 @@ def serve(models: list[ModelSpec], host="127.0.0.1", port=8000, threads=2, alias
                      f"{len(pool)} llama.cpp worker(s), one per model")
             if host not in ("127.0.0.1", "localhost", "::1"):
                 announce(f"WARNING: bound to {host}, not loopback: other machines can reach this server")
-            for spec in models:
-                announce(f"model: {spec.name} ({spec.path}, chat format: {spec.chat_format or 'from the GGUF'})")
+            for w in pool:
+                spec = w.spec
+                announce(f"model: {spec.name} ({spec.path}, chat format: {spec.chat_format or 'from the GGUF'})"
+                         + (" NOT SERVED: it could not be loaded (see above)" if w.failed else ""))
             for name, target in aliases.items():
                 announce(f"alias: {name} -> {target}")
             announce(f"use it: MOA_LAB_BASE_URL={url} python your_script.py")

@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -101,6 +102,47 @@ class Worker:
                 self.proc.kill()
 
 
+#: Seconds a worker may take to answer its health check before it is taken for hung and killed (then started
+#: again, and its cores come back); ``MOA_LAB_WORKER_TIMEOUT`` changes it.
+WORKER_TIMEOUT = 60.0
+
+
+def worker_timeout() -> float:
+    value = os.environ.get("MOA_LAB_WORKER_TIMEOUT")
+    try:
+        seconds = float(value) if value else WORKER_TIMEOUT
+    except ValueError:
+        raise LocalServerError(f"MOA_LAB_WORKER_TIMEOUT must be a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise LocalServerError(f"MOA_LAB_WORKER_TIMEOUT must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+async def watchdog(engine: Engine, timeout: float, every: float = 1.0) -> None:
+    """Forever: every worker that is up is asked ``/health``; one that does not answer within ``timeout`` seconds
+    (hung: stopped, deadlocked, no longer reading its socket) is killed, so that :func:`supervise` starts it again
+    and the cores its calls held come back. (The front sends a worker calls without a timeout of their own: a
+    long answer is no fault; a worker that answers nothing is.) A busy worker answers its health check: the
+    calls run in threads that let go of the GIL while llama.cpp computes."""
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        while True:
+            await asyncio.sleep(every)
+            up = [w for w in engine.workers if w.alive and not w.restarting and not w.failed]
+            answered = await asyncio.gather(*(_answers(http, w) for w in up))
+            for worker, ok in zip(up, answered):
+                if not ok and worker.alive and worker in engine.workers:
+                    log.error("%s did not answer its health check in %gs (hung?); killing it, to start it again",
+                              worker, timeout)
+                    worker.proc.kill()
+
+
+async def _answers(http: httpx.AsyncClient, worker: Worker) -> bool:
+    try:
+        return (await http.get(worker.url + "/health")).status_code == 200
+    except httpx.HTTPError:
+        return not worker.alive  # a worker that died meanwhile is supervise's, not a hang
+
+
 async def supervise(engine: Engine, every: float = 0.5) -> None:
     """Forever: a worker whose process ended is logged (exit code and the end of its log) and started again, at
     most MAX_RESTARTS times in a row; its model's requests wait for it meanwhile."""
@@ -130,7 +172,7 @@ async def _restart(engine: Engine, position: int, dead: Worker) -> None:
     except (LocalServerError, OSError) as exc:
         dead.failed_starts += 1
         if dead.failed_starts >= MAX_RESTARTS:
-            dead.failed = f"{dead} could not be started again ({dead.failed_starts} tries): {exc}"
+            dead.failed = f"{dead} died and could not be started again ({dead.failed_starts} tries): {exc}"
             log.error("%s", dead.failed)
         else:
             log.warning("%s could not be started again (%s); trying again", dead, exc)

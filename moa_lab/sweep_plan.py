@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .config_files import load_file
 from .sweep_results import SWEEP_FILE, read_status
 from .unicode import surrogate_error
 
@@ -52,13 +53,15 @@ class Sweep:
         return read_status(self.folder(point))
 
     def estimate(self, prices=None):
-        """Each point's model calls and bounds (:func:`moa_lab.estimate`) where the notebook takes a ``prompt``
-        (the MoA run it makes; a notebook may make a few calls more); None for other notebooks. No call."""
+        """Each point's model calls and bounds (:func:`moa_lab.estimate`) where the notebook's MoA run is given by
+        its ``prompt``, ``proposers`` and ``aggregator`` parameters (a notebook may make a few calls more); None
+        for other notebooks (a playground, a sweep, an evaluation over a pool). No call."""
         from .usage import estimate
 
-        if "prompt" not in self.declared:
+        if not {"prompt", "proposers", "aggregator"} <= set(self.declared):
             return None
-        names = ("proposers", "aggregator", "layers", "temperature", "max_tokens", "system_prompt", "seed")
+        names = ("proposers", "aggregator", "layers", "temperature", "max_tokens", "system_prompt", "seed", "combine",
+                 "top_k", "window", "roles", "max_references")
         out = []
         for point in self.points:
             args = {k: _value(self.declared, point.parameters, k) for k in names if k in self.declared}
@@ -84,7 +87,8 @@ class Sweep:
                          f"{sum(b.max_prompt_tokens for b in bounds)} prompt + "
                          f"{sum(b.max_completion_tokens for b in bounds)} completion tokens, cost {cost}")
         else:
-            lines.append("(no estimate: the notebook takes no `prompt` parameter)")
+            lines.append("(no estimate: the notebook's run is not given by `prompt`, `proposers` and `aggregator` "
+                         "parameters)")
         return "\n".join(lines)
 
 
@@ -112,20 +116,7 @@ def read_spec(spec: Mapping | str | os.PathLike) -> dict:
     if not isinstance(spec, (str, os.PathLike)):
         raise ValueError(f"spec must be a dict or a YAML/JSON file, got {spec!r}")
     path = Path(spec)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read the sweep spec {str(path)!r}: {exc.strerror}") from None
-    try:
-        if path.suffix == ".json":
-            value = json.loads(text)
-        else:
-            import yaml
-
-            value = yaml.safe_load(text)
-    except Exception as exc:  # noqa: BLE001 - yaml and json raise their own error types
-        raise ValueError(f"the sweep spec {str(path)!r} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: "
-                         f"{exc}") from None
+    value = load_file(path, "the sweep spec")  # a name given twice in one mapping is refused
     if not isinstance(value, dict):
         raise ValueError(f"the sweep spec {str(path)!r} must hold a mapping with {', '.join(SPEC_KEYS)}")
     return value
@@ -153,13 +144,31 @@ def _notebook(path) -> Path:
     if not path.exists() and len(path.parts) == 1:
         name = path.name if path.suffix else path.name + ".ipynb"
         path = next((folder / name for folder in NOTEBOOK_FOLDERS if (folder / name).is_file()), path)
-    if path.suffix == ".py" and path.with_suffix(".ipynb").is_file():  # a jupytext pair: run its .ipynb
+    if path.suffix == ".py" and path.with_suffix(".ipynb").is_file():  # a jupytext pair: run its .ipynb, if the same
+        _check_pair(path, path.with_suffix(".ipynb"))
         path = path.with_suffix(".ipynb")
     if not path.is_file():
         raise ValueError(f"notebook {str(path)!r} not found")
     if path.suffix != ".ipynb":
         raise ValueError(f"notebook {str(path)!r} is not an .ipynb file (papermill runs .ipynb notebooks)")
     return path.resolve()
+
+
+def _check_pair(py: Path, ipynb: Path) -> None:
+    """The ``.py`` of a jupytext pair names its ``.ipynb``, which is what papermill runs: refused (naming both files
+    and the first cell that differs) unless the two hold the same cells, so that an edit made to the ``.py`` alone
+    never silently runs the old code."""
+    import jupytext
+
+    try:
+        cells = [[(c.cell_type, c.source.strip()) for c in jupytext.read(str(f)).cells] for f in (py, ipynb)]
+    except Exception as exc:  # noqa: BLE001 - jupytext and nbformat raise their own error types
+        raise ValueError(f"notebook {str(py)!r} cannot be read as a jupytext pair: {type(exc).__name__}: {exc}") from None
+    if cells[0] != cells[1]:
+        first = next((i for i, (a, b) in enumerate(zip(*cells)) if a != b), min(map(len, cells)))
+        raise ValueError(f"{str(py)!r} and {str(ipynb)!r} are out of sync (they differ from cell {first + 1}); papermill "
+                         f"would run the .ipynb's old cells: sync them (make sync, or jupytext --sync {py.name}), or "
+                         "name the .ipynb to run it as it is")
 
 
 def _declared(path: Path) -> dict:
@@ -312,7 +321,7 @@ def _check_outdir(outdir, notebook: Path, nb_hash: str) -> tuple[Path, dict | No
             raise ValueError(f"the notebook {notebook.name} changed since the sweep in {str(outdir)!r} ran (its cells "
                              f"are not the ones its points ran): give another OUTDIR")
         return outdir, dict(before.get("points") or {})
-    if outdir.is_dir() and any(outdir.iterdir()):
+    if outdir.is_dir() and any(p.name != ".lock" for p in outdir.iterdir()):
         raise ValueError(f"OUTDIR {str(outdir)!r} holds files but no sweep ({SWEEP_FILE}); give an empty or new folder")
     return outdir, None
 

@@ -9,12 +9,12 @@ answer costs nothing: no call was made.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
+from .config_files import loads
 from .records import CallRecord
 
 if TYPE_CHECKING:
@@ -59,8 +59,8 @@ def read_prices(path: str | os.PathLike) -> dict[str, tuple[float, float]]:
     except OSError as exc:
         raise ValueError(f"cannot read prices from {str(path)!r}: {exc.strerror}") from None
     try:
-        prices = json.loads(text)
-    except json.JSONDecodeError as exc:
+        prices = loads(text, ".json")  # a model given twice is refused, not the last price kept
+    except ValueError as exc:
         raise ValueError(f"prices file {str(path)!r} is not JSON ({exc}); give {{model: [input, output]}}") from None
     if not isinstance(prices, dict):
         raise ValueError(f"prices file {str(path)!r} must hold a JSON object {{model: [input, output]}}")
@@ -202,6 +202,16 @@ def _bytes(text: str) -> int:
 def prompt_bound(messages: Sequence[Mapping[str, str]]) -> int:
     """At most how many tokens these chat messages are: one per UTF-8 byte, plus the chat template's."""
     return TEMPLATE_TOKENS_PER_REQUEST + sum(TEMPLATE_TOKENS_PER_MESSAGE + _bytes(m["content"]) for m in messages)
+
+
+def call_bound(messages: Sequence[Mapping[str, str]], references: Sequence[str] = (), limit: int | None = None) -> int:
+    """At most how many prompt tokens a call is, by the rule :func:`estimate` uses: the messages at one token per
+    UTF-8 byte, except that each of the ``references`` they hold (a previous answer, of at most ``limit`` tokens)
+    counts at most ``limit``. So a call can never be bounded above what the run's estimate gave it."""
+    tokens = prompt_bound(messages)
+    if limit:
+        tokens -= sum(max(0, _bytes(answer) - limit) for answer in references)
+    return tokens
 
 
 def _system_bound(instructions: str, references: int, limit: int, role: str | None = None) -> int:

@@ -318,9 +318,9 @@ def test_a_worker_that_cannot_be_started_again_is_given_up_and_its_model_answers
         log = server.log_path.read_text()
     finally:
         server.stop()
-    assert layer.calls[0].error.startswith(f"HTTP 503: the llama.cpp worker of {S} died and could not be started "
-                                           f"again: llama.cpp worker {worker['index']} ({S}, pid {worker['pid']}) could "
-                                           "not be started again (3 tries)"), layer.calls[0].error
+    assert layer.calls[0].error.startswith(f"HTTP 503: {S} cannot answer: llama.cpp worker {worker['index']} ({S}, "
+                                           f"pid {worker['pid']}) died and could not be started again (3 tries)"), \
+        layer.calls[0].error
     assert layer.calls[1].ok and log.count("could not be started again") >= 3
 
 

@@ -21,6 +21,9 @@ if importlib.util.find_spec("ray") is None:  # not imported here: Ray reads its 
 pytestmark = pytest.mark.ray
 RAY = str(Path(sys.executable).parent / "ray")
 MOA = [sys.executable, "-m", "moa_lab"]
+#: Keys in every node's own environment (as a real cluster's nodes have them), never shipped through Ray.
+NODE_KEYS = {"MOA_LAB_API_KEY": "moa-key-of-the-base-url", "THIRD_KEY": "key-of-y-only",
+             "TOGETHER_API_KEY": "together-key-never-sent-here"}
 
 
 
@@ -40,7 +43,8 @@ def cluster(tmp_path_factory):
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
                         "--object-store-memory=134217728", "--include-dashboard=false", "--disable-usage-stats",
-                        f"--temp-dir={temp}"], check=True, capture_output=True, timeout=120)
+                        f"--temp-dir={temp}"], check=True, capture_output=True, timeout=120,
+                       env={**os.environ, **NODE_KEYS})
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
@@ -162,3 +166,48 @@ def test_a_ray_batch_stops_at_its_shared_budget_and_resumes(fault, remote, tmp_p
     again = run(run_batch(prompts, outdir, ["a"], "agg", max_tokens_total=100 * budget, **settings))
     ids = [v["id"] for v in lines_of(outdir)]
     assert again.skipped == len(first) and len(ids) == 12 and len(set(ids)) == 12
+
+
+def test_ray_workers_send_each_key_where_the_driver_sends_it(tmp_path, cluster, monkeypatch):
+    """MOA_LAB_BASE_URL with MOA_LAB_API_KEY, and y=URL|THIRD_KEY: in-process and on Ray, each server sees the
+    same Authorization headers (the workers resolve the backend as the driver did, keys from their own
+    environment); Together's key goes to neither."""
+    from fault_server import FaultServer
+
+    from moa_lab import get_backend
+
+    for name, value in NODE_KEYS.items():
+        monkeypatch.setenv(name, value)
+    prompts = write_jsonl(tmp_path / "in.jsonl", 4)
+    seen = {}
+    with FaultServer() as base, FaultServer() as third:
+        monkeypatch.setenv("MOA_LAB_BASE_URL", base.url)
+        monkeypatch.setenv("MOA_LAB_MODEL_URLS", f"y={third.url}|THIRD_KEY")
+        for engine, out in (("asyncio", tmp_path / "here.jsonl"), ("ray", tmp_path / "there")):
+            extra = dict(engine="ray", ray_address=cluster, block_size=2) if engine == "ray" else {}
+            summary = run(run_batch(prompts, out, ["a", "y"], "a", cache=False, progress=False, **extra))
+            assert summary.done == 4 and len(third.requests) == 4 and len(base.requests) == 8
+            seen[engine] = (set(base.authorizations()), set(third.authorizations()))
+            for server in (base, third):
+                server.requests.clear()
+                server.headers.clear()
+    assert seen["asyncio"] == ({"Bearer moa-key-of-the-base-url"}, {"Bearer key-of-y-only"})
+    assert seen["ray"] == seen["asyncio"]
+    given = get_backend("http://127.0.0.1:9", api_key="a-key-given-as-a-value")
+    with pytest.raises(ValueError, match="keys are never sent to Ray workers"):
+        run(run_batch(prompts, tmp_path / "refused", ["a"], "a", backend=given, progress=False, engine="ray"))
+    assert not (tmp_path / "refused").exists()
+
+
+def test_relative_outdir_and_cache_paths_are_the_drivers(fault, remote, tmp_path, cluster, monkeypatch):
+    """README's own `runs/big`, a relative cache file and a relative MOA_LAB_CACHE: the workers write where the
+    driver's folder says, not in their own working folders."""
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "in.jsonl", 4)
+    ray = dict(backend=remote, progress=False, engine="ray", ray_address=cluster, block_size=2)
+    summary = run(run_batch("in.jsonl", "runs/big", ["a"], "agg", cache="answers.sqlite", **ray))
+    assert summary.done == 4 and len(read_results(tmp_path / "runs" / "big")) == 4
+    assert (tmp_path / "answers.sqlite").is_file()
+    monkeypatch.setenv("MOA_LAB_CACHE", "env-cache.sqlite")
+    again = run(run_batch("in.jsonl", "runs/other", ["a"], "agg", **ray))
+    assert again.done == 4 and (tmp_path / "env-cache.sqlite").is_file()

@@ -170,3 +170,157 @@ def test_a_lone_surrogate_in_a_swept_value_is_refused_before_any_kernel(tmp_path
     with pytest.raises(ValueError, match=r"parameter 'prompt' holds a lone surrogate \(U\+DC00"):
         plan_sweep("01_two_layer_moa", {"zip": {"prompt": ["ok", "scraped \udc00 text"]}}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def small_notebook(path: Path, parameters: str, body: str) -> Path:
+    """A notebook of two cells: ``parameters`` (tagged) and ``body``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+#: A point that sleeps while the file ``hold`` exists (at most a minute): a point that is running when a test acts.
+HOLD = small_notebook.__doc__ and ("hold = ''\nn = 0", "import os, time\nt = time.monotonic()\n"
+                                   "while hold and os.path.exists(hold) and time.monotonic() - t < 60:\n"
+                                   "    time.sleep(0.1)\nprint('point', n)")
+
+
+def no_server(monkeypatch, fault=None) -> dict:
+    """A backend that needs no embedded server (the points make no call): the sweep starts none."""
+    url = fault.url if fault is not None else "http://127.0.0.1:9"
+    monkeypatch.setenv("MOA_LAB_BASE_URL", url)
+    return {**os.environ, "MOA_LAB_BASE_URL": url}
+
+
+def wait_until(condition, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_second_sweep_on_the_same_outdir_is_refused_while_the_first_runs(tmp_path, monkeypatch):
+    env = no_server(monkeypatch)
+    notebook = small_notebook(tmp_path / "hold.ipynb", *HOLD)
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    (tmp_path / "spec.json").write_text(json.dumps({"parameters": {"hold": str(hold)}, "grid": {"n": [1]}}))
+    command = MOA + ["sweep", str(notebook), "spec.json", "out", "--no-progress"]
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: list((tmp_path / "out" / "points").glob("*")))  # its point is running
+        second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "is in use by another sweep" in second.stderr, second.stderr
+        (point,) = (tmp_path / "out" / "points").iterdir()
+        assert point.is_dir() and not (point / "status.json").exists()  # the running point was left alone
+    finally:
+        hold.unlink()
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0 and "1 points done, 0 failed" in out, err
+
+
+@pytest.mark.local
+def test_ctrl_c_leaves_the_running_point_unfinished_and_stops_its_kernel(tmp_path):
+    """Ctrl-C reaches the whole foreground process group (the sweep, and before, its embedded server): the sweep
+    exits 130, the running point has no status (a rerun runs it), its kernel and the server are gone."""
+    notebook = small_notebook(tmp_path / "hold.ipynb", *HOLD)
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    (tmp_path / "spec.json").write_text(json.dumps({"parameters": {"hold": str(hold)}, "grid": {"n": [1, 2]}}))
+    command = MOA + ["sweep", str(notebook), "spec.json", "out", "--jobs", "2", "--no-progress"]
+    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)  # its own process group, as a terminal gives a command
+    wait_until(lambda: len([p for p in psutil.Process(sweep.pid).children(recursive=True)
+                            if "ipykernel_launcher" in " ".join(p.cmdline())]) == 2, 120)
+    children = psutil.Process(sweep.pid).children(recursive=True)
+    assert any("moa_lab serve" in " ".join(p.cmdline()) for p in children)  # the embedded server runs
+    os.killpg(sweep.pid, signal.SIGINT)
+    out, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert statuses(tmp_path / "out") == {}  # both points unfinished: not recorded failed
+    _, alive = psutil.wait_procs(children, timeout=20)
+    assert alive == [], [p.cmdline() for p in alive]  # kernels, server and its workers all stopped
+    hold.unlink()
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "2 points done, 0 failed, 0 finished before" in again.stdout, again.stderr
+
+
+@pytest.mark.local
+def test_the_shared_server_killed_after_a_point_is_started_again_and_relative_models_paths_work(tmp_path,
+                                                                                               monkeypatch):
+    """Your model given by a relative MOA_LAB_MODELS path (the kernels run in their point folders), and the
+    sweep's embedded server SIGKILLed after the first point: started again on its port, every point answers."""
+    from moa_lab.local import default_server, model_path
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine.gguf").symlink_to(model_path(S))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOA_LAB_MODELS", "mine=models/mine.gguf")
+    body = ("import moa_lab\n"
+            "r = moa_lab.run_moa_sync('Say hi', ['mine'], 'mine', max_tokens=4, cache=False, retries=0, seed=n)\n"
+            "print(r.text)")
+    notebook = small_notebook(tmp_path / "call.ipynb", "n = 0", body)
+    server = default_server()
+    killed = []
+
+    def kill_after_the_first_point() -> None:
+        wait_until(lambda: statuses(tmp_path / "out"), 240)
+        killed.append((server.url, server._proc.pid))
+        server._proc.kill()
+
+    import threading
+
+    watcher = threading.Thread(target=kill_after_the_first_point, daemon=True)
+    watcher.start()
+    summary = run(run_sweep(notebook, {"grid": {"n": [1, 2, 3]}}, "out", jobs=1, progress=False))
+    watcher.join(timeout=5)
+    assert killed and summary.done == 3 and summary.failed == 0, summary.table.to_dict("records")
+    assert server.restarts >= 1 and server.url == killed[0][0] and server._proc.pid != killed[0][1]
+    server.stop()
+
+
+def test_a_full_disk_stops_the_sweep_with_one_message_and_starts_no_new_kernel(tmp_path, monkeypatch):
+    """Files may not grow past 80 KiB (a disk that fills): the second point's notebook cannot be written; the
+    sweep stops saying so, that point is left unfinished (nothing torn) and the third never starts."""
+    import resource
+
+    env = no_server(monkeypatch)
+    notebook = small_notebook(tmp_path / "big.ipynb", "size = 1", "print('x' * size)")
+    (tmp_path / "spec.json").write_text(json.dumps({"grid": {"size": [10, 200_000, 20]}}))
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (80 * 1024, 80 * 1024))
+
+    done = subprocess.run(MOA + ["sweep", str(notebook), "spec.json", "out", "--jobs", "1", "--no-progress"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert done.returncode == 1 and "File too large; the sweep stopped" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    points = sorted((tmp_path / "out" / "points").iterdir())
+    assert len(points) == 2  # the third point's kernel never started
+    first, second = sorted(points, key=lambda p: "size=10-" not in p.name)
+    assert (first / "status.json").exists() and not (second / "status.json").exists()
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_every_notebook_dry_runs(tmp_path):
+    for notebook in sorted(NOTEBOOKS.glob("*.ipynb")):
+        described = plan_sweep(notebook, {}, tmp_path / "out").describe()
+        assert described.startswith(f"1 points of {notebook}"), described
+    (tmp_path / "spec.yaml").write_text("grid: {n: [2, 3]}\n")
+    dry = subprocess.run(MOA + ["sweep", str(NOTEBOOKS / "07_moa_variants.ipynb"), "spec.yaml", "out", "--dry-run"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0 and "2 points of" in dry.stdout and "no estimate" in dry.stdout, dry.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_py_of_a_pair_in_sync_runs_its_ipynb(tmp_path):
+    for suffix in (".py", ".ipynb"):
+        shutil.copy(NOTEBOOKS / f"01_two_layer_moa{suffix}", tmp_path / f"nb{suffix}")
+    sweep = plan_sweep(tmp_path / "nb.py", {"grid": {"seed": [1]}}, tmp_path / "out")
+    assert sweep.notebook == (tmp_path / "nb.ipynb").resolve()

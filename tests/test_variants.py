@@ -261,6 +261,39 @@ def test_a_budget_hit_at_the_aggregator_keeps_the_layers(fault, remote):
     assert fault.calls_to("agg") == []
 
 
+#: An answer of 8 tokens by the server's count, in 199 bytes: a reference whose bytes are far more than its tokens.
+LONG = " ".join(["abcdefghijklmnopqrstuvwx"] * 8)
+
+
+def test_a_budget_equal_to_the_estimate_is_never_refused_during_the_run(fault, remote):
+    """One rule bounds both: the aggregator's reservation counts each reference at max_tokens, as estimate()
+    does (not at its bytes), so a run accepted at exactly its estimate is not stopped half-way."""
+    fault.script("a", f"say:{LONG}").script("b", f"say:{LONG}")
+    bound = estimate(P, ["a", "b"], "agg", backend=remote, max_tokens=8)
+    tokens = bound.max_prompt_tokens + bound.max_completion_tokens
+    with pytest.raises(BudgetExceeded, match="refused before any call"):
+        run(run_moa(P, ["a", "b"], "agg", backend=remote, max_tokens=8, max_tokens_total=tokens - 1))
+    assert fault.requests == []
+    result = run(run_moa(P, ["a", "b"], "agg", backend=remote, max_tokens=8, max_tokens_total=tokens))
+    assert [c.status for c in result.trace] == ["ok", "ok", "ok"] and fault.calls_to("agg")
+    assert LONG in system_of(fault.calls_to("agg")[0])  # the references it read were the long answers
+
+
+def test_a_batch_budget_at_its_estimate_runs_every_prompt(fault, remote, tmp_path):
+    prompts = write_jsonl(tmp_path / "in.jsonl", 3)
+    for model in ("a", "b"):
+        fault.script(model, *[f"say:{LONG}"] * 3)
+    one = estimate("Question 0?", ["a", "b"], "agg", backend=remote, max_tokens=8)
+    per_run = one.max_prompt_tokens + one.max_completion_tokens
+    with pytest.raises(BudgetExceeded, match="refused before any call: one prompt's run"):
+        run(run_batch(prompts, tmp_path / "low.jsonl", ["a", "b"], "agg", backend=remote, max_tokens=8,
+                      max_tokens_total=per_run - 1, concurrency=1, progress=False))
+    assert fault.requests == [] and not (tmp_path / "low.jsonl").exists()
+    summary = run(run_batch(prompts, tmp_path / "out.jsonl", ["a", "b"], "agg", backend=remote, max_tokens=8,
+                            max_tokens_total=3 * per_run, concurrency=1, progress=False))
+    assert summary.done == 3 and summary.left == 0 and len(fault.calls_to("agg")) == 3
+
+
 def test_a_batch_stops_at_its_budget_and_a_rerun_goes_on_from_the_cache(fault, remote, tmp_path):
     """Each prompt's run fits the budget, the batch does not: no call that could cross it starts; what finished
     is written; the rest is left for a rerun, whose finished calls come from the cache."""

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import MOA, check_table, execute_notebook, run
+from conftest import MOA, NOTEBOOKS, check_table, execute_notebook, run
 
 from moa_lab import LocalServer, aggregate, check_output_path, get_backend, plan_run, run_batch, run_layer, run_moa
 from moa_lab.batch import settings_id
@@ -190,6 +190,20 @@ def sweep(spec, notebook="01_two_layer_moa", setup=None, **kw):
             run(run_sweep(notebook, spec, ctx.dir / "out", progress=False, **kw))
         return str(info.value)
     return go
+
+
+def out_of_sync_pair(ctx):
+    """The .py of a jupytext pair edited (a parameter added) but not synced: papermill would run the old .ipynb."""
+    import shutil
+
+    for suffix in (".py", ".ipynb"):
+        shutil.copy(NOTEBOOKS / f"01_two_layer_moa{suffix}", ctx.dir / f"nb{suffix}")
+        ctx.inputs.add(f"nb{suffix}")
+    py = ctx.dir / "nb.py"
+    py.write_text(py.read_text().replace("seed: int = 0", "seed: int = 0\nlayers: int = 2", 1))
+    with pytest.raises(ValueError) as info:
+        run(run_sweep(py, {"grid": {"layers": [2]}}, ctx.dir / "out", progress=False))
+    return str(info.value)
 
 
 def another_sweep(ctx, outdir):
@@ -394,6 +408,12 @@ BAD = [
     ("batch", "Ray with 0 actors", batch_settings(engine="ray", actors=0), "actors must be an integer >= 1, got 0"),
     ("CLI", "batch --ray: an output that is a file", cli("batch", "in.txt", "in.txt", "--ray", files={"in.txt": "q\n"}), "out 'in.txt' is a file; the Ray engine writes a folder of block files"),
     ("CLI", "batch --ray: block size 0", cli("batch", "in.txt", "out", "--ray", "--block-size", "0", files={"in.txt": "q\n"}), "block_size must be an integer >= 1, got 0"),
+    ("serve", "a port above 65535", serve("--port", "70000"), "--port must be from 0 to 65535 (0: any free port), got 70000"),
+    ("CLI", "sweep: a name given twice in a YAML mapping", cli("sweep", "01_two_layer_moa", "s.yaml", "out", files={"s.yaml": "grid:\n  temperature: [0.1]\n  temperature: [0.9]\n"}, backend=False), "the name 'temperature' is given twice in one mapping (line 2 and line 3)"),
+    ("CLI", "sweep: a key given twice at the top of a YAML spec", cli("sweep", "01_two_layer_moa", "s.yaml", "out", files={"s.yaml": "grid: {seed: [1]}\ngrid: {seed: [2]}\n"}, backend=False), "the name 'grid' is given twice in one mapping (line 1 and line 2)"),
+    ("CLI", "sweep: a name given twice in a JSON spec", cli("sweep", "01_two_layer_moa", "s.json", "out", files={"s.json": '{"grid": {"seed": [1], "seed": [2]}}'}, backend=False), "the name 'seed' is given twice in one mapping"),
+    ("CLI", "batch: a model given twice in a prices file", cli("batch", "in.txt", "out.jsonl", "--prices", "p.json", files={"in.txt": "q\n", "p.json": '{"a": [1, 2], "a": [0, 0]}'}), "the name 'a' is given twice in one mapping"),
+    ("sweep", "the .py of a pair out of sync with its .ipynb", out_of_sync_pair, "are out of sync (they differ from cell 3); papermill would run the .ipynb's old cells"),
     ("CLI", "ask: more roles than proposers", cli("ask", "Hi", "--proposers", "a", "--role", "x", "--role", ""), "roles gives 2 system prompt(s), one per proposer, but the largest layer has 1 proposer(s)"),
 ]
 
