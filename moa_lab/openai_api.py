@@ -44,8 +44,8 @@ def text_content(content: Any, where: str) -> str:
 def check_chat_body(body: Any) -> dict:
     """The body of ``POST /v1/chat/completions``, checked: a JSON object with a string ``model`` and a non-empty
     list of ``messages`` (each a role and a text ``content``: a string, or a list of text parts, which is joined
-    into one string here), and ``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``stream``, ``stop`` of
-    their types. Returns the body with text contents; raises :class:`BadRequest` naming the first bad field."""
+    into one string here), and ``temperature``, ``top_p``, ``seed``, ``stream``, ``stop`` of their types (the
+    server checks ``max_tokens`` against its own cap). Returns the body with text contents; raises :class:`BadRequest` naming the first bad field."""
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, got {type(body).__name__}", "body")
     model = body.get("model")
@@ -68,10 +68,9 @@ def check_chat_body(body: Any) -> dict:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not low <= value <= high):
             raise BadRequest(f"'{name}' must be a number from {low:g} to {high:g}, got {value!r}"[:300], name)
-    for name in ("max_tokens", "seed"):
-        value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise BadRequest(f"'{name}' must be an integer, got {value!r}"[:300], name)
+    seed = body.get("seed")  # max_tokens: its server checks it (its own cap, and llama.cpp's "no limit" below 1)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise BadRequest(f"'seed' must be an integer, got {seed!r}"[:300], "seed")
     if body.get("stream") is not None and not isinstance(body["stream"], bool):
         raise BadRequest(f"'stream' must be true or false, got {body['stream']!r}"[:300], "stream")
     stop = body.get("stop")

@@ -228,6 +228,9 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise LocalServerError(f"cannot listen on {host}:{port}: {exc.strerror} "
                                "(choose another --port, or --port 0 for any free one)") from None
+    # Listening from now on: a client that connects as soon as the ready file appears (written during start-up,
+    # a moment before uvicorn serves the socket) waits in the backlog instead of being refused.
+    sock.listen(2048)
     return sock
 
 

@@ -141,6 +141,55 @@ def test_text_files_and_lists(tmp_path):
         read_prompts(tmp_path / "missing.jsonl")
 
 
+def test_a_text_file_whose_first_prompt_starts_with_a_brace_is_text(tmp_path):
+    """The extension decides: a .txt is one prompt per line, even one that looks like JSON."""
+    path = tmp_path / "prompts.txt"
+    path.write_text('{"a": 1} is this JSON? Explain.\nSecond {prompt}\n')
+    assert [i.prompt for i in read_prompts(path)] == ['{"a": 1} is this JSON? Explain.', "Second {prompt}"]
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "x"}\n')
+    assert [i.prompt for i in read_prompts(tmp_path / "prompts.jsonl")] == ["x"]
+
+
+def test_a_rewritten_output_is_never_without_its_lock(tmp_path, monkeypatch):
+    """retry_failed rewrites the output (a new file renamed over it): a second run that opens the path right after
+    the rename must find it locked, not take the lock before this run does."""
+    import fcntl
+    import os
+
+    from moa_lab import files
+
+    out = tmp_path / "out.jsonl"
+    output = OutputFile(out)
+    output.append({"id": "1", "status": "failed"})
+    seen = []
+    real = os.replace
+
+    def replace_then_look(src, dst):
+        real(src, dst)
+        fd = os.open(out, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            seen.append("a second run took the lock")
+        except BlockingIOError:
+            seen.append("locked")
+        finally:
+            os.close(fd)
+
+    monkeypatch.setattr(files.os, "replace", replace_then_look)
+    output.rewrite([{"id": "2", "status": "ok"}])
+    output.close()
+    assert seen == ["locked"] and read_results(out) == [{"id": "2", "status": "ok"}]
+
+
+def test_the_shard_help_says_how_prompts_are_split():
+    import subprocess
+
+    from conftest import MOA
+
+    text = subprocess.run(MOA + ["batch", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "prompt_hash % N == I" in " ".join(text.split()) and "position" in text
+
+
 def test_an_unwritable_output_fails_before_any_call(fault, remote, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="cannot be written"):

@@ -111,3 +111,19 @@ def test_batch_on_the_bundled_models_then_estimate_and_bad_lines(tmp_path):
                           timeout=60)
     assert done.returncode == 2 and "bad.jsonl:2: not valid JSON" in done.stderr
     assert not (tmp_path / "bad-out.jsonl").exists()
+
+
+def test_ctrl_c_in_ask_exits_130_with_a_message_not_a_traceback(fault):
+    import signal
+    import time
+
+    fault.script("b", "hang")  # one proposer never answers: the run is waiting when Ctrl-C comes
+    ask = subprocess.Popen(MOA + ["ask", "Hi", "--proposers", "a,b", "--aggregator", "a", "--backend", fault.url,
+                                  "--no-cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(fault.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ask.send_signal(signal.SIGINT)
+    out, err = ask.communicate(timeout=60)
+    assert ask.returncode == 130 and "moa-lab ask: interrupted" in err, (ask.returncode, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err

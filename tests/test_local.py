@@ -56,7 +56,7 @@ def test_stream_arrives_in_several_chunks_with_usage(local):
 
 def test_front_rejects_unknown_model_and_lists_models(local):
     url = local.server.url
-    r = httpx.post(url + "/v1/chat/completions", json={"model": "gpt-4", "messages": []}, timeout=30)
+    r = httpx.post(url + "/v1/chat/completions", json={"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}]}, timeout=30)
     assert r.status_code == 404 and "smollm2-135m" in r.json()["error"]["message"]
     models = httpx.get(url + "/v1/models").json()["data"]
     assert {m["id"] for m in models} >= {S, G}
@@ -372,3 +372,127 @@ def test_answers_from_another_model_file_under_the_same_name_are_kept_apart(loca
     with pytest.raises(ValueError, match="other servers or model files behind the same model names"):
         run(moa_lab.run_batch(["Hi"], out, backend=swapped, **settings))
     assert not swapped.server.running
+
+
+BAD_BODIES = [  # (body, the field named): OpenAI-valid forms are accepted, wrong ones get a 400, never a 500
+    ({"model": S, "messages": 5}, "messages"),
+    ({"model": [S], "messages": [{"role": "user", "content": "Hi"}]}, "model"),
+    ({"model": S, "messages": [{"role": "user", "content": "Hi"}], "temperature": "hot"}, "temperature"),
+    ({"model": S, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+     "messages[0].content[0]"),
+    ({"model": S, "messages": [{"role": "wizard", "content": "Hi"}]}, "messages[0].role"),
+    ({"model": S, "messages": [{"role": "user", "content": "Hi"}], "stream": "yes"}, "stream"),
+    ({"model": S, "messages": [{"role": "user", "content": "Hi"}], "stop": 3}, "stop"),
+    ([1, 2], "body"),
+]
+
+
+def test_the_front_answers_bad_bodies_with_a_400_naming_the_field_and_takes_text_parts(local):
+    url = local.server.url + "/v1/chat/completions"
+    for body, field in BAD_BODIES:
+        r = httpx.post(url, json=body, timeout=30)
+        assert r.status_code == 400, (body, r.status_code, r.text)
+        error = r.json()["error"]
+        assert error["param"] == field and error["type"] == "invalid_request_error" and field.split("[")[0] in \
+            error["message"], (body, error)
+    r = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "body"
+    parts = [{"type": "text", "text": "Say "}, {"type": "text", "text": "hi 🙂"}]  # OpenAI's own form
+    for stream in (False, True):
+        r = httpx.post(url, json={"model": S, "messages": [{"role": "user", "content": parts}], "max_tokens": 4,
+                                  "stream": stream}, timeout=60)
+        assert r.status_code == 200 and ("[DONE]" in r.text if stream else r.json()["choices"][0]["message"])
+
+
+def test_a_client_attached_to_a_served_alias_learns_its_names_and_identities(local, monkeypatch, tmp_path):
+    """MOA_LAB_LOCAL_URL pointed at `moa-lab serve --alias fast=...` (in any URL form): the alias is a known
+    model, its answers are cached under the same identity as the server's own model, and calls go to the right
+    path (not /v1/v1/...)."""
+    from conftest import MOA, free_port
+
+    port = free_port()
+    serve = subprocess.Popen(MOA + ["serve", "--port", str(port), "--alias", f"fast={S}", "--threads", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for(lambda: _answers(f"http://127.0.0.1:{port}/v1/models"), 120), serve.stdout.read()
+        for form in ("", "/", "/v1", "/v1/"):
+            monkeypatch.setenv("MOA_LAB_LOCAL_URL", f"http://127.0.0.1:{port}{form}")
+            backend = moa_lab.get_backend()
+            assert backend.server.attached and "fast" in backend.known_models and S in backend.known_models
+            assert backend.server.url == f"http://127.0.0.1:{port}"
+            assert backend.scope("fast") == backend.scope(S) == "local:" + local.server.identity(S)
+            layer = run(run_layer(P, ["fast"], max_tokens=4, retries=0, backend=backend))
+            assert layer.calls[0].ok, layer.calls[0].error
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_truncated_gguf_of_yours_is_named_on_every_call_and_the_bundled_models_still_answer(tmp_path):
+    from moa_lab.local import model_path
+
+    data = model_path(S).read_bytes()
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(data[: len(data) // 3])  # a download cut short: a GGUF header, a third of the weights
+    server = moa_lab.LocalServer(threads=1, models=[f"broken={broken}"])
+    server.start()
+    try:
+        backend = moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=8)
+        layer = run(run_layer(P, [S, "broken", "broken"], max_tokens=4, retries=0, cache=False, min_ok=1,
+                              backend=backend))
+    finally:
+        server.stop()
+    ok, *failed = layer.calls
+    assert ok.ok and len(failed) == 2
+    for call in failed:
+        assert call.error.startswith("HTTP 503: broken cannot answer: its model file") and str(broken) in call.error
+        assert "could not be loaded" in call.error
+
+
+def test_a_hung_worker_is_killed_by_the_watchdog_and_its_cores_come_back(monkeypatch):
+    """A worker that stops answering (SIGSTOP: it reads nothing more) while it holds a call: after
+    MOA_LAB_WORKER_TIMEOUT seconds the front kills it, its cores come back, it is started again and answers."""
+    monkeypatch.setenv("MOA_LAB_WORKER_TIMEOUT", "2")
+    server = moa_lab.LocalServer(threads=1)
+    server.start()
+    try:
+        backend = moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=64)
+        (worker,) = [w for w in status(server)["workers"] if w["model"] == S]
+        import threading
+
+        def stop_it_mid_call() -> None:
+            assert wait_for(lambda: status(server)["busy"] == 1, 30)
+            os.kill(worker["pid"], signal.SIGSTOP)
+
+        threading.Thread(target=stop_it_mid_call, daemon=True).start()
+        layer = run(run_layer("Write a long story about a dragon.", [S], max_tokens=400, retries=0, cache=False,
+                              timeout=60, backend=backend))
+        assert wait_for(lambda: (lambda s: s["busy"] == 0 and s["threads_in_use"] == 0 and all(
+            w["alive"] for w in s["workers"]) and [w for w in s["workers"] if w["model"] == S][0]["pid"]
+            != worker["pid"])(status(server)), 60), status(server)
+        log = server.log_path.read_text()
+        again = run(run_layer(P, [S], max_tokens=4, retries=0, cache=False, backend=backend))
+    finally:
+        server.stop()
+    assert "did not answer its health check in 2s" in log
+    assert not _alive(worker["pid"])
+    assert again.calls[0].ok
+    assert layer.calls[0].ok, layer.calls[0].error  # the call it held was sent again to the new worker, once
+
+
+def test_a_watched_server_that_dies_is_started_again_on_its_port(own_server):
+    """What a sweep and a Ray batch do for the processes that share their server through MOA_LAB_LOCAL_URL."""
+    server, backend = own_server
+    url, pid = server.url, server._proc.pid
+    with server.watch(every=0.2):
+        os.kill(pid, signal.SIGKILL)
+        assert wait_for(lambda: server._proc is not None and server._proc.pid != pid and server.running, 60)
+    assert server.url == url and server.restarts == 1
+    assert run(run_layer(P, [S], max_tokens=4, retries=0, cache=False, backend=backend)).calls[0].ok

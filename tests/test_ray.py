@@ -211,3 +211,32 @@ def test_relative_outdir_and_cache_paths_are_the_drivers(fault, remote, tmp_path
     monkeypatch.setenv("MOA_LAB_CACHE", "env-cache.sqlite")
     again = run(run_batch("in.jsonl", "runs/other", ["a"], "agg", **ray))
     assert again.done == 4 and (tmp_path / "env-cache.sqlite").is_file()
+
+
+def test_a_driver_killed_while_retry_failed_rewrites_a_block_leaves_each_prompt_in_one_file(tmp_path):
+    """retry_failed rewrites a block without its failed lines: the old file is set aside first, so that a driver
+    killed at any step leaves no prompt in two block files; the next run finishes the step."""
+    import json
+
+    from moa_lab.ray_batch import _drop_failed, block_name, mend_dropped
+
+    blocks = tmp_path / "blocks"
+    blocks.mkdir()
+    lines = [{"id": f"p{i}", "prompt": f"Q{i}", "status": "ok" if i % 2 else "failed", "settings_id": "s"}
+             for i in range(4)]
+    name = block_name([(v["id"], v["prompt"]) for v in lines], "s")
+    (blocks / f"{name}.jsonl").write_text("".join(json.dumps(v) + "\n" for v in lines))
+    kept = _drop_failed(tmp_path, lines, "s")
+    assert [v["id"] for v in kept] == ["p1", "p3"] and [v["id"] for v in read_results(tmp_path)] == ["p1", "p3"]
+    (new,) = blocks.glob("*.jsonl")
+    for killed_after in ("set aside", "kept written"):  # the two moments a driver may die at
+        for path in blocks.iterdir():
+            path.unlink()
+        (blocks / f".{name}.dropped").write_text("".join(json.dumps(v) + "\n" for v in lines))
+        if killed_after == "kept written":
+            new.write_text("".join(json.dumps(v) + "\n" for v in kept))
+        ids = [v["id"] for v in read_results(tmp_path)] if list(blocks.glob("*.jsonl")) else []
+        assert len(ids) == len(set(ids))  # never a prompt in two files, even before the mend
+        mend_dropped(tmp_path, "s")
+        assert sorted(p.name for p in blocks.iterdir() if not p.name.endswith(".parquet")) == [new.name]
+        assert [v["id"] for v in read_results(tmp_path)] == ["p1", "p3"]

@@ -119,6 +119,21 @@ def test_a_damaged_cache_file_is_detected_and_rebuilt(fault, remote, tmp_path, h
     assert second.text == first.text and len(fault.requests) == 3  # the rebuilt cache answers
 
 
+def test_two_damaged_caches_set_aside_in_the_same_second_keep_both_originals(tmp_path, monkeypatch):
+    """Two processes that find the file damaged in the same second: each original is kept under its own name."""
+    import moa_lab.cache
+
+    monkeypatch.setattr(moa_lab.cache.time, "time", lambda: 1_800_000_000.0)  # the same second, twice
+    path = tmp_path / "c.sqlite"
+    for marker in (b"first", b"second"):
+        path.write_bytes(marker * 2000)
+        with pytest.warns(CacheWarning, match="unreadable"):
+            ResponseCache(path).close()
+        path.unlink()  # as the other process found it: damaged again
+    kept = sorted(p.read_bytes()[:5] for p in tmp_path.glob("c.sqlite.corrupt-*"))
+    assert kept == [b"first", b"secon"], kept
+
+
 def test_a_damaged_cache_leaves_no_stale_wal_or_shm_file_behind(tmp_path):
     path = tmp_path / "c.sqlite"
     _damage(path, "garbage")
