@@ -31,14 +31,18 @@ def seed_loop(url: str, prompts: list[str]) -> float:
 
     async def run_llm(model, user_prompt):
         response = await async_client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": user_prompt}], temperature=0.7, max_tokens=512)
+            model=model, messages=[{"role": "user", "content": user_prompt}], temperature=0.7, max_tokens=512
+        )
         return response.choices[0].message.content
 
     async def main(user_prompt):
         results = await asyncio.gather(*[run_llm(model, user_prompt) for model in PROPOSERS])
-        final = client.chat.completions.create(model=AGGREGATOR, messages=[
-            {"role": "system", "content": "Synthesize:"}, {"role": "user", "content": ",".join(results)}], stream=True)
-        for chunk in final:
+        final = client.chat.completions.create(
+            model=AGGREGATOR,
+            messages=[{"role": "system", "content": "Synthesize:"}, {"role": "user", "content": ",".join(results)}],
+            stream=True,
+        )
+        for _chunk in final:
             pass
 
     async def loop():
@@ -58,19 +62,41 @@ def run(latency: float = 1.0, n: int = 200, concurrency: int = 32, seed_prompts:
         for limit in (concurrency, 2 * concurrency):
             server.reset()
             t0 = time.perf_counter()
-            summary = asyncio.run(run_batch(prompts, Path(tmp) / f"out{limit}.jsonl", PROPOSERS, AGGREGATOR,
-                                            concurrency=limit, backend=server.url, progress=False))
+            summary = asyncio.run(
+                run_batch(
+                    prompts,
+                    Path(tmp) / f"out{limit}.jsonl",
+                    PROPOSERS,
+                    AGGREGATOR,
+                    concurrency=limit,
+                    backend=server.url,
+                    progress=False,
+                )
+            )
             wall = time.perf_counter() - t0
             stats = server.stats()
             assert summary.done == n and stats["requests"] == 5 * n and stats["peak"] <= limit, (summary, stats)
             ideal = 5 * n * latency / limit
             if limit == concurrency:
-                rows.append(Row(f"batch: throughput ÷ ideal (concurrency {limit})", ideal / wall, "≥ 0.9",
-                                ideal / wall >= 0.9, f"{n} prompts × 5 calls of {latency:g} s: {wall:.1f} s vs ideal "
-                                f"{ideal:.1f} s; peak {stats['peak']} calls at once"))
+                rows.append(
+                    Row(
+                        f"batch: throughput ÷ ideal (concurrency {limit})",
+                        ideal / wall,
+                        "≥ 0.9",
+                        ideal / wall >= 0.9,
+                        f"{n} prompts × 5 calls of {latency:g} s: {wall:.1f} s vs ideal "
+                        f"{ideal:.1f} s; peak {stats['peak']} calls at once",
+                    )
+                )
             ceiling = 2 * limit / 5
-            rows.append(Row(f"batch: speed-up over the seed's loop (concurrency {limit})", seed_seconds / wall,
-                            "≥ 20×", seed_seconds / wall >= 20,
-                            f"seed loop {seed_seconds:.0f} s for {n} prompts (timed on {seed_prompts}, scaled) vs "
-                            f"{wall:.1f} s; the most possible at this concurrency is {ceiling:.1f}×"))
+            rows.append(
+                Row(
+                    f"batch: speed-up over the seed's loop (concurrency {limit})",
+                    seed_seconds / wall,
+                    "≥ 20×",
+                    seed_seconds / wall >= 20,
+                    f"seed loop {seed_seconds:.0f} s for {n} prompts (timed on {seed_prompts}, scaled) vs "
+                    f"{wall:.1f} s; the most possible at this concurrency is {ceiling:.1f}×",
+                )
+            )
     return rows

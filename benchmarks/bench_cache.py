@@ -23,8 +23,18 @@ def run(latency: float = 0.5) -> list[Row]:
             walls.append(time.perf_counter() - t0)
             calls.append(server.stats()["requests"] - before)
     return [
-        Row("cache: model calls of a 2nd identical run", calls[1], "0", calls[1] == 0,
-            f"first run {calls[0]} calls, second run {calls[1]}"),
-        Row("cache: 2nd run wall ÷ 1st", walls[1] / walls[0], "(none)", None,
-            f"{walls[0]:.3f} s, then {walls[1] * 1000:.1f} ms from the cache"),
+        Row(
+            "cache: model calls of a 2nd identical run",
+            calls[1],
+            "0",
+            calls[1] == 0,
+            f"first run {calls[0]} calls, second run {calls[1]}",
+        ),
+        Row(
+            "cache: 2nd run wall ÷ 1st",
+            walls[1] / walls[0],
+            "(none)",
+            None,
+            f"{walls[0]:.3f} s, then {walls[1] * 1000:.1f} ms from the cache",
+        ),
     ]

@@ -24,9 +24,9 @@ import time
 from harness import Row, no_cache
 
 from moa_lab import LocalServer, get_backend, run_moa
-from moa_lab.backends import Backend, LOCAL_AGGREGATOR, LOCAL_PROPOSERS
-from moa_lab.engine import default_threads
-from moa_lab.local import BUNDLED_MODELS, model_path
+from moa_lab.backends import LOCAL_AGGREGATOR, LOCAL_PROPOSERS, Backend
+from moa_lab.engine.local import BUNDLED_MODELS, model_path
+from moa_lab.engine.policy import default_threads
 
 S = "smollm2-135m"
 FOUR = ["smollm2-135m", "smollm2-135m", "gemma3-270m", "gemma3-270m"]
@@ -35,15 +35,28 @@ DEMO = "Give one tip for writing clear emails."
 
 
 def _aggregator_messages(i: int) -> list[dict]:
-    refs = "\n".join(f"{k}. Answer {k} ({i}): " + "Clear emails state the request first, keep to one topic, and "
-                     "end with the next step and a date. " * 9 for k in range(1, 5))
-    return [{"role": "system", "content": f"[{i}] Synthesise these responses into one answer:\n" + refs},
-            {"role": "user", "content": "Write ten numbered tips for writing clear emails, each with an example."}]
+    refs = "\n".join(
+        f"{k}. Answer {k} ({i}): " + "Clear emails state the request first, keep to one topic, and "
+        "end with the next step and a date. " * 9
+        for k in range(1, 5)
+    )
+    return [
+        {"role": "system", "content": f"[{i}] Synthesise these responses into one answer:\n" + refs},
+        {"role": "user", "content": "Write ten numbered tips for writing clear emails, each with an example."},
+    ]
 
 
 def _backend(server: LocalServer) -> Backend:
-    return Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=64,
-                   default_proposers=LOCAL_PROPOSERS, default_aggregator=LOCAL_AGGREGATOR)
+    return Backend(
+        "local",
+        None,
+        {},
+        server.model_names(),
+        server=server,
+        default_max_tokens=64,
+        default_proposers=LOCAL_PROPOSERS,
+        default_aggregator=LOCAL_AGGREGATOR,
+    )
 
 
 def _served(backend, model, messages, **settings):
@@ -52,6 +65,7 @@ def _served(backend, model, messages, **settings):
         t0 = time.perf_counter()
         out = await client.chat.completions.create(model=model, messages=messages, **settings)
         return out.usage, time.perf_counter() - t0
+
     return call()
 
 
@@ -81,11 +95,15 @@ def aggregator_alone(repeats: int) -> Row:
     finally:
         backend.server.stop()
     server, alone = statistics.median(times["server"]), statistics.median(times["in-process"])
-    return Row("local: aggregator alone, server ÷ in-process with every core", server / alone, "≤ 1.10",
-               server / alone <= 1.10,
-               f"smollm2-135m, {usage.prompt_tokens} prompt tokens, {usage.completion_tokens} generated, {cores} "
-               f"core(s): {server:.2f} s vs {alone:.2f} s in-process ({mine['prompt_tokens']} prompt tokens) "
-               f"(medians of {repeats}, timed in turn)")
+    return Row(
+        "local: aggregator alone, server ÷ in-process with every core",
+        server / alone,
+        "≤ 1.10",
+        server / alone <= 1.10,
+        f"smollm2-135m, {usage.prompt_tokens} prompt tokens, {usage.completion_tokens} generated, {cores} "
+        f"core(s): {server:.2f} s vs {alone:.2f} s in-process ({mine['prompt_tokens']} prompt tokens) "
+        f"(medians of {repeats}, timed in turn)",
+    )
 
 
 def demo(repeats: int) -> Row:
@@ -110,16 +128,30 @@ def demo(repeats: int) -> Row:
         for server in servers.values():
             server.stop()
     before, after = statistics.median(times["before"]), statistics.median(times["after"])
-    return Row("local: the demo's run, engine now ÷ one thread per call", after / before, "≤ 0.8", after / before <= 0.8,
-               f"4 proposers + aggregator, 160 tokens, {default_threads()} core(s): {after:.1f} s vs {before:.1f} s "
-               f"(medians of {repeats}, timed in turn; before = MOA_LAB_THREAD_POLICY=one)")
+    return Row(
+        "local: the demo's run, engine now ÷ one thread per call",
+        after / before,
+        "≤ 0.8",
+        after / before <= 0.8,
+        f"4 proposers + aggregator, 160 tokens, {default_threads()} core(s): {after:.1f} s vs {before:.1f} s "
+        f"(medians of {repeats}, timed in turn; before = MOA_LAB_THREAD_POLICY=one)",
+    )
 
 
 def four_calls(repeats: int) -> list[Row]:
     from llama_cpp import Llama
 
-    llms = {m: Llama(model_path=str(model_path(m)), chat_format=BUNDLED_MODELS[m], n_ctx=4096, n_threads=1,
-                     n_threads_batch=1, verbose=False) for m in BUNDLED_MODELS}
+    llms = {
+        m: Llama(
+            model_path=str(model_path(m)),
+            chat_format=BUNDLED_MODELS[m],
+            n_ctx=4096,
+            n_threads=1,
+            n_threads_batch=1,
+            verbose=False,
+        )
+        for m in BUNDLED_MODELS
+    }
     backend = get_backend("local")
     backend.server.start()
     settings = dict(max_tokens=128, temperature=0.0, seed=1)
@@ -128,17 +160,24 @@ def four_calls(repeats: int) -> list[Row]:
             llms[m].create_chat_completion(STORY, max_tokens=4)
         t0 = time.perf_counter()
         for i, model in enumerate(FOUR):
-            llms[model].create_chat_completion([{"role": "user", "content": f"({i}a) " + STORY[0]["content"]}],
-                                               **settings)
+            llms[model].create_chat_completion(
+                [{"role": "user", "content": f"({i}a) " + STORY[0]["content"]}], **settings
+            )
         in_process = time.perf_counter() - t0
 
         async def at_once(tag):
-            await asyncio.gather(*(_served(backend, m, [{"role": "user", "content": f"({i}{tag}) " + STORY[0]["content"]}],
-                                           **settings) for i, m in enumerate(FOUR)))
+            await asyncio.gather(
+                *(
+                    _served(backend, m, [{"role": "user", "content": f"({i}{tag}) " + STORY[0]["content"]}], **settings)
+                    for i, m in enumerate(FOUR)
+                )
+            )
 
         async def in_turn(tag):
             for i, m in enumerate(FOUR):
-                await _served(backend, m, [{"role": "user", "content": f"({i}{tag}) " + STORY[0]["content"]}], **settings)
+                await _served(
+                    backend, m, [{"role": "user", "content": f"({i}{tag}) " + STORY[0]["content"]}], **settings
+                )
 
         asyncio.run(at_once("w"))
         rounds = {"at once": [], "in turn": []}
@@ -153,13 +192,22 @@ def four_calls(repeats: int) -> list[Row]:
     finally:
         backend.server.stop()
     return [
-        Row("local: a 4-call layer at once ÷ one by one in-process (1 thread)", together / in_process, "≤ 0.55",
+        Row(
+            "local: a 4-call layer at once ÷ one by one in-process (1 thread)",
+            together / in_process,
+            "≤ 0.55",
             together / in_process <= 0.55,
             f"2 × smollm2 + 2 × gemma3, 128 tokens: {together:.1f} s through the server at once (median of {repeats}), "
-            f"{in_process:.1f} s one after another in-process"),
-        Row("local: a 4-call layer at once ÷ one by one through the server", together / served_in_turn, "(none)", None,
+            f"{in_process:.1f} s one after another in-process",
+        ),
+        Row(
+            "local: a 4-call layer at once ÷ one by one through the server",
+            together / served_in_turn,
+            "(none)",
+            None,
             f"{together:.1f} s at once vs {served_in_turn:.1f} s one after another (each alone on every core; medians "
-            f"of {repeats}, timed in turn)"),
+            f"of {repeats}, timed in turn)",
+        ),
     ]
 
 
@@ -177,16 +225,31 @@ def scaling() -> Row:
     for cpus in ("0", "0,1"):
         if len(os.sched_getaffinity(0)) < len(cpus.split(",")):
             continue
-        done = subprocess.run(["taskset", "-c", cpus, sys.executable, "-c",
-                               SCALING.format(prompt=f"({cpus}) Name three uses of a paperclip.")],
-                              capture_output=True, text=True, timeout=900)
+        done = subprocess.run(
+            [
+                "taskset",
+                "-c",
+                cpus,
+                sys.executable,
+                "-c",
+                SCALING.format(prompt=f"({cpus}) Name three uses of a paperclip."),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         seconds[cpus] = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
     if "0,1" not in seconds:
         return Row("local: 3-layer run, 1 core ÷ 2 cores", float("nan"), "(none)", None, "one core here: not measured")
     ratio = seconds["0"] / seconds["0,1"]
-    return Row("local: 3-layer run, 1 core ÷ 2 cores (speed-up)", ratio, "(none)", None,
-               f"4 + 4 proposers and the aggregator, 64 tokens: {seconds['0']:.1f} s on 1 core, {seconds['0,1']:.1f} s "
-               "on 2 (taskset; the server uses the cores it may run on)")
+    return Row(
+        "local: 3-layer run, 1 core ÷ 2 cores (speed-up)",
+        ratio,
+        "(none)",
+        None,
+        f"4 + 4 proposers and the aggregator, 64 tokens: {seconds['0']:.1f} s on 1 core, {seconds['0,1']:.1f} s "
+        "on 2 (taskset; the server uses the cores it may run on)",
+    )
 
 
 def run(repeats: int = 3) -> list[Row]:

@@ -15,10 +15,15 @@ from moa_lab import run_moa
 
 def run(latency: float = 0.5, repeats: int = 5) -> list[Row]:
     with no_cache(), fault_server(latency) as server:
-        walls = time_runs(repeats, lambda i: run_moa("What is MoA?", ["a", "b", "c", "d"], "agg", layers=3, seed=i,
-                                                     backend=server.url), warm_up=True)
+        walls = time_runs(
+            repeats,
+            lambda i: run_moa("What is MoA?", ["a", "b", "c", "d"], "agg", layers=3, seed=i, backend=server.url),
+            warm_up=True,
+        )
     ideal = 3 * latency
     ratio = statistics.mean(walls) / ideal
-    detail = (f"3 layers × 4 proposers, every call {latency:g} s: mean wall {statistics.mean(walls):.3f} s over "
-              f"{repeats} runs (min {min(walls):.3f}, max {max(walls):.3f}) vs ideal {ideal:.3f} s")
+    detail = (
+        f"3 layers × 4 proposers, every call {latency:g} s: mean wall {statistics.mean(walls):.3f} s over "
+        f"{repeats} runs (min {min(walls):.3f}, max {max(walls):.3f}) vs ideal {ideal:.3f} s"
+    )
     return [Row("overhead: MoA wall ÷ ideal", ratio, "≤ 1.03", ratio <= 1.03, detail)]

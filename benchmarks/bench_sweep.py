@@ -16,8 +16,10 @@ from harness import Row
 from moa_lab import get_backend
 from moa_lab.sweep import plan_sweep, run_sweep
 
-SPEC = {"parameters": {"prompt": "Give one tip for a good night's sleep.", "max_tokens": 24},
-        "grid": {"temperature": [0.3, 0.7], "proposers": [["smollm2-135m", "gemma3-270m"], ["smollm2-135m"]]}}
+SPEC = {
+    "parameters": {"prompt": "Give one tip for a good night's sleep.", "max_tokens": 24},
+    "grid": {"temperature": [0.3, 0.7], "proposers": [["smollm2-135m", "gemma3-270m"], ["smollm2-135m"]]},
+}
 NOTEBOOK = "01_two_layer_moa"
 
 
@@ -39,8 +41,13 @@ def run() -> list[Row]:
                 folder = tmp / f"alone{number}"
                 folder.mkdir()
                 t0 = time.perf_counter()
-                papermill.execute_notebook(str(sweep.notebook), str(folder / "out.ipynb"), parameters=point.parameters,
-                                           cwd=str(folder), progress_bar=False)
+                papermill.execute_notebook(
+                    str(sweep.notebook),
+                    str(folder / "out.ipynb"),
+                    parameters=point.parameters,
+                    cwd=str(folder),
+                    progress_bar=False,
+                )
                 alone.append(time.perf_counter() - t0)
         finally:
             if saved is None:
@@ -48,7 +55,14 @@ def run() -> list[Row]:
             else:
                 os.environ["MOA_LAB_CACHE"] = saved
     assert summary.done == 4, summary
-    return [Row("sweep: wall ÷ its points run one by one (jobs 2)", swept / sum(alone), "(none)", None,
-                f"4 points of notebook 01 (24 tokens): {swept:.1f} s with 2 kernels, one shared server and cache; "
-                f"{sum(alone):.1f} s one after another ({', '.join(f'{a:.1f}' for a in alone)} s), each starting "
-                "its own server")]
+    return [
+        Row(
+            "sweep: wall ÷ its points run one by one (jobs 2)",
+            swept / sum(alone),
+            "(none)",
+            None,
+            f"4 points of notebook 01 (24 tokens): {swept:.1f} s with 2 kernels, one shared server and cache; "
+            f"{sum(alone):.1f} s one after another ({', '.join(f'{a:.1f}' for a in alone)} s), each starting "
+            "its own server",
+        )
+    ]

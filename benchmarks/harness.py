@@ -14,9 +14,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULT_SERVER = ROOT / "tests" / "fault_server.py"
@@ -40,7 +40,9 @@ class Server:
         self.url = url
 
     def _post(self, path: str, body: dict) -> None:
-        request = urllib.request.Request(self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
         urllib.request.urlopen(request, timeout=10).read()
 
     def script(self, model: str, *faults: str) -> None:
@@ -56,8 +58,9 @@ class Server:
 @contextlib.contextmanager
 def fault_server(latency: float) -> Iterator[Server]:
     """A fault server answering after ``latency`` seconds, in its own process, stopped on exit."""
-    proc = subprocess.Popen([sys.executable, str(FAULT_SERVER), "--latency", str(latency)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(FAULT_SERVER), "--latency", str(latency)], stdout=subprocess.PIPE, text=True
+    )
     try:
         url = proc.stdout.readline().strip()
         if not url.startswith("http://127.0.0.1:"):
@@ -94,6 +97,7 @@ def percentile(values: list[float], q: float) -> float:
 def time_runs(runs: int, one: Callable[[int], Awaitable], warm_up: bool = False) -> list[float]:
     """Wall seconds of ``await one(i)`` for i in 0..runs-1, one after another in one event loop (after one
     uncounted warm-up run, if asked: the first run opens the connections)."""
+
     async def main() -> list[float]:
         seconds = []
         for i in range(-1 if warm_up else 0, runs):

@@ -27,8 +27,15 @@ import bench_ray  # noqa: E402
 import bench_straggler  # noqa: E402
 import bench_sweep  # noqa: E402
 
-BENCHMARKS = {"overhead": bench_overhead, "batch": bench_batch, "straggler": bench_straggler,
-              "cache": bench_cache, "local": bench_local, "sweep": bench_sweep, "ray": bench_ray}
+BENCHMARKS = {
+    "overhead": bench_overhead,
+    "batch": bench_batch,
+    "straggler": bench_straggler,
+    "cache": bench_cache,
+    "local": bench_local,
+    "sweep": bench_sweep,
+    "ray": bench_ray,
+}
 
 
 def table(rows) -> str:
@@ -42,8 +49,14 @@ def table(rows) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", choices=[[], *BENCHMARKS], default=[], metavar="NAME",
-                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        choices=[[], *BENCHMARKS],
+        default=[],
+        metavar="NAME",
+        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "RESULTS.md"), help="the markdown file to write")
     args = parser.parse_args()
     rows, t0 = [], time.perf_counter()
@@ -57,18 +70,24 @@ def main() -> int:
         print(f"[bench] {name} took {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     text = table(rows)
     print(text)
-    machine = (f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
-               f"{platform.system()} {platform.release()}")
+    machine = (
+        f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
     Path(args.out).write_text(
         "# Benchmark results\n\n"
         f"Written by `make bench` (`python benchmarks/run.py`) on {datetime.date.today()}, {machine}; "
         f"{time.perf_counter() - t0:.0f} s in all. Every ratio below was measured in that one run. "
         "The first four run against the fault-injecting server (`tests/fault_server.py`, in its own process) "
-        "with a fixed latency per call; `local` and `sweep` run the bundled models. What each one measures and why: the "
-        "docstring of its `benchmarks/bench_*.py`.\n\n" + text + "\n", encoding="utf-8")
+        "with a fixed latency per call; `local` and `sweep` run the bundled models. What each one measures and why: "
+        "the docstring of its `benchmarks/bench_*.py`.\n\n" + text + "\n",
+        encoding="utf-8",
+    )
     missed = [row.name for row in rows if row.met is False]
-    print(f"\nwritten to {args.out}; " + (f"targets missed: {'; '.join(missed)}" if missed else "every target met"),
-          file=sys.stderr)
+    print(
+        f"\nwritten to {args.out}; " + (f"targets missed: {'; '.join(missed)}" if missed else "every target met"),
+        file=sys.stderr,
+    )
     return 0  # a benchmark reports; it does not fail a build (the tests do that)
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncGenerator, Awaitable, Iterator, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Iterator
+from typing import TypeVar
 
-from .backends import close_clients
+from moa_lab.backends import close_clients
 
 T = TypeVar("T")
 

@@ -29,8 +29,13 @@ def extract_choice(reply: str, prompt: str = "") -> str | None:
     (``"B"``, ``"(B)."``, ``"**B**"``); ``"answer is B"`` / ``"Answer: B"``; the reply starts with ``"B)"``,
     ``"B."`` or ``"B:"``; a ``"(B)"`` or ``"B)"`` anywhere; else the text of exactly one of the prompt's options
     (``"B) Jupiter"`` lines) appears in the reply. None when nothing matches (scored as wrong)."""
-    rules = (r"^\W*([A-J])\W*$", r"(?i:answer)\s*(?:is|:)?\s*\W{0,3}([A-J])\b", r"^\W*([A-J])[).:]",
-             r"\(([A-J])\)", r"\b([A-J])\)")
+    rules = (
+        r"^\W*([A-J])\W*$",
+        r"(?i:answer)\s*(?:is|:)?\s*\W{0,3}([A-J])\b",
+        r"^\W*([A-J])[).:]",
+        r"\(([A-J])\)",
+        r"\b([A-J])\)",
+    )
     for rule in rules:
         match = re.search(rule, reply.strip())
         if match:
@@ -40,10 +45,8 @@ def extract_choice(reply: str, prompt: str = "") -> str | None:
     return named.pop() if len(named) == 1 else None
 
 
-
 def plain(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
-
 
 
 _STATED = re.compile(r"(?i:\b(?:the|final|correct)\s+answer\s*(?:is|:|=)|\banswer\s*:)\s*(.+)")

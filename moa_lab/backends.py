@@ -14,13 +14,14 @@ import json
 import os
 import re
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from together import AsyncTogether
 
-from . import local
-from .logs import SECRETS
+from moa_lab.engine import local
+from moa_lab.logs import SECRETS
+from moa_lab.usage import free_models
 
 #: The seed's models: the documented defaults on Together (and on ``moa-lab serve --seed-aliases``).
 SEED_PROPOSERS = (
@@ -45,7 +46,7 @@ TOGETHER_URLS = ("https://api.together.ai", "https://api.together.xyz")
 #: about 25 ms (an SSL context), more than moa_lab's own work for a whole layer. The clients of a loop hold its
 #: connections: :func:`close_clients` closes them before the loop ends (``run_sync`` does), and those of a loop
 #: closed without it are dropped on the next lookup.
-_CLIENTS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict] = weakref.WeakKeyDictionary()
 
 
 async def close_clients() -> None:
@@ -147,24 +148,35 @@ class Backend:
         given as a value (``api_key=``) cannot be passed on, and is refused here (ValueError saying what to set)."""
         own_key = self.key_envs.get("")
         if self._api_key and not own_key and self.kind != "local":
-            raise ValueError("this backend's key was given as a value (api_key=...), and keys are never sent to Ray "
-                             "workers: put it in an environment variable (MOA_LAB_API_KEY with MOA_LAB_BASE_URL, "
-                             "TOGETHER_API_KEY for Together) on every node instead")
+            raise ValueError(
+                "this backend's key was given as a value (api_key=...), and keys are never sent to Ray "
+                "workers: put it in an environment variable (MOA_LAB_API_KEY with MOA_LAB_BASE_URL, "
+                "TOGETHER_API_KEY for Together) on every node instead"
+            )
         entries = {}
         for name, url in self.model_urls.items():
             if name in self._url_keys and name not in self.key_envs:
-                raise ValueError(f"the key of model {name!r} was given as a value (\"api_key\" in model_urls), and "
-                                 "keys are never sent to Ray workers: name its environment variable instead "
-                                 "(name=URL|ENV_VAR, or {\"key_env\": ...})")
+                raise ValueError(
+                    f'the key of model {name!r} was given as a value ("api_key" in model_urls), and '
+                    "keys are never sent to Ray workers: name its environment variable instead "
+                    '(name=URL|ENV_VAR, or {"key_env": ...})'
+                )
             entries[name] = {"url": url, "key_env": self.key_envs.get(name)}
-        return {"kind": self.kind, "base_url": self.base_url, "key_env": own_key, "model_urls": entries,
-                "default_proposers": list(self.default_proposers),
-                "default_aggregator": self.default_aggregator, "default_max_tokens": self.default_max_tokens}
+        return {
+            "kind": self.kind,
+            "base_url": self.base_url,
+            "key_env": own_key,
+            "model_urls": entries,
+            "default_proposers": list(self.default_proposers),
+            "default_aggregator": self.default_aggregator,
+            "default_max_tokens": self.default_max_tokens,
+        }
 
     @classmethod
-    def from_portable(cls, spec: Mapping) -> "Backend":
+    def from_portable(cls, spec: Mapping) -> Backend:
         """The backend :meth:`portable` describes, its keys read from this process's environment (ValueError
         naming a variable that is not set here)."""
+
         def key(name: str | None, what: str) -> str | None:
             if not name:
                 return None
@@ -181,10 +193,19 @@ class Backend:
                 url_keys[name], key_envs[name] = value, entry["key_env"]
         SECRETS.update(k for k in (own, *url_keys.values()) if k)
         server = local.default_server() if kind == "local" else None
-        return cls(kind, spec["base_url"], {n: e["url"] for n, e in spec["model_urls"].items()},
-                   server.model_names() if server is not None else None, tuple(spec["default_proposers"]),
-                   spec["default_aggregator"], spec["default_max_tokens"], server=server, _api_key=own,
-                   _url_keys=url_keys, key_envs=key_envs)
+        return cls(
+            kind,
+            spec["base_url"],
+            {n: e["url"] for n, e in spec["model_urls"].items()},
+            server.model_names() if server is not None else None,
+            tuple(spec["default_proposers"]),
+            spec["default_aggregator"],
+            spec["default_max_tokens"],
+            server=server,
+            _api_key=own,
+            _url_keys=url_keys,
+            key_envs=key_envs,
+        )
 
     def secrets(self) -> tuple[str, ...]:
         """Every key this backend holds, for scrubbing error text only."""
@@ -225,21 +246,25 @@ def _parse_model_urls(text: str) -> dict:
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _model_url(name: str, entry, own: tuple[str | None, str | None, str | None],
-               together_key: str | None) -> tuple[str, str | None, str | None]:
+def _model_url(
+    name: str, entry, own: tuple[str | None, str | None, str | None], together_key: str | None
+) -> tuple[str, str | None, str | None]:
     """One ``model_urls`` entry, checked: its URL, the key sent there (None: no key) and the environment variable
     it came from (None: none, or a value). ``own``: the backend's base URL, its key and that key's variable."""
     if isinstance(entry, str):
         entry = {"url": entry}
     if not isinstance(entry, Mapping) or set(entry) - {"url", "key_env", "api_key"} or "url" not in entry:
-        raise ValueError(f"the entry of model {name!r} in model_urls must be a URL or {{\"url\": ..., \"key_env\": "
-                         f"NAME}}, got {entry!r}")
+        raise ValueError(
+            f'the entry of model {name!r} in model_urls must be a URL or {{"url": ..., "key_env": NAME}}, got {entry!r}'
+        )
     url = _clean_url(entry["url"], f"the URL of model {name!r}")
     key_env = entry.get("key_env")
     if key_env is not None:
         if not isinstance(key_env, str) or not _ENV_NAME.fullmatch(key_env):
-            raise ValueError(f"the key of model {name!r} must be named by an environment variable (letters, digits, "
-                             f"_), got {key_env!r}")
+            raise ValueError(
+                f"the key of model {name!r} must be named by an environment variable (letters, digits, "
+                f"_), got {key_env!r}"
+            )
         if not os.environ.get(key_env):
             raise ValueError(f"model {name!r} takes its key from the environment variable {key_env}, which is not set")
         return url, os.environ[key_env], key_env
@@ -265,7 +290,7 @@ def _env_models(default_proposers: tuple[str, ...], default_aggregator: str) -> 
 
 
 def get_backend(
-    backend: "Backend | str | None" = None,
+    backend: Backend | str | None = None,
     *,
     model_urls: Mapping[str, str] | None = None,
     api_key: str | None = None,
@@ -296,8 +321,9 @@ def get_backend(
     own_url = _clean_url(base_url, "MOA_LAB_BASE_URL" if moa_url else "the base URL") if choice == "url" else None
     own_key = (api_key or os.environ.get("MOA_LAB_API_KEY") or None) if moa_url else key
     own_env = None if api_key or not own_key else "MOA_LAB_API_KEY" if moa_url else "TOGETHER_API_KEY"
-    entries = {name: _model_url(name, entry, (own_url, own_key, own_env), key)
-               for name, entry in (model_urls or {}).items()}
+    entries = {
+        name: _model_url(name, entry, (own_url, own_key, own_env), key) for name, entry in (model_urls or {}).items()
+    }
     urls = {name: url for name, (url, _, _) in entries.items()}
     url_keys = {name: k for name, (_, k, _) in entries.items() if k}
     key_envs = {name: env for name, (_, _, env) in entries.items() if env}
@@ -308,14 +334,39 @@ def get_backend(
     if choice == "together":
         if not key:
             raise ValueError("the together backend needs TOGETHER_API_KEY (or api_key=...)")
-        return Backend("together", None, urls, None, _api_key=key, _url_keys=url_keys, key_envs=key_envs,
-                       **_env_models(SEED_PROPOSERS, SEED_AGGREGATOR))
+        return Backend(
+            "together",
+            None,
+            urls,
+            None,
+            _api_key=key,
+            _url_keys=url_keys,
+            key_envs=key_envs,
+            **_env_models(SEED_PROPOSERS, SEED_AGGREGATOR),
+        )
     if choice == "url":
-        return Backend("url", own_url, urls, None, _api_key=own_key, _url_keys=url_keys, key_envs=key_envs,
-                       **_env_models(SEED_PROPOSERS, SEED_AGGREGATOR))
+        return Backend(
+            "url",
+            own_url,
+            urls,
+            None,
+            _api_key=own_key,
+            _url_keys=url_keys,
+            key_envs=key_envs,
+            **_env_models(SEED_PROPOSERS, SEED_AGGREGATOR),
+        )
     server = local.default_server()
-    from .usage import free_models
 
     free_models(m.name for m in server.user_models)  # your models run here: they cost nothing (unless priced)
-    return Backend("local", None, urls, server.model_names(), server=server, _api_key=key, _url_keys=url_keys,
-                   key_envs=key_envs, default_max_tokens=LOCAL_MAX_TOKENS, **_env_models(LOCAL_PROPOSERS, LOCAL_AGGREGATOR))
+    return Backend(
+        "local",
+        None,
+        urls,
+        server.model_names(),
+        server=server,
+        _api_key=key,
+        _url_keys=url_keys,
+        key_envs=key_envs,
+        default_max_tokens=LOCAL_MAX_TOKENS,
+        **_env_models(LOCAL_PROPOSERS, LOCAL_AGGREGATOR),
+    )

@@ -11,15 +11,12 @@ that returned text without a usage report: its bound; a call that failed without
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
 
-from .records import NOT_STARTED, CallRecord, MoAError
-from .usage import PriceTable, call_bound, call_cost, get_prices
-
-if TYPE_CHECKING:
-    from .plan import RunPlan
-    from .settings import Settings
+from moa_lab.records import NOT_STARTED, CallRecord, MoAError
+from moa_lab.settings import Settings
+from moa_lab.usage import PriceTable, call_bound, call_cost, get_prices
 
 
 class BudgetExceeded(MoAError):
@@ -27,7 +24,7 @@ class BudgetExceeded(MoAError):
     ``max_cost`` or ``max_tokens_total``. Like :class:`MoAError` it keeps what finished (``layers``,
     ``steps``); ``budget`` says what was spent; from ``run_batch``, ``summary`` is the batch's summary."""
 
-    budget: "Budget | None" = None
+    budget: Budget | None = None
     summary = None
 
 
@@ -49,7 +46,7 @@ class Budget:
         self.refused = 0
 
     @classmethod
-    def of(cls, settings: "Settings", prices: Mapping | None = None) -> "Budget | None":
+    def of(cls, settings: Settings, prices: Mapping | None = None) -> Budget | None:
         """The budget the settings ask for; None when they set no cap."""
         if settings.max_cost is None and settings.max_tokens_total is None:
             return None
@@ -67,8 +64,10 @@ class Budget:
         """Under ``max_cost``, every model needs a price (ValueError naming the first without one)."""
         missing = [m for m in models if self.prices.get(m) is None]
         if missing and self.max_cost is not None:
-            raise ValueError(f"max_cost is set but {missing[0]!r} has no price: its calls cannot be counted (never "
-                             "guessed); give it one with moa_lab.set_prices({...}) or prices=")
+            raise ValueError(
+                f"max_cost is set but {missing[0]!r} has no price: its calls cannot be counted (never "
+                "guessed); give it one with moa_lab.set_prices({...}) or prices="
+            )
 
     def _bound(self, record: CallRecord, messages, max_tokens: int | None, references=()) -> _Hold:
         tokens_in, tokens_out = call_bound(messages, references, max_tokens), max_tokens or 0
@@ -84,12 +83,17 @@ class Budget:
         hold = self._bound(record, messages, max_tokens, references)
         over = []
         if self.max_cost is not None and self.spent_cost + self.held_cost + hold.cost > self.max_cost + 1e-12:
-            over.append(f"max_cost ${self.max_cost:g}: ${self.spent_cost:.4f} spent, ${self.held_cost:.4f} in "
-                        f"flight, this call up to ${hold.cost:.4f}")
-        if self.max_tokens_total is not None and (self.spent_tokens + self.held_tokens + hold.tokens
-                                                  > self.max_tokens_total):
-            over.append(f"max_tokens_total {self.max_tokens_total}: {self.spent_tokens} used, {self.held_tokens} in "
-                        f"flight, this call up to {hold.tokens}")
+            over.append(
+                f"max_cost ${self.max_cost:g}: ${self.spent_cost:.4f} spent, ${self.held_cost:.4f} in "
+                f"flight, this call up to ${hold.cost:.4f}"
+            )
+        if self.max_tokens_total is not None and (
+            self.spent_tokens + self.held_tokens + hold.tokens > self.max_tokens_total
+        ):
+            over.append(
+                f"max_tokens_total {self.max_tokens_total}: {self.spent_tokens} used, {self.held_tokens} in "
+                f"flight, this call up to {hold.tokens}"
+            )
         if over:
             self.refused += 1
             record.error = f"{NOT_STARTED} the budget would be crossed (" + "; ".join(over) + ")"
@@ -111,26 +115,3 @@ class Budget:
         elif record.text:  # an answer without a usage report: counted at its bound, never at nothing
             self.spent_tokens += hold.tokens
             self.spent_cost += hold.cost
-
-
-def check_budget(plan: "RunPlan", prices: Mapping | None = None, runs: int = 1) -> None:
-    """Refuse, before any call, a run whose bound does not fit its budget (``runs``: a batch's prompts, each
-    checked on its own: one prompt's run must fit), or a model without a price under ``max_cost``."""
-    settings = plan.settings
-    if settings.max_cost is None and settings.max_tokens_total is None:
-        return
-    from .usage import estimate
-
-    Budget.of(settings, prices).check_priced([m for layer in plan.proposers for m in layer] + [plan.aggregator])
-    bound = estimate(plan, prices=prices)
-    what = "one prompt's run" if runs > 1 else "the run"
-    over = []
-    if settings.max_cost is not None and bound.max_cost > settings.max_cost:
-        over.append(f"may cost up to ${bound.max_cost:.4f}, more than max_cost ${settings.max_cost:g}")
-    tokens = bound.max_prompt_tokens + bound.max_completion_tokens
-    if settings.max_tokens_total is not None and tokens > settings.max_tokens_total:
-        over.append(f"may use up to {tokens} tokens, more than max_tokens_total {settings.max_tokens_total}")
-    if over:
-        raise BudgetExceeded(f"refused before any call: {what} ({bound.calls} calls, every answer at max_tokens "
-                             f"{settings.max_tokens}) {' and '.join(over)}; raise the budget, or lower max_tokens "
-                             "or the number of proposers")

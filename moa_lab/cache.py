@@ -54,8 +54,14 @@ def default_path() -> Path | None:
 
 def cache_key(scope: str, model: str, messages, temperature: float, max_tokens: int | None, seed: int | None) -> str:
     """SHA-256 of what determines an answer (``scope``: the server the call goes to; never a key)."""
-    payload = {"scope": scope, "model": model, "messages": messages, "temperature": temperature,
-               "max_tokens": max_tokens, "seed": seed}
+    payload = {
+        "scope": scope,
+        "model": model,
+        "messages": messages,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "seed": seed,
+    }
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -69,7 +75,8 @@ _CORRUPT_TEXT = ("file is not a database", "database disk image is malformed", "
 def _corrupt(exc: BaseException) -> bool:
     name = getattr(exc, "sqlite_errorname", "") or ""
     return isinstance(exc, sqlite3.DatabaseError) and (
-        name.startswith(_CORRUPT_NAMES) or any(text in str(exc) for text in _CORRUPT_TEXT))
+        name.startswith(_CORRUPT_NAMES) or any(text in str(exc) for text in _CORRUPT_TEXT)
+    )
 
 
 class ResponseCache:
@@ -102,8 +109,12 @@ class ResponseCache:
             except (sqlite3.Error, OSError) as again:
                 self._off("was unreadable and could not be replaced", again)
                 return
-            warnings.warn(f"the cache file {str(self.path)!r} was unreadable ({exc}); moved it to {str(aside)!r} "
-                          "and started an empty cache", CacheWarning, stacklevel=2)
+            warnings.warn(
+                f"the cache file {str(self.path)!r} was unreadable ({exc}); moved it to {str(aside)!r} "
+                "and started an empty cache",
+                CacheWarning,
+                stacklevel=2,
+            )
 
     def _set_aside(self) -> Path:
         """Move the damaged file aside; return where it went. (Its stale -wal and -shm files, if any, SQLite
@@ -115,8 +126,12 @@ class ResponseCache:
         return aside
 
     def _off(self, what: str, exc: BaseException) -> None:
-        warnings.warn(f"the cache {str(self.path)!r} {what} ({type(exc).__name__}: {exc}); it is off for this "
-                      "process, and answers are not cached (the file was left as it is)", CacheWarning, stacklevel=3)
+        warnings.warn(
+            f"the cache {str(self.path)!r} {what} ({type(exc).__name__}: {exc}); it is off for this "
+            "process, and answers are not cached (the file was left as it is)",
+            CacheWarning,
+            stacklevel=3,
+        )
 
     @property
     def enabled(self) -> bool:
@@ -141,8 +156,12 @@ class ResponseCache:
         return f"ResponseCache({str(self.path)!r}, hits={self.hits}, misses={self.misses}, stores={self.stores})"
 
     def _failed(self, exc: Exception) -> None:
-        warnings.warn(f"the cache {str(self.path)!r} failed ({type(exc).__name__}: {exc}); it is off for the "
-                      "rest of this process, and answers are not cached", CacheWarning, stacklevel=3)
+        warnings.warn(
+            f"the cache {str(self.path)!r} failed ({type(exc).__name__}: {exc}); it is off for the "
+            "rest of this process, and answers are not cached",
+            CacheWarning,
+            stacklevel=3,
+        )
         db, self._db = self._db, None
         if db is not None:
             db.close()
@@ -153,7 +172,8 @@ class ResponseCache:
                 return None
             try:
                 row = self._db.execute(
-                    "SELECT text, prompt_tokens, completion_tokens FROM answers WHERE key = ?", (key,)).fetchone()
+                    "SELECT text, prompt_tokens, completion_tokens FROM answers WHERE key = ?", (key,)
+                ).fetchone()
             except sqlite3.Error as exc:
                 self._failed(exc)
                 return None
@@ -168,8 +188,10 @@ class ResponseCache:
             if self._db is None:
                 return
             try:
-                self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
-                                 (key, model, text, prompt_tokens, completion_tokens, time.time()))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, model, text, prompt_tokens, completion_tokens, time.time()),
+                )
                 self.stores += 1
             except sqlite3.Error as exc:
                 self._failed(exc)
@@ -196,7 +218,7 @@ _given: dict[Path, ResponseCache] = {}  # by the path as checked: a call finds i
 _opened_lock = threading.Lock()
 
 
-def check_cache(cache: "bool | str | os.PathLike | ResponseCache | None" = None) -> "Path | ResponseCache | bool":
+def check_cache(cache: bool | str | os.PathLike | ResponseCache | None = None) -> Path | ResponseCache | bool:
     """``cache`` as a run's settings take it, checked without opening anything: ``False`` (no cache), the file
     to open on the first call (a Path), or a :class:`ResponseCache`. ``None`` or ``True``: the default file
     (``MOA_LAB_CACHE``, else the user cache dir), or False when ``MOA_LAB_CACHE=off``. ValueError for a bad one."""
@@ -209,13 +231,15 @@ def check_cache(cache: "bool | str | os.PathLike | ResponseCache | None" = None)
     elif isinstance(cache, (str, os.PathLike)) and str(cache).strip():
         path = Path(cache).expanduser()
     else:
-        raise ValueError(f"cache must be True, False, None (the default), a file path or a ResponseCache, got {cache!r}")
+        raise ValueError(
+            f"cache must be True, False, None (the default), a file path or a ResponseCache, got {cache!r}"
+        )
     if path.is_dir():
         raise ValueError(f"cache {str(path)!r} is a folder; give a file path such as {str(path / 'cache.sqlite')!r}")
     return path
 
 
-def get_cache(cache: "bool | str | os.PathLike | ResponseCache | None" = None) -> ResponseCache | None:
+def get_cache(cache: bool | str | os.PathLike | ResponseCache | None = None) -> ResponseCache | None:
     """The cache a run uses, opened (each file once per process). ``None`` or ``True``: the default file
     (``MOA_LAB_CACHE``, else the user cache dir), or no cache when ``MOA_LAB_CACHE=off``; ``False``: no cache;
     a path: that file; a :class:`ResponseCache`: itself."""

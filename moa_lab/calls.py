@@ -14,19 +14,19 @@ import math
 import random
 import re
 import time
-from typing import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 import together
 
-from . import limits
-from .backends import Backend
-from .budget import Budget, BudgetExceeded
-from .cache import ResponseCache, cache_key, get_cache
-from .logs import log
-from .records import CallRecord
-from .settings import Settings
-from .unicode import repair
+from moa_lab import limits
+from moa_lab.backends import Backend
+from moa_lab.budget import Budget, BudgetExceeded
+from moa_lab.cache import ResponseCache, cache_key, get_cache
+from moa_lab.logs import log
+from moa_lab.records import CallRecord
+from moa_lab.settings import Settings
+from moa_lab.unicode import repair
 
 RETRY_STATUS = {408, 409, 429}
 #: The longest wait before a retry: a server that asks for more (Retry-After) gets no retry; the call fails at
@@ -65,8 +65,11 @@ def _status_failure(status: int, message: str, wait: float | None = None, where:
     retry = status in RETRY_STATUS or status >= 500
     if retry and wait is not None and wait > MAX_RETRY_WAIT:
         how_long = f"{wait:,.0f}s" if math.isfinite(wait) else "indefinitely"
-        return _Failure(f"HTTP {status}{where}: {message} (the server asks to wait {how_long} before trying again, "
-                        f"more than the {MAX_RETRY_WAIT:g}s moa_lab waits: not retried)", retry=False)
+        return _Failure(
+            f"HTTP {status}{where}: {message} (the server asks to wait {how_long} before trying again, "
+            f"more than the {MAX_RETRY_WAIT:g}s moa_lab waits: not retried)",
+            retry=False,
+        )
     return _Failure(f"HTTP {status}{where}: {message}", retry, wait if retry else None)
 
 
@@ -214,7 +217,11 @@ async def chat(
         key = _key(backend, record, messages, settings, cache)
         hit = cache.get(key) if key else None
         if hit is not None:  # answered before: replayed, no model call
-            record.cached, record.prompt_tokens, record.completion_tokens = True, hit.prompt_tokens, hit.completion_tokens
+            record.cached, record.prompt_tokens, record.completion_tokens = (
+                True,
+                hit.prompt_tokens,
+                hit.completion_tokens,
+            )
             for piece in _replay(hit.text) if stream else [hit.text]:
                 parts.append(piece)
                 yield piece
@@ -280,8 +287,9 @@ def _key(backend: Backend, record: CallRecord, messages, settings: Settings, cac
     """The call's cache key; None when not cached (no cache, or no seed: a new sample is asked for)."""
     if cache is None or record.seed is None:
         return None
-    return cache_key(backend.scope(record.model), record.model, messages, settings.temperature, settings.max_tokens,
-                     record.seed)
+    return cache_key(
+        backend.scope(record.model), record.model, messages, settings.temperature, settings.max_tokens, record.seed
+    )
 
 
 def _replay(text: str) -> list[str]:
@@ -289,8 +297,14 @@ def _replay(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text) or [text]
 
 
-async def complete(backend: Backend, record: CallRecord, messages, settings: Settings,
-                   budget: Budget | None = None, references: Sequence[str] = ()) -> CallRecord:
+async def complete(
+    backend: Backend,
+    record: CallRecord,
+    messages,
+    settings: Settings,
+    budget: Budget | None = None,
+    references: Sequence[str] = (),
+) -> CallRecord:
     """A plain (non-streamed) call; returns the filled record."""
     async for _ in chat(backend, record, messages, settings, budget=budget, references=references):
         pass

@@ -9,15 +9,23 @@ import json
 import sys
 from pathlib import Path
 
-from .backends import get_backend
-from .jsonl import dumps
-from .local import BUNDLED_MODELS, SEED_ALIASES, LocalServerError, check_aliases, model_path
-from .moa import run_moa
-from .prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
-from .budget import BudgetExceeded
-from .records import MoAError
-from .settings import COMBINE_MODES, DEFAULTS
-from .trace import format_trace
+from moa_lab.backends import get_backend
+from moa_lab.budget import BudgetExceeded
+from moa_lab.engine.local import BUNDLED_MODELS, SEED_ALIASES, LocalServerError, check_aliases, model_path
+from moa_lab.engine.models import ModelSpec, chat_formats, check_models, parse_models
+from moa_lab.engine.policy import default_threads, thread_policy
+from moa_lab.estimate import estimate
+from moa_lab.jsonl import dumps
+from moa_lab.logs import verbose
+from moa_lab.moa import run_moa
+from moa_lab.prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
+from moa_lab.records import MoAError
+from moa_lab.runs.batch import run_batch
+from moa_lab.runs.files import OutputError, read_prompts
+from moa_lab.settings import COMBINE_MODES, DEFAULTS
+from moa_lab.sweeps.run import plan_sweep, run_sweep
+from moa_lab.trace import format_trace
+from moa_lab.usage import read_prices
 
 
 def _models(text: str) -> list[str]:
@@ -30,14 +38,29 @@ def _run_settings(args: argparse.Namespace) -> dict:
     if args.proposers:
         proposers = args.proposers[0] if len(args.proposers) == 1 else args.proposers
     return dict(
-        proposers=proposers, aggregator=args.aggregator, layers=args.layers,
+        proposers=proposers,
+        aggregator=args.aggregator,
+        layers=args.layers,
         system_prompt=AGGREGATOR_PROMPT_ZH if args.chinese_prompt else AGGREGATOR_PROMPT_EN,
-        temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed, min_ok=args.min_ok,
-        quorum=args.quorum, deadline=args.deadline, timeout=args.timeout, retries=args.retries,
-        cache=False if args.no_cache else (args.cache or None), backend=get_backend(args.backend),
-        combine=args.combine, top_k=args.top_k, window=args.window, roles=[r or None for r in args.role] or None,
-        shuffle_references=args.shuffle_references, max_references=args.max_references, early_stop=args.early_stop,
-        max_cost=args.max_cost, max_tokens_total=args.max_tokens_total,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        min_ok=args.min_ok,
+        quorum=args.quorum,
+        deadline=args.deadline,
+        timeout=args.timeout,
+        retries=args.retries,
+        cache=False if args.no_cache else (args.cache or None),
+        backend=get_backend(args.backend),
+        combine=args.combine,
+        top_k=args.top_k,
+        window=args.window,
+        roles=[r or None for r in args.role] or None,
+        shuffle_references=args.shuffle_references,
+        max_references=args.max_references,
+        early_stop=args.early_stop,
+        max_cost=args.max_cost,
+        max_tokens_total=args.max_tokens_total,
     )
 
 
@@ -45,9 +68,7 @@ def _ask(args: argparse.Namespace) -> int:
     try:
         settings = _run_settings(args)
         print(f"[backend] {settings['backend'].describe()}", file=sys.stderr, flush=True)
-        result = asyncio.run(
-            run_moa(args.prompt, **settings, on_chunk=lambda chunk: print(chunk, end="", flush=True))
-        )
+        result = asyncio.run(run_moa(args.prompt, **settings, on_chunk=lambda chunk: print(chunk, end="", flush=True)))
     except ValueError as exc:
         print(f"moa-lab ask: error: {exc}", file=sys.stderr)
         return 2
@@ -55,12 +76,17 @@ def _ask(args: argparse.Namespace) -> int:
         print(f"\nmoa-lab ask: {exc}", file=sys.stderr)
         layers = getattr(exc, "layers", [])
         if layers:
-            print("\ncomputed before the failure:\n" + format_trace(c for layer in layers for c in layer.calls),
-                  file=sys.stderr)
+            print(
+                "\ncomputed before the failure:\n" + format_trace(c for layer in layers for c in layer.calls),
+                file=sys.stderr,
+            )
         return 1
     except KeyboardInterrupt:
-        print("\nmoa-lab ask: interrupted; the answers already made are in the answers cache (the same command "
-              "again replays them)", file=sys.stderr)
+        print(
+            "\nmoa-lab ask: interrupted; the answers already made are in the answers cache (the same command "
+            "again replays them)",
+            file=sys.stderr,
+        )
         return 130
     print("\n")
     print(dumps(result.to_dict(), indent=1) if args.json else result.summary())
@@ -69,9 +95,6 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .batch import run_batch
-    from .files import OutputError, read_prompts
-    from .usage import estimate, read_prices
 
     try:
         settings = _run_settings(args)
@@ -81,11 +104,31 @@ def _batch(args: argparse.Namespace) -> int:
             print(estimate([item.prompt for item in items], prices=prices, **settings))
             return 0
         print(f"[backend] {settings['backend'].describe()}", file=sys.stderr, flush=True)
-        engine = dict(engine="ray", ray_address=args.ray, actors=args.actors, actor_concurrency=args.actor_concurrency,
-                      block_size=args.block_size) if args.ray else {}
-        summary = asyncio.run(run_batch(
-            args.input, args.output, concurrency=args.concurrency, rps=args.rps, shard=args.shard,
-            retry_failed=args.retry_failed, progress=not args.no_progress, prices=prices, **engine, **settings))
+        engine = (
+            dict(
+                engine="ray",
+                ray_address=args.ray,
+                actors=args.actors,
+                actor_concurrency=args.actor_concurrency,
+                block_size=args.block_size,
+            )
+            if args.ray
+            else {}
+        )
+        summary = asyncio.run(
+            run_batch(
+                args.input,
+                args.output,
+                concurrency=args.concurrency,
+                rps=args.rps,
+                shard=args.shard,
+                retry_failed=args.retry_failed,
+                progress=not args.no_progress,
+                prices=prices,
+                **engine,
+                **settings,
+            )
+        )
     except OutputError as exc:  # the output could not be written mid-run: stopped, the lines written are kept
         print(f"moa-lab batch: {exc}", file=sys.stderr)
         return 1
@@ -101,17 +144,17 @@ def _batch(args: argparse.Namespace) -> int:
         print(f"moa-lab batch: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\nmoa-lab batch: interrupted; the finished prompts are in {args.output}: run the same command "
-              "again to go on", file=sys.stderr)
+        print(
+            f"\nmoa-lab batch: interrupted; the finished prompts are in {args.output}: run the same command "
+            "again to go on",
+            file=sys.stderr,
+        )
         return 130
     print(summary)
     return 1 if summary.failed else 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .files import OutputError
-    from .sweep import plan_sweep, run_sweep
-    from .usage import read_prices
 
     try:
         if args.dry_run:
@@ -120,9 +163,17 @@ def _sweep(args: argparse.Namespace) -> int:
                 print(f"note: {sweep.changed}")
             print(sweep.describe(read_prices(args.prices) if args.prices else None))
             return 0
-        summary = asyncio.run(run_sweep(args.notebook, args.spec, args.outdir, jobs=args.jobs,
-                                        retry_failed=args.retry_failed, html=args.html,
-                                        progress=not args.no_progress))
+        summary = asyncio.run(
+            run_sweep(
+                args.notebook,
+                args.spec,
+                args.outdir,
+                jobs=args.jobs,
+                retry_failed=args.retry_failed,
+                html=args.html,
+                progress=not args.no_progress,
+            )
+        )
     except OutputError as exc:  # OUTDIR could not be written mid-sweep: stopped, the finished points are kept
         print(f"moa-lab sweep: {exc}", file=sys.stderr)
         return 1
@@ -133,8 +184,11 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"moa-lab sweep: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\nmoa-lab sweep: interrupted; the finished points are in {args.outdir}: run the same command "
-              "again to go on", file=sys.stderr)
+        print(
+            f"\nmoa-lab sweep: interrupted; the finished points are in {args.outdir}: run the same command "
+            "again to go on",
+            file=sys.stderr,
+        )
         return 130
     print(summary)
     print(f"table: {Path(args.outdir) / 'results.csv'} ({len(summary.table)} rows)")
@@ -166,59 +220,139 @@ def parse_alias_args(pairs: list[str], files: list[str], models=tuple(BUNDLED_MO
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, default=None, help="layers incl. the aggregator (default 2)")
-    p.add_argument("--proposers", type=_models, action="append", metavar="A,B,C",
-                   help="proposer models; repeat the flag to give each layer its own list")
+    p.add_argument(
+        "--proposers",
+        type=_models,
+        action="append",
+        metavar="A,B,C",
+        help="proposer models; repeat the flag to give each layer its own list",
+    )
     p.add_argument("--aggregator", default=None, help="aggregator model")
     p.add_argument("--temperature", type=float, default=DEFAULTS.temperature, help="(default %(default)s)")
-    p.add_argument("--max-tokens", type=int, default=None,
-                   help="per answer (default: the backend's: 512, or 64 on the bundled models)")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="per answer (default: the backend's: 512, or 64 on the bundled models)",
+    )
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="(default %(default)s)")
-    p.add_argument("--min-ok", type=int, default=DEFAULTS.min_ok,
-                   help="answers a layer needs to go on (default %(default)s)")
-    p.add_argument("--quorum", type=int, default=None, metavar="K",
-                   help="a layer moves on once K proposers answered; the others are cancelled")
-    p.add_argument("--deadline", type=float, default=None, metavar="S",
-                   help="a layer moves on after S seconds with the answers it has")
-    p.add_argument("--timeout", type=float, default=DEFAULTS.timeout,
-                   help="seconds to wait for an answer, or for each token when streaming (default %(default)s)")
+    p.add_argument(
+        "--min-ok", type=int, default=DEFAULTS.min_ok, help="answers a layer needs to go on (default %(default)s)"
+    )
+    p.add_argument(
+        "--quorum",
+        type=int,
+        default=None,
+        metavar="K",
+        help="a layer moves on once K proposers answered; the others are cancelled",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a layer moves on after S seconds with the answers it has",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULTS.timeout,
+        help="seconds to wait for an answer, or for each token when streaming (default %(default)s)",
+    )
     p.add_argument("--retries", type=int, default=DEFAULTS.retries, help="(default %(default)s)")
     p.add_argument("--backend", default=None, help="'local', 'together' or a base URL (default: from env)")
     p.add_argument("--chinese-prompt", action="store_true", help="use the seed's Chinese aggregator prompt")
-    p.add_argument("--cache", default=None, metavar="FILE", help="the answers cache file (default: MOA_LAB_CACHE, "
-                   "else the user cache dir)")
+    p.add_argument(
+        "--cache",
+        default=None,
+        metavar="FILE",
+        help="the answers cache file (default: MOA_LAB_CACHE, else the user cache dir)",
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the answers cache")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="log every call and HTTP request to stderr (the API key is scrubbed from every line)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log every call and HTTP request to stderr (the API key is scrubbed from every line)",
+    )
     v = p.add_argument_group("variants (see README: Variants)")
-    v.add_argument("--combine", default=DEFAULTS.combine, metavar="MODE",
-                   help=f"how the last layer combines: {', '.join(COMBINE_MODES)} (default %(default)s)")
-    v.add_argument("--top-k", type=int, default=DEFAULTS.top_k, help="rank: references synthesized (default %(default)s)")
-    v.add_argument("--window", type=int, default=DEFAULTS.window,
-                   help="sequential: references per call (default %(default)s)")
-    v.add_argument("--role", action="append", default=[], metavar="TEXT",
-                   help="a proposer's system prompt, one flag per proposer in order ('' for none)")
+    v.add_argument(
+        "--combine",
+        default=DEFAULTS.combine,
+        metavar="MODE",
+        help=f"how the last layer combines: {', '.join(COMBINE_MODES)} (default %(default)s)",
+    )
+    v.add_argument(
+        "--top-k", type=int, default=DEFAULTS.top_k, help="rank: references synthesized (default %(default)s)"
+    )
+    v.add_argument(
+        "--window", type=int, default=DEFAULTS.window, help="sequential: references per call (default %(default)s)"
+    )
+    v.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a proposer's system prompt, one flag per proposer in order ('' for none)",
+    )
     v.add_argument("--shuffle-references", action="store_true", help="every call reads the references in its own order")
-    v.add_argument("--max-references", type=int, default=None, metavar="K",
-                   help="pass on only the K most different answers of a layer")
-    v.add_argument("--early-stop", type=float, default=None, metavar="T",
-                   help="stop adding proposer layers once a layer's answers are T alike (0 to 1)")
+    v.add_argument(
+        "--max-references",
+        type=int,
+        default=None,
+        metavar="K",
+        help="pass on only the K most different answers of a layer",
+    )
+    v.add_argument(
+        "--early-stop",
+        type=float,
+        default=None,
+        metavar="T",
+        help="stop adding proposer layers once a layer's answers are T alike (0 to 1)",
+    )
     v.add_argument("--max-cost", type=float, default=None, metavar="USD", help="the run's (batch's) budget in USD")
-    v.add_argument("--max-tokens-total", type=int, default=None, metavar="N",
-                   help="the run's (batch's) budget in tokens, prompt and completion")
+    v.add_argument(
+        "--max-tokens-total",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the run's (batch's) budget in tokens, prompt and completion",
+    )
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    p.add_argument("--threads", "--workers", type=int, default=None, dest="threads",
-                   help="cores the calls running share (default: every core this process may use; MOA_LAB_WORKERS)")
-    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH.gguf[:CHAT_FORMAT]",
-                   help="serve your own GGUF model as NAME (repeatable); chat format: the file's own template unless "
-                        "given (e.g. chatml, llama-3, gemma, alpaca)")
-    p.add_argument("--alias", action="append", default=[], metavar="NAME=MODEL",
-                   help="serve NAME with one of the models (repeatable)")
-    p.add_argument("--alias-file", action="append", default=[], metavar="FILE",
-                   help="aliases from a file: a JSON object or NAME=MODEL lines")
+    p.add_argument(
+        "--threads",
+        "--workers",
+        type=int,
+        default=None,
+        dest="threads",
+        help="cores the calls running share (default: every core this process may use; MOA_LAB_WORKERS)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=PATH.gguf[:CHAT_FORMAT]",
+        help="serve your own GGUF model as NAME (repeatable); chat format: the file's own template unless "
+        "given (e.g. chatml, llama-3, gemma, alpaca)",
+    )
+    p.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL",
+        help="serve NAME with one of the models (repeatable)",
+    )
+    p.add_argument(
+        "--alias-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="aliases from a file: a JSON object or NAME=MODEL lines",
+    )
     p.add_argument("--seed-aliases", action="store_true", help="alias the seed's Together model names")
     p.add_argument("--max-tokens-cap", type=int, default=1024, help="max_tokens for requests that set none")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
@@ -229,17 +363,17 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 
 def serve_models(args: argparse.Namespace) -> list:
     """The bundled models (their files from --model-file, else found) and those of --model, checked."""
-    from .models import ModelSpec, chat_formats, check_models, parse_models
 
     files = dict(pair.split("=", 1) for pair in args.model_file)
-    bundled = [ModelSpec(name, Path(files[name]) if name in files else model_path(name), fmt, bundled=True)
-               for name, fmt in BUNDLED_MODELS.items()]
+    bundled = [
+        ModelSpec(name, Path(files[name]) if name in files else model_path(name), fmt, bundled=True)
+        for name, fmt in BUNDLED_MODELS.items()
+    ]
     return check_models(bundled + parse_models(args.model, "--model"), chat_formats())
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .engine import default_threads, thread_policy
-    from .server import serve  # uvicorn and starlette are needed only here
+    from moa_lab.engine.server import serve  # uvicorn and starlette are needed only here
 
     try:
         thread_policy()
@@ -251,9 +385,20 @@ def run_serve(args: argparse.Namespace) -> int:
             raise ValueError(f"--max-tokens-cap must be at least 1, got {args.max_tokens_cap}")
         models = serve_models(args)
         aliases = (dict(SEED_ALIASES) if args.seed_aliases else {}) | parse_alias_args(
-            args.alias, args.alias_file, [m.name for m in models])
-        serve(models, args.host, args.port, args.threads or default_threads(), aliases, args.max_tokens_cap,
-              args.ready_file, args.watch_stdin, args.log_dir, announce=lambda s: print(s, flush=True))
+            args.alias, args.alias_file, [m.name for m in models]
+        )
+        serve(
+            models,
+            args.host,
+            args.port,
+            args.threads or default_threads(),
+            aliases,
+            args.max_tokens_cap,
+            args.ready_file,
+            args.watch_stdin,
+            args.log_dir,
+            announce=lambda s: print(s, flush=True),
+        )
     except (ValueError, LocalServerError) as exc:
         print(f"moa-lab serve: error: {exc}", file=sys.stderr)
         return 2
@@ -273,23 +418,42 @@ def build_parser() -> argparse.ArgumentParser:
     ask.set_defaults(func=_ask)
 
     batch = sub.add_parser("batch", help="an MoA answer for every prompt of a file, one JSON line each (resumable)")
-    batch.add_argument("input", help="prompts: JSONL ({\"prompt\": ..., \"id\": ...} per line) or one per line")
-    batch.add_argument("output", help="results, one JSON line per prompt (with --ray: a folder of block files); run again with it to resume")
+    batch.add_argument("input", help='prompts: JSONL ({"prompt": ..., "id": ...} per line) or one per line')
+    batch.add_argument(
+        "output",
+        help="results, one JSON line per prompt (with --ray: a folder of block files); run again with it to resume",
+    )
     batch.add_argument("--concurrency", type=int, default=16, help="model calls at once, over the batch (default 16)")
     batch.add_argument("--rps", type=float, default=None, help="at most this many requests started per second")
-    batch.add_argument("--shard", default=None, metavar="I/N", help="run only the prompts whose prompt_hash %% N == I (by their text, not their position: "
-                            "an input edited between runs keeps each prompt in its shard)")
+    batch.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run only the prompts whose prompt_hash %% N == I (by their text, not their position: "
+        "an input edited between runs keeps each prompt in its shard)",
+    )
     batch.add_argument("--retry-failed", action="store_true", help="run the prompts that failed before again")
-    batch.add_argument("--prices", default=None, metavar="FILE",
-                       help="JSON {model: [input, output]} in USD per million tokens, for the cost estimate")
+    batch.add_argument(
+        "--prices",
+        default=None,
+        metavar="FILE",
+        help="JSON {model: [input, output]} in USD per million tokens, for the cost estimate",
+    )
     batch.add_argument("--estimate", action="store_true", help="print the calls and token/cost bounds; run nothing")
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
-    batch.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
-                       help="run on a Ray cluster (OUTPUT is then a folder): 'auto' (the default) a running one, else a "
-                            "local one; 'local'; or an address (pip install 'moa_lab[ray]')")
+    batch.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="ADDRESS",
+        help="run on a Ray cluster (OUTPUT is then a folder): 'auto' (the default) a running one, else a "
+        "local one; 'local'; or an address (pip install 'moa_lab[ray]')",
+    )
     batch.add_argument("--actors", type=int, default=2, help="--ray: actors running blocks (default %(default)s)")
-    batch.add_argument("--actor-concurrency", type=int, default=8,
-                       help="--ray: model calls at once per actor (default %(default)s)")
+    batch.add_argument(
+        "--actor-concurrency", type=int, default=8, help="--ray: model calls at once per actor (default %(default)s)"
+    )
     batch.add_argument("--block-size", type=int, default=64, help="--ray: prompts per block (default %(default)s)")
     add_run_args(batch)
     batch.set_defaults(func=_batch)
@@ -315,8 +479,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "verbose", False):
-        from .logs import verbose
-
         verbose()
     return args.func(args)
 

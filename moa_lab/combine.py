@@ -18,43 +18,22 @@ import math
 import random
 import re
 from collections import Counter
-from typing import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
-from . import calls
-from .answers import final_answer
-from .budget import Budget, BudgetExceeded
-from .prompts import RANK_PROMPT, SELECT_PROMPT, references_prompt
-from .records import CallRecord, Combination, LayerResult, MoAError
-from .settings import COMBINE_MODES, Settings
+from moa_lab import calls
+from moa_lab._sync import iterate
+from moa_lab.answers import final_answer
+from moa_lab.budget import Budget, BudgetExceeded
+from moa_lab.prompts import RANK_PROMPT, SELECT_PROMPT, references_prompt
+from moa_lab.records import CallRecord, Combination, LayerResult, MoAError
+from moa_lab.settings import COMBINE_MODES, Settings, passed_on, steps
 
-__all__ = ["COMBINE_MODES", "Aggregation", "combine_layer", "passed_on", "steps"]
+__all__ = ["COMBINE_MODES", "Aggregation", "combine_layer", "passed_on", "steps"]  # the last two: from settings
 
 
 def call_seed(seed: int | None, layer: int, index: int) -> int | None:
     """Each call's own seed, so that the same model twice in a layer gives two different samples."""
     return None if seed is None else seed + 1000 * layer + index
-
-
-def passed_on(settings: Settings, answers: int) -> int:
-    """How many of a layer's ``answers`` the next layer reads (``max_references``)."""
-    return min(answers, settings.max_references or answers)
-
-
-def steps(settings: Settings, references: int) -> list[tuple[str, int]]:
-    """The last layer's calls for ``references`` answers, as ``(instructions, references read)``; none for a
-    vote. :func:`moa_lab.estimate` bounds each; ``len(steps(...))`` is the last layer's calls."""
-    mode, n = settings.combine, references
-    if mode == "select":
-        return [(SELECT_PROMPT, n)]
-    if mode == "rank":
-        return [(RANK_PROMPT, n), (settings.system_prompt, min(settings.top_k, n))]
-    if mode == "vote":
-        return []
-    if mode == "sequential":
-        w = settings.window
-        return [(settings.system_prompt, min(w, n) if i == 0 else 1 + min(w, n - i * w))
-                for i in range(max(1, math.ceil(n / w)))]
-    return [(settings.system_prompt, n)]
 
 
 def reference_order(count: int, seed: int | None, shuffle: bool) -> list[int]:
@@ -74,8 +53,17 @@ class Aggregation:
     raises :class:`MoAError` naming the model and cause; the text that arrived is kept in the record.
     """
 
-    def __init__(self, backend, record, messages, settings, stream, layers=(), budget: Budget | None = None,
-                 references: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        backend,
+        record,
+        messages,
+        settings,
+        stream,
+        layers=(),
+        budget: Budget | None = None,
+        references: Sequence[str] = (),
+    ) -> None:
         self.backend, self.record, self.messages, self.references = backend, record, messages, references
         self.settings, self.stream, self.layers, self.budget = settings, stream, list(layers), budget
         self._started = False
@@ -84,8 +72,15 @@ class Aggregation:
         if self._started:
             raise RuntimeError("an Aggregation can be consumed once; call aggregate() again for a new answer")
         self._started = True
-        chunks = calls.chat(self.backend, self.record, self.messages, self.settings, stream=self.stream,
-                            budget=self.budget, references=self.references)
+        chunks = calls.chat(
+            self.backend,
+            self.record,
+            self.messages,
+            self.settings,
+            stream=self.stream,
+            budget=self.budget,
+            references=self.references,
+        )
         async with contextlib.aclosing(chunks):  # a consumer that stops early closes the call at once
             async for chunk in chunks:
                 yield chunk
@@ -101,7 +96,6 @@ class Aggregation:
         return self.record.text or ""
 
     def __iter__(self) -> Iterator[str]:
-        from ._sync import iterate
 
         return iterate(self.__aiter__())
 
@@ -116,13 +110,27 @@ class _Steps:
 
     def record(self, step: str) -> CallRecord:
         index = len(self.records)
-        record = CallRecord(self.layer, index, self.model, role="aggregator",  # the same layer and seeds as aggregate()
-                            seed=call_seed(self.settings.seed, self.layer, index), step=step)
+        record = CallRecord(
+            self.layer,
+            index,
+            self.model,
+            role="aggregator",  # the same layer and seeds as aggregate()
+            seed=call_seed(self.settings.seed, self.layer, index),
+            step=step,
+        )
         self.records.append(record)
         return record
 
-    async def call(self, step: str, instructions: str, answers: Sequence[str], numbers: Sequence[int],
-                   last: bool, shuffle: bool = True, first: str | None = None) -> CallRecord:
+    async def call(
+        self,
+        step: str,
+        instructions: str,
+        answers: Sequence[str],
+        numbers: Sequence[int],
+        last: bool,
+        shuffle: bool = True,
+        first: str | None = None,
+    ) -> CallRecord:
         """One call reading ``answers`` (whose numbers in the layer are ``numbers``), after ``first`` (the
         running synthesis) if given; streamed to ``on_chunk`` when it is the ``last``."""
         record = self.record(step)
@@ -132,8 +140,9 @@ class _Steps:
         messages = [{"role": "user", "content": self.prompt}]
         if shown:
             messages.insert(0, {"role": "system", "content": references_prompt(instructions, shown)})
-        aggregation = Aggregation(self.backend, record, messages, self.settings, self.stream and last, budget=self.budget,
-                                  references=shown)
+        aggregation = Aggregation(
+            self.backend, record, messages, self.settings, self.stream and last, budget=self.budget, references=shown
+        )
         try:
             async with contextlib.aclosing(aggregation.__aiter__()) as chunks:  # closed here even if on_chunk raises
                 async for chunk in chunks:
@@ -198,48 +207,70 @@ async def combine_layer(
         w, text = settings.window, None
         windows = max(1, math.ceil(n / w))
         for i in range(windows):
-            part = numbers[i * w:(i + 1) * w]
+            part = numbers[i * w : (i + 1) * w]
             step = f"window {i + 1} of {windows}" + (", with the synthesis so far" if text is not None else "")
-            record = await run.call(step, settings.system_prompt, [answers[k - 1] for k in part], part,
-                                    last=i == windows - 1, first=text)
+            record = await run.call(
+                step, settings.system_prompt, [answers[k - 1] for k in part], part, last=i == windows - 1, first=text
+            )
             text = record.text or ""
-        return Combination("sequential", run.records, text or "", numbers, f"{n} answers read {w} at a time in "
-                           f"{windows} calls")
+        return Combination(
+            "sequential", run.records, text or "", numbers, f"{n} answers read {w} at a time in {windows} calls"
+        )
     instructions, what = (SELECT_PROMPT, "select") if mode == "select" else (RANK_PROMPT, "rank")
     record = await run.call(what, instructions, answers, numbers, last=False)
     shown = record.references or numbers
     picked = [shown[i - 1] for i in _numbers_in(record.text or "", n)]  # as numbered in the layer
     if not picked:
-        record.error = (f"its reply names no reference (a number from 1 to {n}): "
-                        f"{(record.text or '')[:120]!r}")
+        record.error = f"its reply names no reference (a number from 1 to {n}): {(record.text or '')[:120]!r}"
         raise run.failed(f"the aggregator's {what} reply could not be read", record)
     if mode == "select":
         run.final(answers[picked[0] - 1])
-        return Combination("select", run.records, answers[picked[0] - 1], picked[:1],
-                           f"{record.model} chose reference {picked[0]} of {n}")
-    top = (picked + [k for k in numbers if k not in picked])[:settings.top_k]
-    final = await run.call(f"synthesize top {len(top)}", settings.system_prompt, [answers[k - 1] for k in top], top,
-                           last=True, shuffle=False)
+        return Combination(
+            "select",
+            run.records,
+            answers[picked[0] - 1],
+            picked[:1],
+            f"{record.model} chose reference {picked[0]} of {n}",
+        )
+    top = (picked + [k for k in numbers if k not in picked])[: settings.top_k]
+    final = await run.call(
+        f"synthesize top {len(top)}",
+        settings.system_prompt,
+        [answers[k - 1] for k in top],
+        top,
+        last=True,
+        shuffle=False,
+    )
     ranked = " > ".join(map(str, picked))
-    return Combination("rank", run.records, final.text or "", top,
-                       f"ranked {ranked}" + (" (the rest unranked, in their order)" if len(picked) < n else "")
-                       + f"; synthesized the top {len(top)}: {', '.join(map(str, top))}")
+    return Combination(
+        "rank",
+        run.records,
+        final.text or "",
+        top,
+        f"ranked {ranked}"
+        + (" (the rest unranked, in their order)" if len(picked) < n else "")
+        + f"; synthesized the top {len(top)}: {', '.join(map(str, top))}",
+    )
 
 
 def _vote(run: _Steps, answers: Sequence[str]) -> Combination:
     stated = [final_answer(a) for a in answers]
     counts = Counter(s[1] for s in stated if s is not None)
     if not counts:
-        raise run.failed(f"vote: none of the {len(answers)} answers states a final answer (a number, a letter, "
-                         "or a short text); use combine='synthesize' or 'select' for open questions")
+        raise run.failed(
+            f"vote: none of the {len(answers)} answers states a final answer (a number, a letter, "
+            "or a short text); use combine='synthesize' or 'select' for open questions"
+        )
     order = [s[1] for s in stated if s is not None]
     best = max(counts.values())
     winner = next(value for value in order if counts[value] == best)  # a tie: the first to appear
     chosen = [i + 1 for i, s in enumerate(stated) if s is not None and s[1] == winner]
     text = next(s[0] for s in stated if s is not None and s[1] == winner)
     tied = [value for value in counts if counts[value] == best and value != winner]
-    note = (f"{text!r} by {best} of {len(answers)} answers"
-            + (f" ({len(answers) - len(order)} stated none)" if len(order) < len(answers) else "")
-            + (f"; a tie with {', '.join(map(repr, tied))}: the first to appear wins" if tied else ""))
+    note = (
+        f"{text!r} by {best} of {len(answers)} answers"
+        + (f" ({len(answers) - len(order)} stated none)" if len(order) < len(answers) else "")
+        + (f"; a tie with {', '.join(map(repr, tied))}: the first to appear wins" if tied else "")
+    )
     run.final(text)
     return Combination("vote", [], text, chosen, note)

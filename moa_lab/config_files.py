@@ -30,8 +30,10 @@ def _yaml_loader():
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
                 if key in seen:
-                    raise DuplicateKey(f"the name {key!r} is given twice in one mapping (line {seen[key]} and line "
-                                       f"{key_node.start_mark.line + 1})")
+                    raise DuplicateKey(
+                        f"the name {key!r} is given twice in one mapping (line {seen[key]} and line "
+                        f"{key_node.start_mark.line + 1})"
+                    )
                 seen[key] = key_node.start_mark.line + 1
             return super().construct_mapping(node, deep=deep)
 

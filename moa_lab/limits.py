@@ -12,8 +12,8 @@ import contextlib
 import heapq
 import itertools
 import time
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Iterator
 
 
 class CallLimiter:

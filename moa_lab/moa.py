@@ -7,25 +7,35 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
-from . import calls
-from .backends import Backend
-from .budget import Budget, BudgetExceeded, check_budget
-from .combine import Aggregation, call_seed, combine_layer, reference_order
-from .prompts import build_messages
-from .records import CallRecord, Combination, LayerResult, MoAError, MoAResult
-from .plan import RunPlan, plan_run, resolve
-from .settings import Settings
-from .similarity import mean_similarity, most_different
-from .validation import (check_answers, check_layer, check_min_ok, check_models, check_prompt, check_quorum,
-                         check_references)
+from moa_lab import calls
+from moa_lab.backends import Backend
+from moa_lab.budget import Budget, BudgetExceeded
+from moa_lab.combine import Aggregation, call_seed, combine_layer, reference_order
+from moa_lab.estimate import check_budget
+from moa_lab.plan import RunPlan, plan_run, resolve
+from moa_lab.prompts import build_messages
+from moa_lab.records import CallRecord, Combination, LayerResult, MoAError
+from moa_lab.results import MoAResult
+from moa_lab.settings import Settings
+from moa_lab.similarity import mean_similarity, most_different
+from moa_lab.validation import (
+    check_answers,
+    check_layer,
+    check_min_ok,
+    check_models,
+    check_prompt,
+    check_quorum,
+    check_references,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from .settings import Options
+    from moa_lab.settings import Options
 
 OnCall = Callable[[CallRecord], None]
 
@@ -39,7 +49,7 @@ async def run_layer(
     plan: RunPlan | Settings | None = None,
     backend: Backend | str | None = None,
     on_call: OnCall | None = None,
-    **options: "Unpack[Options]",
+    **options: Unpack[Options],
 ) -> LayerResult:
     """One proposer layer: ``len(models)`` calls, all at once (concurrently).
 
@@ -71,10 +81,12 @@ async def run_layer(
     return await _layer(prompt, models, previous, layer, backend, settings, on_call, budget)
 
 
-async def _layer(prompt, models, previous, layer: int, backend: Backend, settings: Settings, on_call,
-                 budget: Budget | None = None) -> LayerResult:
-    result = LayerResult(layer, [CallRecord(layer, i, m, seed=call_seed(settings.seed, layer, i))
-                                 for i, m in enumerate(models)])
+async def _layer(
+    prompt, models, previous, layer: int, backend: Backend, settings: Settings, on_call, budget: Budget | None = None
+) -> LayerResult:
+    result = LayerResult(
+        layer, [CallRecord(layer, i, m, seed=call_seed(settings.seed, layer, i)) for i, m in enumerate(models)]
+    )
     roles = settings.roles or ()
 
     async def one(record: CallRecord) -> None:
@@ -112,8 +124,7 @@ async def _layer(prompt, models, previous, layer: int, backend: Backend, setting
         result.kept = most_different(result.answers, settings.max_references, settings.similarity)
     if len(result.answers) < settings.min_ok:
         raise MoAError(
-            f"layer {layer}: only {len(result.answers)} of {len(models)} proposers answered "
-            f"(min_ok={settings.min_ok})",
+            f"layer {layer}: only {len(result.answers)} of {len(models)} proposers answered (min_ok={settings.min_ok})",
             failures=result.failures,
             layers=[result],
         )
@@ -145,7 +156,7 @@ def aggregate(
     stream: bool = True,
     plan: RunPlan | Settings | None = None,
     backend: Backend | str | None = None,
-    **options: "Unpack[Options]",
+    **options: Unpack[Options],
 ) -> Aggregation:
     """The final call: ``model`` gets ``system_prompt`` with the numbered ``answers``, and the user prompt.
     (This is ``combine="synthesize"``; :func:`combine_answers` does every mode.)
@@ -157,8 +168,7 @@ def aggregate(
     :func:`run_layer` (``plan``, then ``options``). One model call (none when the answer is cached).
     """
     backend, settings, model, answers, layer, budget = _last_step(prompt, answers, model, layer, plan, backend, options)
-    record = CallRecord(layer, 0, model, role="aggregator", seed=call_seed(settings.seed, layer, 0),
-                        step="synthesize")
+    record = CallRecord(layer, 0, model, role="aggregator", seed=call_seed(settings.seed, layer, 0), step="synthesize")
     order = reference_order(len(answers), record.seed, settings.shuffle_references)
     record.references = [i + 1 for i in order] if answers else None
     shown = [answers[i] for i in order]
@@ -192,7 +202,7 @@ async def combine_answers(
     backend: Backend | str | None = None,
     on_chunk: Callable[[str], None] | None = None,
     on_call: OnCall | None = None,
-    **options: "Unpack[Options]",
+    **options: Unpack[Options],
 ) -> Combination:
     """The last layer as its own step: ``answers`` combined by ``model`` the ``combine`` way of ``plan`` (or of
     ``options``): ``"synthesize"`` is :func:`aggregate`; see :mod:`moa_lab.combine` for the others. Returns a
@@ -201,8 +211,18 @@ async def combine_answers(
     one after another, the last streamed to ``on_chunk``."""
     backend, settings, model, answers, layer, budget = _last_step(prompt, answers, model, layer, plan, backend, options)
     check_references(replace(settings, max_references=None), [len(answers)] if answers else [])
-    return await combine_layer(prompt, answers, model, layer=layer, backend=backend, settings=settings, stream=stream,
-                               on_chunk=on_chunk, on_call=on_call, budget=budget)
+    return await combine_layer(
+        prompt,
+        answers,
+        model,
+        layer=layer,
+        backend=backend,
+        settings=settings,
+        stream=stream,
+        on_chunk=on_chunk,
+        on_call=on_call,
+        budget=budget,
+    )
 
 
 async def run_moa(
@@ -216,7 +236,7 @@ async def run_moa(
     backend: Backend | str | None = None,
     on_call: OnCall | None = None,
     on_chunk: Callable[[str], None] | None = None,
-    **options: "Unpack[Options]",
+    **options: Unpack[Options],
 ) -> MoAResult:
     """The whole MoA: ``layers - 1`` proposer layers, then the aggregator (``layers=3`` is the seed's
     "3 layers": proposers, one refinement layer, aggregator; ``layers=1`` is the aggregator alone).
@@ -271,9 +291,19 @@ async def run_plan(
             stopped = early_stop_reason(layer, plan)
             if stopped:
                 break
-    combination = await combine_layer(plan.prompt, previous or [], plan.aggregator, layer=len(done) + 1,
-                                        backend=backend, settings=settings, stream=stream, on_chunk=on_chunk,
-                                        on_call=on_call, budget=budget, layers=done)
+    combination = await combine_layer(
+        plan.prompt,
+        previous or [],
+        plan.aggregator,
+        layer=len(done) + 1,
+        backend=backend,
+        settings=settings,
+        stream=stream,
+        on_chunk=on_chunk,
+        on_call=on_call,
+        budget=budget,
+        layers=done,
+    )
     final = combination.calls[-1] if combination.calls else None
     return MoAResult(plan.prompt, done, final, time.perf_counter() - t0, combination, stopped)
 
@@ -287,5 +317,7 @@ def early_stop_reason(layer: LayerResult, plan: RunPlan) -> str | None:
         return None
     measure = "lexical" if settings.similarity is None else getattr(settings.similarity, "__name__", "the given")
     skipped = f"layer {layer.layer + 1}" if layer.layer + 1 == layers else f"layers {layer.layer + 1}-{layers}"
-    return (f"early stop after layer {layer.layer}: its {len(layer.answers)} answers were {alike:.2f} alike (mean "
-            f"pairwise {measure} similarity >= early_stop {settings.early_stop:g}); proposer {skipped} skipped")
+    return (
+        f"early stop after layer {layer.layer}: its {len(layer.answers)} answers were {alike:.2f} alike (mean "
+        f"pairwise {measure} similarity >= early_stop {settings.early_stop:g}); proposer {skipped} skipped"
+    )

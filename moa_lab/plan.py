@@ -5,25 +5,43 @@ in which layer, and the call settings. ``run_moa`` uses it; notebooks show it ri
 from __future__ import annotations
 
 import pprint
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .backends import Backend, get_backend
-from .prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_ZH
-from .settings import DEFAULTS, Settings
-from .validation import (check_min_ok, check_models, check_prompt, check_quorum, check_references, check_settings,
-                         layer_plan)
+from moa_lab.backends import Backend, get_backend
+from moa_lab.prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_ZH
+from moa_lab.settings import DEFAULTS, Settings, passed_on, steps
+from moa_lab.validation import (
+    check_min_ok,
+    check_models,
+    check_prompt,
+    check_quorum,
+    check_references,
+    check_settings,
+    layer_plan,
+)
 
 #: The settings of the variants (how the last layer combines, what proposers see, early stop, budgets), in order.
-VARIANT_SETTINGS = ("combine", "top_k", "window", "roles", "shuffle_references", "max_references", "early_stop",
-                    "similarity", "max_cost", "max_tokens_total")
+VARIANT_SETTINGS = (
+    "combine",
+    "top_k",
+    "window",
+    "roles",
+    "shuffle_references",
+    "max_references",
+    "early_stop",
+    "similarity",
+    "max_cost",
+    "max_tokens_total",
+)
 #: What a batch's settings id leaves out: a resume may raise the budget.
 BUDGET_SETTINGS = ("max_cost", "max_tokens_total")
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from .settings import Options
+    from moa_lab.settings import Options
 
 
 _BACKEND_ENV = {  # how a notebook run by papermill gets the same backend
@@ -56,7 +74,6 @@ class RunPlan:
         """Model calls the run makes, at most (an early stop makes fewer; cached answers cost none): every
         proposer, then the last layer's for its ``combine`` mode (a vote: none; ``rank``: 2; ``sequential``:
         one per window)."""
-        from .combine import passed_on, steps
 
         last = passed_on(self.settings, len(self.proposers[-1])) if self.proposers else 0
         return sum(len(models) for models in self.proposers) + len(steps(self.settings, last))
@@ -114,9 +131,11 @@ class RunPlan:
         """:meth:`to_parameters` as Python source: ``parameters = {...}``, and how to run notebook 02 with them."""
         params = pprint.pformat(self.to_parameters(), sort_dicts=False, width=110)
         backend = _BACKEND_ENV[self.backend.kind].format(url=self.backend.base_url)
-        return (f"parameters = {params}\n"
-                "# papermill.execute_notebook('notebooks/02_three_layer_moa.ipynb', 'runs/out.ipynb', "
-                f"parameters=parameters)\n# backend: {backend}")
+        return (
+            f"parameters = {params}\n"
+            "# papermill.execute_notebook('notebooks/02_three_layer_moa.ipynb', 'runs/out.ipynb', "
+            f"parameters=parameters)\n# backend: {backend}"
+        )
 
     def to_code(self) -> str:
         """The run as one ``run_moa(...)`` call, ready to paste in a notebook cell (top-level ``await``).
@@ -143,9 +162,14 @@ class RunPlan:
             lines.append(f"layer {self.layers}: aggregator {self.aggregator} (streamed)")
         else:
             last = self.calls - sum(map(len, self.proposers))
-            lines.append(f"layer {self.layers}: combine={mode!r}, " + (
-                "no call (a majority of the stated answers)" if mode == "vote" else
-                f"aggregator {self.aggregator}, {last} call(s) one after another"))
+            lines.append(
+                f"layer {self.layers}: combine={mode!r}, "
+                + (
+                    "no call (a majority of the stated answers)"
+                    if mode == "vote"
+                    else f"aggregator {self.aggregator}, {last} call(s) one after another"
+                )
+            )
         lines.append(
             f"{self.calls} model calls in {self.layers} sequential step(s); temperature {self.temperature:g}, "
             f"max_tokens {self.max_tokens}, seed {self.seed}"
@@ -157,7 +181,7 @@ class RunPlan:
         printer.text(str(self))
 
 
-def resolve(plan: "RunPlan | Settings | None", backend: Backend | str | None, options: dict) -> tuple[Backend, Settings]:
+def resolve(plan: RunPlan | Settings | None, backend: Backend | str | None, options: dict) -> tuple[Backend, Settings]:
     """The backend and checked settings of one step: ``options`` change ``plan``'s settings (a plan, a
     :class:`Settings`, or None for the defaults); ``backend`` None takes the plan's, else the environment's."""
     base = plan.settings if isinstance(plan, RunPlan) else plan
@@ -167,16 +191,23 @@ def resolve(plan: "RunPlan | Settings | None", backend: Backend | str | None, op
     return backend, check_settings(base, options, backend.default_max_tokens)
 
 
-def from_plan(plan: "RunPlan | None", proposers, aggregator, arguments: dict) -> tuple[Any, Any, dict]:
+def from_plan(plan: RunPlan | None, proposers, aggregator, arguments: dict) -> tuple[Any, Any, dict]:
     """``plan`` as the template of other prompts' runs (a batch, an estimate): its proposers, aggregator,
     settings and backend, where the arguments do not give them; the arguments as they are without a plan."""
     if plan is None:
         return proposers, aggregator, arguments
     if not isinstance(plan, RunPlan):
         raise ValueError(f"plan must be a RunPlan (from plan_run), got {plan!r}")
-    return (plan.proposers if proposers is None else proposers, plan.aggregator if aggregator is None else aggregator,
-            {"settings": plan.settings, "backend": plan.backend,
-             **({"layers": plan.layers} if proposers is None else {}), **arguments})
+    return (
+        plan.proposers if proposers is None else proposers,
+        plan.aggregator if aggregator is None else aggregator,
+        {
+            "settings": plan.settings,
+            "backend": plan.backend,
+            **({"layers": plan.layers} if proposers is None else {}),
+            **arguments,
+        },
+    )
 
 
 def plan_run(
@@ -187,7 +218,7 @@ def plan_run(
     layers: int | None = None,
     settings: Settings | None = None,
     backend: Backend | str | None = None,
-    **options: "Unpack[Options]",
+    **options: Unpack[Options],
 ) -> RunPlan:
     """Check every setting of a run and resolve the defaults; raises ValueError naming a bad value.
 

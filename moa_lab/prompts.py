@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 #: The paper's aggregate-and-synthesize prompt (Wang et al. 2024, Table 1), in English.
 AGGREGATOR_PROMPT_EN = (
@@ -57,8 +57,9 @@ DECEPTIVE_ROLE = (
 )
 
 
-def build_messages(prompt: str, previous: Sequence[str] | None, system_prompt: str,
-                   role: str | None = None) -> list[dict[str, str]]:
+def build_messages(
+    prompt: str, previous: Sequence[str] | None, system_prompt: str, role: str | None = None
+) -> list[dict[str, str]]:
     """The chat messages of one call: the user prompt alone in layer 1, with the references after it.
     ``role`` (a proposer's own system prompt) comes first in the system message."""
     messages = [{"role": "user", "content": prompt}]

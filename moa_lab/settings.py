@@ -8,15 +8,17 @@ value; new options join :class:`Settings` rather than every signature.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Optional, Sequence, TypedDict, Union
+from typing import TYPE_CHECKING, TypedDict, Union
 
-from .prompts import AGGREGATOR_PROMPT
-from .similarity import Similarity
+from moa_lab.prompts import AGGREGATOR_PROMPT, RANK_PROMPT, SELECT_PROMPT
+from moa_lab.similarity import Similarity
 
 if TYPE_CHECKING:
-    from .cache import ResponseCache
+    from moa_lab.cache import ResponseCache
 
 CacheSpec = Union[bool, str, "os.PathLike[str]", "ResponseCache", None]
 
@@ -67,11 +69,11 @@ class Settings:
     combine: str = "synthesize"
     top_k: int = 2
     window: int = 2
-    roles: Optional[Sequence[Optional[str]]] = None
+    roles: Sequence[str | None] | None = None
     shuffle_references: bool = False
     max_references: int | None = None
     early_stop: float | None = None
-    similarity: Optional[Similarity] = field(default=None, compare=False)
+    similarity: Similarity | None = field(default=None, compare=False)
     max_cost: float | None = None
     max_tokens_total: int | None = None
 
@@ -106,3 +108,27 @@ class Options(TypedDict, total=False):
     similarity: Similarity | None
     max_cost: float | None
     max_tokens_total: int | None
+
+
+def passed_on(settings: Settings, answers: int) -> int:
+    """How many of a layer's ``answers`` the next layer reads (``max_references``)."""
+    return min(answers, settings.max_references or answers)
+
+
+def steps(settings: Settings, references: int) -> list[tuple[str, int]]:
+    """The last layer's calls for ``references`` answers, as ``(instructions, references read)``; none for a
+    vote. :func:`moa_lab.estimate` bounds each; ``len(steps(...))`` is the last layer's calls."""
+    mode, n = settings.combine, references
+    if mode == "select":
+        return [(SELECT_PROMPT, n)]
+    if mode == "rank":
+        return [(RANK_PROMPT, n), (settings.system_prompt, min(settings.top_k, n))]
+    if mode == "vote":
+        return []
+    if mode == "sequential":
+        w = settings.window
+        return [
+            (settings.system_prompt, min(w, n) if i == 0 else 1 + min(w, n - i * w))
+            for i in range(max(1, math.ceil(n / w)))
+        ]
+    return [(settings.system_prompt, n)]

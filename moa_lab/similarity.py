@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 Similarity = Callable[[str, str], float]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
-from .records import CallRecord
+from moa_lab.records import CallRecord
 
 COLUMNS = ("layer", "model", "status", "seconds", "queued", "prompt_tokens", "completion_tokens", "attempts", "error")
 

@@ -24,9 +24,11 @@ def surrogate_error(text: str, what: str) -> str | None:
     at = find_surrogate(text)
     if at is None:
         return None
-    return (f"{what} holds a lone surrogate (U+{ord(text[at]):04X} at character {at}), which is not valid Unicode "
-            "and cannot be sent to a model; repair the text first, e.g. text.encode('utf-8', 'replace')"
-            ".decode('utf-8')")
+    return (
+        f"{what} holds a lone surrogate (U+{ord(text[at]):04X} at character {at}), which is not valid Unicode "
+        "and cannot be sent to a model; repair the text first, e.g. text.encode('utf-8', 'replace')"
+        ".decode('utf-8')"
+    )
 
 
 def repair(text: str) -> str:

@@ -4,21 +4,18 @@ Prices are USD per million tokens, ``(input, output)`` per model. The defaults a
 serverless prices for the seed's models (together.ai/pricing, as listed in 2024: check the page for today's)
 and zero for the bundled local models. Set your own with :func:`set_prices`, or pass ``prices=`` to any
 function here. A model with no price gives no cost (counted in ``unpriced``), never a made-up one. A cached
-answer costs nothing: no call was made.
+answer costs nothing: no call was made. The bound of a run before it runs is :mod:`moa_lab.estimate`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
-from .config_files import loads
-from .records import CallRecord
-
-if TYPE_CHECKING:
-    from .plan import RunPlan
+from moa_lab.config_files import loads
+from moa_lab.records import CallRecord
 
 #: USD per million tokens (input, output).
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
@@ -43,11 +40,17 @@ def check_prices(prices: Mapping) -> dict[str, tuple[float, float]]:
     out = {}
     for model, price in prices.items():
         pair = (price, price) if isinstance(price, (int, float)) else price
-        ok = (isinstance(model, str) and isinstance(pair, (list, tuple)) and len(pair) == 2
-              and all(isinstance(p, (int, float)) and not isinstance(p, bool) and p >= 0 for p in pair))
+        ok = (
+            isinstance(model, str)
+            and isinstance(pair, (list, tuple))
+            and len(pair) == 2
+            and all(isinstance(p, (int, float)) and not isinstance(p, bool) and p >= 0 for p in pair)
+        )
         if not ok:
-            raise ValueError(f"the price of {model!r} must be a number >= 0 or a pair (input, output) of them, "
-                             f"in USD per million tokens; got {price!r}")
+            raise ValueError(
+                f"the price of {model!r} must be a number >= 0 or a pair (input, output) of them, "
+                f"in USD per million tokens; got {price!r}"
+            )
         out[model] = (float(pair[0]), float(pair[1]))
     return out
 
@@ -128,18 +131,36 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     @classmethod
-    def from_dict(cls, totals: Mapping) -> "Usage":
+    def from_dict(cls, totals: Mapping) -> Usage:
         """The totals a batch line or a run's JSON summary holds (``calls``, ``cached_calls``, ``failed_calls``,
         ``prompt_tokens``, ``completion_tokens``, ``cost``, ``unpriced_calls``: :func:`moa_lab.records.trace_dict`)
         as a Usage, without re-summing the calls."""
         calls, cached = totals["calls"], totals["cached_calls"]
-        return cls(calls, totals.get("model_calls", calls - cached), cached, totals["failed_calls"],
-                   totals.get("straggler_calls", 0), totals["prompt_tokens"], totals["completion_tokens"],
-                   totals["cost"], totals["unpriced_calls"], list(totals.get("unpriced_models", [])))
+        return cls(
+            calls,
+            totals.get("model_calls", calls - cached),
+            cached,
+            totals["failed_calls"],
+            totals.get("straggler_calls", 0),
+            totals["prompt_tokens"],
+            totals["completion_tokens"],
+            totals["cost"],
+            totals["unpriced_calls"],
+            list(totals.get("unpriced_models", [])),
+        )
 
-    def add(self, other: "Usage") -> "Usage":
-        for name in ("calls", "model_calls", "cached", "failed", "stragglers", "prompt_tokens", "completion_tokens",
-                     "cost", "unpriced"):
+    def add(self, other: Usage) -> Usage:
+        for name in (
+            "calls",
+            "model_calls",
+            "cached",
+            "failed",
+            "stragglers",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost",
+            "unpriced",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.unpriced_models = sorted(set(self.unpriced_models) | set(other.unpriced_models))
         return self
@@ -147,8 +168,10 @@ class Usage:
     def __str__(self) -> str:
         cost = f"≈ ${self.cost:.4f}" + (f" (+{self.unpriced} call(s) without a price)" if self.unpriced else "")
         stragglers = f", {self.stragglers} straggler(s) cancelled" if self.stragglers else ""
-        return (f"{self.calls} calls ({self.cached} from the cache, {self.failed} failed{stragglers}), "
-                f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens, {cost}")
+        return (
+            f"{self.calls} calls ({self.cached} from the cache, {self.failed} failed{stragglers}), "
+            f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens, {cost}"
+        )
 
 
 def usage(calls: Iterable[CallRecord], prices: Mapping | None = None) -> Usage:
@@ -176,25 +199,6 @@ def usage(calls: Iterable[CallRecord], prices: Mapping | None = None) -> Usage:
     return total
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """Before a run: how many model calls it makes, and upper bounds of its tokens and cost (every answer at
-    ``max_tokens``; prompts counted as one token per UTF-8 byte, plus the chat template's tokens)."""
-
-    prompts: int
-    calls: int
-    max_prompt_tokens: int
-    max_completion_tokens: int
-    max_cost: float | None  # None: some model has no price
-    unpriced_models: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        cost = f"≤ ${self.max_cost:.4f}" if self.max_cost is not None else \
-            f"unknown (no price for {', '.join(self.unpriced_models)})"
-        return (f"{self.prompts} prompt(s): {self.calls} model calls, ≤ {self.max_prompt_tokens} prompt tokens, "
-                f"≤ {self.max_completion_tokens} completion tokens, cost {cost}")
-
-
 def _bytes(text: str) -> int:
     return len(text.encode("utf-8"))
 
@@ -212,73 +216,3 @@ def call_bound(messages: Sequence[Mapping[str, str]], references: Sequence[str] 
     if limit:
         tokens -= sum(max(0, _bytes(answer) - limit) for answer in references)
     return tokens
-
-
-def _system_bound(instructions: str, references: int, limit: int, role: str | None = None) -> int:
-    """The bound of a system message: ``role``, then ``instructions`` with ``references`` answers of at most
-    ``limit`` tokens each, numbered (none of either: no system message)."""
-    tokens = _bytes(role) + 2 if role else 0
-    if references:
-        tokens += _bytes(instructions) + references * (limit + len(f"{references}. \n"))
-    return tokens + TEMPLATE_TOKENS_PER_MESSAGE if tokens else 0
-
-
-def call_bounds(plan: "RunPlan") -> list[tuple[str, int, int]]:
-    """Every call a run may make, as ``(model, prompt tokens, completion tokens)`` bounds, in order: each proposer
-    layer (with its roles, reading what the layer before passes on), then the last layer's calls for its
-    ``combine`` mode (see :func:`moa_lab.combine.steps`). An early stop only makes fewer."""
-    from .combine import passed_on, steps
-
-    settings, limit = plan.settings, plan.max_tokens or 0
-    user = _bytes(plan.prompt) + TEMPLATE_TOKENS_PER_REQUEST + TEMPLATE_TOKENS_PER_MESSAGE
-    roles, out, previous = settings.roles or (), [], 0
-    for models in plan.proposers:
-        for i, model in enumerate(models):
-            role = roles[i] if i < len(roles) else None
-            out.append((model, user + _system_bound(settings.system_prompt, previous, limit, role), limit))
-        previous = passed_on(settings, len(models))
-    for instructions, references in steps(settings, previous):
-        out.append((plan.aggregator, user + _system_bound(instructions, references, limit), limit))
-    return out
-
-
-def estimate(
-    prompt: "str | Sequence[str] | RunPlan",
-    proposers=None,
-    aggregator: str | None = None,
-    *,
-    prices: Mapping | None = None,
-    plan: "RunPlan | None" = None,
-    **settings,
-) -> Estimate:
-    """How many calls a run (or a batch: a list of prompts) makes, with upper bounds of tokens and cost.
-    Arguments as for :func:`moa_lab.plan_run` (or one :class:`~moa_lab.RunPlan`; ``plan=``: a plan's models and
-    settings for every prompt); no model is called. Every ``combine`` mode's calls are counted (a vote makes
-    none; ``"rank"`` two; ``"sequential"`` one per window), and what ``roles`` and ``max_references`` change.
-
-    The bound: each answer has at most ``max_tokens`` tokens; a prompt has at most one token per UTF-8 byte
-    (true of byte-level BPE and byte-fallback tokenizers) plus the chat template's few tokens; a previous answer
-    re-read by the next layer counts ``max_tokens`` again (exact for the same tokenizer).
-    """
-    from .plan import RunPlan, from_plan, plan_run
-
-    proposers, aggregator, settings = from_plan(plan, proposers, aggregator, settings)
-    prompts = [prompt] if isinstance(prompt, (str, RunPlan)) else list(prompt)
-    if not prompts:
-        raise ValueError("estimate needs at least one prompt")
-    table = get_prices(prices)
-    calls = prompt_tokens = completion_tokens = 0
-    cost, unpriced = 0.0, set()
-    for item in prompts:
-        plan = item if isinstance(item, RunPlan) else plan_run(item, proposers, aggregator, **settings)
-        for model, tokens_in, tokens_out in call_bounds(plan):
-            calls += 1
-            prompt_tokens += tokens_in
-            completion_tokens += tokens_out
-            price = table.get(model)
-            if price is None:
-                unpriced.add(model)
-            else:
-                cost += (tokens_in * price[0] + tokens_out * price[1]) / 1e6
-    return Estimate(len(prompts), calls, prompt_tokens, completion_tokens, None if unpriced else cost,
-                    tuple(sorted(unpriced)))

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
-from typing import Sequence
-
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any
 
-from .cache import check_cache
-from .prompts import AGGREGATOR_PROMPT
-from .settings import COMBINE_MODES, DEFAULTS, NAMES, Settings
-from .unicode import surrogate_error
+from moa_lab.cache import check_cache
+from moa_lab.prompts import AGGREGATOR_PROMPT
+from moa_lab.settings import COMBINE_MODES, DEFAULTS, NAMES, Settings
+from moa_lab.unicode import surrogate_error
 
 
 def _is_int(value) -> bool:
@@ -88,8 +87,9 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def check_settings(base: Settings | None = None, options: Mapping[str, Any] | None = None,
-                   default_max_tokens: int | None = None) -> Settings:
+def check_settings(
+    base: Settings | None = None, options: Mapping[str, Any] | None = None, default_max_tokens: int | None = None
+) -> Settings:
     """``base`` (default: :data:`~moa_lab.settings.DEFAULTS`) changed by ``options`` (setting names as keys), every
     value checked (ValueError naming a bad one or an unknown name) and resolved: ``max_tokens=None`` takes
     ``default_max_tokens`` (the backend's), ``system_prompt=None`` the paper's prompt, ``cache`` the file to open
@@ -117,10 +117,17 @@ def check_settings(base: Settings | None = None, options: Mapping[str, Any] | No
     if s.deadline is not None and (not _number(s.deadline) or not 0 < s.deadline < math.inf):
         raise ValueError(f"deadline must be None (no deadline) or a positive number of seconds, got {s.deadline!r}")
     check_variant(s)
-    return replace(s, temperature=float(s.temperature), max_tokens=max_tokens, timeout=float(s.timeout),
-                   system_prompt=check_system_prompt(s.system_prompt), cache=check_cache(s.cache),
-                   roles=check_roles(s.roles), max_cost=None if s.max_cost is None else float(s.max_cost),
-                   early_stop=None if s.early_stop is None else float(s.early_stop))
+    return replace(
+        s,
+        temperature=float(s.temperature),
+        max_tokens=max_tokens,
+        timeout=float(s.timeout),
+        system_prompt=check_system_prompt(s.system_prompt),
+        cache=check_cache(s.cache),
+        roles=check_roles(s.roles),
+        max_cost=None if s.max_cost is None else float(s.max_cost),
+        early_stop=None if s.early_stop is None else float(s.early_stop),
+    )
 
 
 def check_variant(s: Settings) -> None:
@@ -135,8 +142,9 @@ def check_variant(s: Settings) -> None:
     if not isinstance(s.shuffle_references, bool):
         raise ValueError(f"shuffle_references must be True or False, got {s.shuffle_references!r}")
     if s.max_references is not None and (not _is_int(s.max_references) or s.max_references < 1):
-        raise ValueError(f"max_references must be None (pass on every answer) or an integer >= 1, got "
-                         f"{s.max_references!r}")
+        raise ValueError(
+            f"max_references must be None (pass on every answer) or an integer >= 1, got {s.max_references!r}"
+        )
     if s.early_stop is not None and (not _number(s.early_stop) or not 0 < s.early_stop <= 1):
         raise ValueError(f"early_stop must be None (never) or a similarity threshold in (0, 1], got {s.early_stop!r}")
     if s.similarity is not None and not callable(s.similarity):
@@ -165,21 +173,25 @@ def check_references(settings: Settings, sizes: Sequence[int]) -> None:
     """The variants' settings against a run's proposer layers (``sizes``: proposers per layer)."""
     mode = settings.combine
     if mode != "synthesize" and not sizes:
-        raise ValueError(f"combine={mode!r} combines the proposers' answers: it needs a proposer layer "
-                         "(layers >= 2)")
+        raise ValueError(f"combine={mode!r} combines the proposers' answers: it needs a proposer layer (layers >= 2)")
     fewest = min(sizes, default=0)
     last = sizes[-1] if sizes else 0
     k = settings.max_references
     if k is not None and sizes and k > fewest:
-        raise ValueError(f"max_references={k} is more than the references there are: the smallest layer has "
-                         f"{fewest} proposer(s)")
+        raise ValueError(
+            f"max_references={k} is more than the references there are: the smallest layer has {fewest} proposer(s)"
+        )
     if mode == "rank" and settings.top_k > min(last, k or last):
-        raise ValueError(f"top_k={settings.top_k} is more than the references ranked ({min(last, k or last)}, the "
-                         "last proposer layer's answers)")
+        raise ValueError(
+            f"top_k={settings.top_k} is more than the references ranked ({min(last, k or last)}, the "
+            "last proposer layer's answers)"
+        )
     if settings.roles is not None and sizes:
         if max(sizes) != len(settings.roles):
-            raise ValueError(f"roles gives {len(settings.roles)} system prompt(s), one per proposer, but the "
-                             f"largest layer has {max(sizes)} proposer(s)")
+            raise ValueError(
+                f"roles gives {len(settings.roles)} system prompt(s), one per proposer, but the "
+                f"largest layer has {max(sizes)} proposer(s)"
+            )
 
 
 def check_min_ok(min_ok, n_models: int) -> None:
@@ -190,8 +202,10 @@ def check_min_ok(min_ok, n_models: int) -> None:
 def check_quorum(quorum, n_models: int, min_ok: int) -> None:
     """``quorum``: None, or an integer from ``min_ok`` to the layer's proposers."""
     if quorum is not None and (not _is_int(quorum) or not min_ok <= quorum <= n_models):
-        raise ValueError(f"quorum must be None (wait for every proposer) or an integer from min_ok ({min_ok}) to the "
-                         f"number of proposers ({n_models}), got {quorum!r}")
+        raise ValueError(
+            f"quorum must be None (wait for every proposer) or an integer from min_ok ({min_ok}) to the "
+            f"number of proposers ({n_models}), got {quorum!r}"
+        )
 
 
 def check_seed(seed) -> None:
@@ -222,7 +236,7 @@ def check_output_path(path) -> Path | None:
     if path is None or path == "":
         return None
     if not isinstance(path, (str, os.PathLike)):
-        raise ValueError(f"output_path must be a file path or \"\" for none, got {path!r}")
+        raise ValueError(f'output_path must be a file path or "" for none, got {path!r}')
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"output_path {str(path)!r} is a folder; give a file path such as {str(path / 'run.json')!r}")

@@ -80,7 +80,7 @@ max_tokens_total = None  # a budget in tokens for the run; None: none
 
 # %%
 from moa_lab import check_output_path, plan_run
-from moa_lab.budget import check_budget
+from moa_lab.estimate import check_budget
 
 plan = plan_run(prompt, proposers, aggregator, layers=layers, temperature=temperature, max_tokens=max_tokens,
                 seed=seed, system_prompt=system_prompt, combine=combine, top_k=top_k, window=window, roles=roles,
@@ -100,7 +100,7 @@ plan
 
 # %%
 from moa_lab import run_layer
-from moa_lab.display import layer_table
+from moa_lab.views.display import layer_table
 
 first = await run_layer(prompt, plan.proposers[0], plan=plan)
 proposer_layers = [first]
@@ -119,7 +119,7 @@ layer_table(first)
 from IPython.display import Markdown, display
 
 from moa_lab import build_messages, early_stop_reason
-from moa_lab.display import messages_view
+from moa_lab.views.display import messages_view
 
 for number, models in enumerate(plan.proposers[1:], start=2):
     stop = early_stop_reason(proposer_layers[-1], plan)  # None unless early_stop is set and reached
@@ -165,7 +165,7 @@ else:  # a variant: select, rank, vote or sequential (README: Variants)
 
 # %%
 from moa_lab import MoAResult
-from moa_lab.display import plot_timeline, trace_table
+from moa_lab.views.display import plot_timeline, trace_table
 
 result = MoAResult(prompt, proposer_layers, combination=combination) if combination else \
     MoAResult(prompt, proposer_layers, final.record)

@@ -130,7 +130,7 @@ answers_view(tasks[0], runs)
 # never as a guess.
 
 # %%
-from moa_lab.display import messages_view
+from moa_lab.views.display import messages_view
 from moa_lab.evaluate import judge_messages
 
 first_open = next((t for t in tasks if not t.objective), None)

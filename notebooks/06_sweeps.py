@@ -58,7 +58,7 @@ output_dir: str = "runs/06_sweep"  # one folder per point, sweep.json, results.c
 # re-runs its aggregator once with the Chinese prompt).
 
 # %%
-from moa_lab.sweep import plan_sweep
+from moa_lab.sweeps import plan_sweep
 
 spec = {"parameters": {"prompt": prompt, "max_tokens": max_tokens}, "grid": grid, "seeds": seeds}
 sweep = plan_sweep(notebook, spec, output_dir)
@@ -74,7 +74,7 @@ print(sweep.describe())
 # exists. The progress bar counts points.
 
 # %%
-from moa_lab.sweep import run_sweep
+from moa_lab.sweeps import run_sweep
 
 summary = await run_sweep(notebook, spec, output_dir, jobs=jobs)
 print(summary)
@@ -98,7 +98,7 @@ table[["layers", "proposers", "seed", "status", "seconds", "calls", "tokens", "r
 # reads the layer before), so tokens and time grow with depth; the seeds change the samples, not the shape.
 
 # %%
-from moa_lab.sweep import plot_sweep
+from moa_lab.sweeps import plot_sweep
 
 plot_sweep(table, "layers", ["run_seconds", "tokens", "calls"])
 plot_sweep(table, "proposers", ["run_seconds", "tokens", "final_length"]);
@@ -111,7 +111,7 @@ plot_sweep(table, "proposers", ["run_seconds", "tokens", "final_length"]);
 # then this cell plots them against the tokens spent.
 
 # %%
-from moa_lab.sweep import plot_quality_vs_cost, quality_columns
+from moa_lab.sweeps import plot_quality_vs_cost, quality_columns
 
 if plot_quality_vs_cost(table) is None:
     print(f"no quality figure in {sweep.notebook.name}'s summaries: none of its {len(table.columns)} columns is a "

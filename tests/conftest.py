@@ -12,8 +12,16 @@ from fault_server import FaultServer  # noqa: E402
 import moa_lab  # noqa: E402
 
 MOA = [str(Path(sys.executable).parent / "moa-lab")]  # the CLI of the environment running the tests
-ENV = ("TOGETHER_API_KEY", "TOGETHER_BASE_URL", "MOA_LAB_MODEL_URLS", "MOA_LAB_PROPOSERS", "MOA_LAB_AGGREGATOR",
-       "MOA_LAB_BASE_URL", "MOA_LAB_API_KEY", "MOA_LAB_MODELS")
+ENV = (
+    "TOGETHER_API_KEY",
+    "TOGETHER_BASE_URL",
+    "MOA_LAB_MODEL_URLS",
+    "MOA_LAB_PROPOSERS",
+    "MOA_LAB_AGGREGATOR",
+    "MOA_LAB_BASE_URL",
+    "MOA_LAB_API_KEY",
+    "MOA_LAB_MODELS",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -74,8 +82,14 @@ def execute_notebook(name: str, folder: Path, **parameters):
     import papermill
 
     out = folder / f"{name}.out.ipynb"
-    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters,
-                               kernel_name="python3", cwd=str(folder), progress_bar=False)
+    papermill.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"),
+        str(out),
+        parameters=parameters,
+        kernel_name="python3",
+        cwd=str(folder),
+        progress_bar=False,
+    )
     return nbformat.read(out, as_version=4)
 
 
@@ -85,8 +99,9 @@ def check_table(path: Path, table: str) -> None:
     if os.environ.get("MOA_LAB_WRITE_TABLES"):
         path.write_text(table)
     print(table)
-    assert path.exists() and path.read_text() == table, f"{path.name} changed: see the diff, then rewrite it with " \
-        "MOA_LAB_WRITE_TABLES=1 if the change is meant"
+    assert path.exists() and path.read_text() == table, (
+        f"{path.name} changed: see the diff, then rewrite it with MOA_LAB_WRITE_TABLES=1 if the change is meant"
+    )
 
 
 def text_of(cell) -> str:

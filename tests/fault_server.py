@@ -39,7 +39,6 @@ import time
 from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-
 SSE = "text/event-stream"
 PING_EVERY = 0.1
 
@@ -71,7 +70,7 @@ class FaultServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
 
-    def script(self, model: str, *faults: str) -> "FaultServer":
+    def script(self, model: str, *faults: str) -> FaultServer:
         self.plan[model].extend(faults)
         return self
 
@@ -82,7 +81,7 @@ class FaultServer:
         """The Authorization header of every request, in order (None: none was sent)."""
         return [h.get("authorization") for h in self.headers]
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> FaultServer:
         self.thread.start()
         return self
 
@@ -104,8 +103,13 @@ def answer_text(body: dict) -> str:
 
 
 def _chunk_event(body: dict, delta: dict, finish: str | None = None) -> bytes:
-    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": body.get("model"),
-             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    chunk = {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": body.get("model"),
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
@@ -133,8 +137,14 @@ def _handler(server: FaultServer):
         def log_message(self, *args) -> None:
             pass
 
-        def _send(self, status: int, body: bytes, headers: dict | None = None, length: int | None = None,
-                  content_type: str = "application/json") -> None:
+        def _send(
+            self,
+            status: int,
+            body: bytes,
+            headers: dict | None = None,
+            length: int | None = None,
+            content_type: str = "application/json",
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body) if length is None else length))
@@ -236,8 +246,13 @@ def _handler(server: FaultServer):
                 self._start_chunked("application/json")
                 return self._wait_for_stop(every=PING_EVERY, beat=lambda: self._chunk(b" "))
             elif name == "stream-error" and stream:
-                error = {"error": {"message": "the model is overloaded, try again", "type": "server_error",
-                                   "code": int(arg or 503)}}
+                error = {
+                    "error": {
+                        "message": "the model is overloaded, try again",
+                        "type": "server_error",
+                        "code": int(arg or 503),
+                    }
+                }
                 self._start_chunked()
                 self._chunk(f"data: {json.dumps(error)}\n\n".encode())
                 return self._end_chunked()
@@ -254,11 +269,18 @@ def _handler(server: FaultServer):
             counted = int(arg) if name == "tokens" else len(text.split())
             if stream:
                 return self._stream(body, text, name, float(arg) if name == "trickle" and arg else 0.02, counted)
-            payload = json.dumps({
-                "id": "x", "object": "chat.completion", "created": 0, "model": body.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 7, "completion_tokens": counted, "total_tokens": 7 + counted},
-            }).encode()
+            payload = json.dumps(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body.get("model"),
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": counted, "total_tokens": 7 + counted},
+                }
+            ).encode()
             if name == "cut":
                 self._send(200, payload[: len(payload) // 2], length=len(payload))
                 return self._drop()
@@ -276,16 +298,26 @@ def _handler(server: FaultServer):
                     return self._drop()
                 if i == len(data) - 1:
                     self._leave()
-                write(data[i:i + 1])
+                write(data[i : i + 1])
 
         def _stream(self, body: dict, text: str, fault: str, every: float, counted: int) -> None:
             words = text.split(" ")
             events = [_chunk_event(body, {"role": "assistant", "content": ""})]
-            events += [_chunk_event(body, {"content": w + ("" if i == len(words) - 1 else " ")},
-                                    "stop" if i == len(words) - 1 else None) for i, w in enumerate(words)]
+            events += [
+                _chunk_event(
+                    body, {"content": w + ("" if i == len(words) - 1 else " ")}, "stop" if i == len(words) - 1 else None
+                )
+                for i, w in enumerate(words)
+            ]
             usage = {"prompt_tokens": 7, "completion_tokens": counted, "total_tokens": 7 + counted}
-            done = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": body.get("model"),
-                    "choices": [], "usage": usage}
+            done = {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": body.get("model"),
+                "choices": [],
+                "usage": usage,
+            }
             events.append(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
             self._start_chunked()
             if fault == "trickle":
@@ -298,8 +330,12 @@ def _handler(server: FaultServer):
                     return self._wait_for_stop()
                 if i == 3 and fault == "ping-mid":
                     beats = iter(range(10**9))
-                    return self._wait_for_stop(every=PING_EVERY, beat=lambda: self._chunk(
-                        b": ping\n\n" if next(beats) % 2 else _chunk_event(body, {"content": ""})))
+                    return self._wait_for_stop(
+                        every=PING_EVERY,
+                        beat=lambda beats=beats: self._chunk(
+                            b": ping\n\n" if next(beats) % 2 else _chunk_event(body, {"content": ""})
+                        ),
+                    )
                 if i == len(events) - 1:
                     return self._end_chunked_with(event)
                 self._chunk(event)

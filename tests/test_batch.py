@@ -6,14 +6,13 @@ import pytest
 from conftest import run, write_jsonl
 
 from moa_lab import read_prompts, read_results, run_batch
-from moa_lab.files import OutputFile
+from moa_lab.runs.files import OutputFile
 
 MODELS = dict(proposers=["a", "b", "c", "d"], aggregator="agg")
 
 
 def batch(remote, prompts, out, **kw):
     return run(run_batch(prompts, out, **{**MODELS, "backend": remote, "progress": False, **kw}))
-
 
 
 def test_one_line_per_prompt_with_everything(fault, remote, tmp_path):
@@ -212,8 +211,10 @@ def test_the_limiter_serves_later_layers_first_and_survives_cancelled_waiters():
 
         first = asyncio.ensure_future(call("first", 0, 0.05))
         await asyncio.sleep(0)
-        waiting = [asyncio.ensure_future(call(n, p)) for n, p in (("layer1-a", -1), ("layer2", -2), ("gone", -3),
-                                                                   ("layer1-b", -1))]
+        waiting = [
+            asyncio.ensure_future(call(n, p))
+            for n, p in (("layer1-a", -1), ("layer2", -2), ("gone", -3), ("layer1-b", -1))
+        ]
         await asyncio.sleep(0.01)
         waiting[2].cancel()  # a straggler cancelled while it waits for a slot
         await asyncio.gather(first, *waiting, return_exceptions=True)
@@ -225,8 +226,14 @@ def test_the_limiter_serves_later_layers_first_and_survives_cancelled_waiters():
 
 
 #: Text users really have: CJK, emoji, the separators str.splitlines() splits on (U+2028, U+2029, U+0085), a tab.
-ODD = ["什么是混合智能体？", "Plan a trip 🚀🇫🇷 for two", "line one\u2028line two", "para\u2029graph", "next\x85line",
-       "tab\there"]
+ODD = [
+    "什么是混合智能体？",
+    "Plan a trip 🚀🇫🇷 for two",
+    "line one\u2028line two",
+    "para\u2029graph",
+    "next\x85line",
+    "tab\there",
+]
 
 
 @pytest.mark.parametrize("form", ["jsonl", "text"])
@@ -282,8 +289,10 @@ def test_an_input_edited_between_runs(fault, remote, tmp_path):
     prompts.write_text("a new first question\nfirst question\nsecond question\nthird question\n")
     with pytest.raises(ValueError) as info:
         batch(remote, prompts, out)
-    assert str(info.value).startswith(f"{str(out)!r} holds answers to other prompts under the same ids (3 id(s) "
-                                      "differ): id '1' was 'first question' there but is 'a new first question' in ")
+    assert str(info.value).startswith(
+        f"{str(out)!r} holds answers to other prompts under the same ids (3 id(s) "
+        "differ): id '1' was 'first question' there but is 'a new first question' in "
+    )
     assert "numbered by their line" in str(info.value) and "give every prompt its own" in str(info.value)
     assert out.read_bytes() == before and len(fault.requests) == calls
     fresh = batch(remote, prompts, tmp_path / "new.jsonl")

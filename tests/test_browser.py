@@ -36,8 +36,6 @@ document.querySelector('.moa-run').click();
 pytestmark = [pytest.mark.local, pytest.mark.browser, pytest.mark.timeout(420)]
 
 
-
-
 def _wait_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 90) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -53,12 +51,27 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 90
 
 def _serve(kind: str, folder: Path, port: int) -> list[str]:
     if kind == "voila":
-        return [str(BIN / "voila"), str(folder / "03_playground.ipynb"), "--no-browser", f"--port={port}",
-                "--Voila.ip=127.0.0.1"]
-    return [str(BIN / "jupyter"), "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1", "--allow-root",
-            f"--ServerApp.root_dir={folder}", "--IdentityProvider.token=", "--ServerApp.password=",
-            f"--LabApp.workspaces_dir={folder.parent / 'workspaces'}", "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        return [
+            str(BIN / "voila"),
+            str(folder / "03_playground.ipynb"),
+            "--no-browser",
+            f"--port={port}",
+            "--Voila.ip=127.0.0.1",
+        ]
+    return [
+        str(BIN / "jupyter"),
+        "lab",
+        "--no-browser",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        "--allow-root",
+        f"--ServerApp.root_dir={folder}",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
+        f"--LabApp.workspaces_dir={folder.parent / 'workspaces'}",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
 
 
 def _servers_of(pid: int) -> list[int]:
@@ -67,9 +80,11 @@ def _servers_of(pid: int) -> list[int]:
     for proc in Path("/proc").iterdir():
         try:
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            if b"moa_lab" in cmd and b"serve" in cmd and f"MOA_LAB_BROWSER_TEST={pid}".encode() in (
-                proc / "environ"
-            ).read_bytes():
+            if (
+                b"moa_lab" in cmd
+                and b"serve" in cmd
+                and f"MOA_LAB_BROWSER_TEST={pid}".encode() in (proc / "environ").read_bytes()
+            ):
                 found.append(int(proc.name))
         except (OSError, ValueError):
             pass
@@ -79,17 +94,28 @@ def _servers_of(pid: int) -> list[int]:
 @pytest.fixture
 def browser(tmp_path):
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("NO BROWSER TEST: chromium and chromedriver are not installed, and `make test` could not "
-                    "install them (apt-get install chromium chromium-driver). The playground was NOT tested "
-                    "in a browser.")
+        pytest.skip(
+            "NO BROWSER TEST: chromium and chromedriver are not installed, and `make test` could not "
+            "install them (apt-get install chromium chromium-driver). The playground was NOT tested "
+            "in a browser."
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1900", f"--user-data-dir={tmp_path / 'chromium'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1900",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_script_timeout(240)
@@ -110,8 +136,14 @@ def test_playground_in_a_browser(kind, browser, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOGETHER_", "MOA_LAB_"))}
     env["MOA_LAB_BROWSER_TEST"] = str(os.getpid())
     with open(log, "wb") as out:
-        server = subprocess.Popen(_serve(kind, folder, port), cwd=folder, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            _serve(kind, folder, port),
+            cwd=folder,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_port(port, server, log)
@@ -123,8 +155,9 @@ def test_playground_in_a_browser(kind, browser, tmp_path):
             browser.get(url + "/lab/tree/03_playground.ipynb")
             wait.until(lambda d: "Idle" in d.find_element(By.CSS_SELECTOR, "body").text)
             browser.find_element(By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']").click()
-            browser.find_element(By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and "
-                                           "text()='Run All Cells']").click()
+            browser.find_element(
+                By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']"
+            ).click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".moa-run"))
 
         prompt = find(By.CSS_SELECTOR, ".moa-prompt textarea")
@@ -136,8 +169,12 @@ def test_playground_in_a_browser(kind, browser, tmp_path):
         time.sleep(0.5)  # the values reach the kernel before the click (one websocket, in order)
 
         first_token_ms = browser.execute_async_script(FIRST_TOKEN_JS)
-        wait.until(lambda d: "Done:" in find(By.CSS_SELECTOR, ".moa-status").text
-                   or "Failed" in find(By.CSS_SELECTOR, ".moa-status").text)
+        wait.until(
+            lambda d: (
+                "Done:" in find(By.CSS_SELECTOR, ".moa-status").text
+                or "Failed" in find(By.CSS_SELECTOR, ".moa-status").text
+            )
+        )
         status = find(By.CSS_SELECTOR, ".moa-status").text
         final = find(By.CSS_SELECTOR, ".moa-final").text
         print(f"\n[{kind}] click to first token shown: {first_token_ms / 1000:.2f} s; status: {status}")
@@ -155,13 +192,18 @@ def test_playground_in_a_browser(kind, browser, tmp_path):
         wait.until(lambda d: "run_moa(" in d.execute_script(copied))
         code = browser.execute_script(copied)
         assert repr(PROMPT) in code and "max_tokens=24" in code and "backend='local'" in code
-        browser.execute_cdp_cmd("Browser.grantPermissions", {"permissions": ["clipboardReadWrite",
-                                                                            "clipboardSanitizedWrite"]})
+        browser.execute_cdp_cmd(
+            "Browser.grantPermissions", {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]}
+        )
         find(By.CSS_SELECTOR, ".moa-copy-button").click()
-        wait.until(lambda d: d.execute_script("return document.querySelector('.moa-copy-button').textContent")
-                   != "Copy to clipboard")
+        wait.until(
+            lambda d: (
+                d.execute_script("return document.querySelector('.moa-copy-button').textContent") != "Copy to clipboard"
+            )
+        )
         clipboard = browser.execute_async_script(
-            "navigator.clipboard.readText().then(arguments[0], e => arguments[0]('unreadable: ' + e))")
+            "navigator.clipboard.readText().then(arguments[0], e => arguments[0]('unreadable: ' + e))"
+        )
         assert clipboard == code, clipboard[:200]
 
         shot = tmp_path / f"playground-{kind}.png"
@@ -173,8 +215,10 @@ def test_playground_in_a_browser(kind, browser, tmp_path):
         # Stop it while layer 1 runs: the kernel's task is cancelled, the panel says so.
         tokens.send_keys(Keys.CONTROL, "a")
         tokens.send_keys("40", Keys.TAB)
-        browser.execute_script("document.querySelector('.moa-run').click();"
-                               "setTimeout(() => document.querySelector('.moa-stop').click(), 700);")
+        browser.execute_script(
+            "document.querySelector('.moa-run').click();"
+            "setTimeout(() => document.querySelector('.moa-stop').click(), 700);"
+        )
         wait.until(lambda d: "Stopped." in d.execute_script("return document.querySelector('.moa-status').textContent"))
         assert find(By.CSS_SELECTOR, ".moa-run").is_enabled() and not find(By.CSS_SELECTOR, ".moa-stop").is_enabled()
     finally:

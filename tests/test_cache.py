@@ -28,13 +28,15 @@ def test_a_second_identical_run_makes_no_request_and_replays_the_stream(fault, r
     assert [c.status for c in second.trace] == ["cached"] * 3 and all(c.attempts == 0 for c in second.trace)
     assert second.text == first.text and second.layers[0].answers == first.layers[0].answers
     assert len(second_chunks) > 3 and "".join(second_chunks) == "".join(first_chunks)  # streamed, word by word
-    assert [(c.prompt_tokens, c.completion_tokens) for c in second.trace] == \
-        [(c.prompt_tokens, c.completion_tokens) for c in first.trace]
+    assert [(c.prompt_tokens, c.completion_tokens) for c in second.trace] == [
+        (c.prompt_tokens, c.completion_tokens) for c in first.trace
+    ]
     assert second.usage().model_calls == 0 and second.usage().cached == 3 and second.usage().cost == 0
 
 
-@pytest.mark.parametrize("change", [dict(temperature=0.3), dict(seed=7), dict(max_tokens=99),
-                                    dict(system_prompt="Combine these:")])
+@pytest.mark.parametrize(
+    "change", [dict(temperature=0.3), dict(seed=7), dict(max_tokens=99), dict(system_prompt="Combine these:")]
+)
 def test_anything_that_changes_the_answer_is_a_miss(fault, remote, change):
     moa(remote)
     second, _ = moa(remote, **change)

@@ -15,21 +15,40 @@ DATA = Path(__file__).parent / "data"
 MOA = [sys.executable, "-m", "moa_lab"]
 
 
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`moa-lab serve` with the seed's names aliased from a file, one more from the command line."""
     aliases = tmp_path_factory.mktemp("serve") / "aliases.txt"
-    aliases.write_text("# the seed's models\n" + "".join(
-        f"{name}={target}\n" for name, target in {
-            "Qwen/Qwen2-72B-Instruct": "smollm2-135m", "Qwen/Qwen1.5-72B-Chat": "gemma3-270m",
-            "mistralai/Mixtral-8x22B-Instruct-v0.1": "smollm2-135m", "databricks/dbrx-instruct": "gemma3-270m",
-        }.items()))
+    aliases.write_text(
+        "# the seed's models\n"
+        + "".join(
+            f"{name}={target}\n"
+            for name, target in {
+                "Qwen/Qwen2-72B-Instruct": "smollm2-135m",
+                "Qwen/Qwen1.5-72B-Chat": "gemma3-270m",
+                "mistralai/Mixtral-8x22B-Instruct-v0.1": "smollm2-135m",
+                "databricks/dbrx-instruct": "gemma3-270m",
+            }.items()
+        )
+    )
     port = free_port()
-    proc = subprocess.Popen(MOA + ["serve", "--port", str(port), "--alias-file", str(aliases), "--alias",
-                                   "my-model=gemma3-270m", "--max-tokens-cap", "12"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        MOA
+        + [
+            "serve",
+            "--port",
+            str(port),
+            "--alias-file",
+            str(aliases),
+            "--alias",
+            "my-model=gemma3-270m",
+            "--max-tokens-cap",
+            "12",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     while not any(line.startswith("use it:") for line in lines):
         line = proc.stdout.readline()
@@ -45,8 +64,15 @@ def test_serve_announces_and_lists_aliases(served):
     assert f"listening on {url}" in banner
     assert "alias: Qwen/Qwen2-72B-Instruct -> smollm2-135m" in banner and "alias: my-model -> gemma3-270m" in banner
     ids = {m["id"] for m in httpx.get(url + "/v1/models").json()["data"]}
-    assert ids == {"smollm2-135m", "gemma3-270m", "my-model", "Qwen/Qwen2-72B-Instruct", "Qwen/Qwen1.5-72B-Chat",
-                   "mistralai/Mixtral-8x22B-Instruct-v0.1", "databricks/dbrx-instruct"}
+    assert ids == {
+        "smollm2-135m",
+        "gemma3-270m",
+        "my-model",
+        "Qwen/Qwen2-72B-Instruct",
+        "Qwen/Qwen1.5-72B-Chat",
+        "mistralai/Mixtral-8x22B-Instruct-v0.1",
+        "databricks/dbrx-instruct",
+    }
 
 
 def test_serve_caps_requests_without_max_tokens(served):
@@ -60,8 +86,9 @@ def test_seed_script_runs_unchanged_against_serve(served):
     """Together's own 2-layer recipe, byte for byte, with only TOGETHER_BASE_URL (and any key) set."""
     url, _ = served
     env = dict(os.environ, TOGETHER_BASE_URL=url, TOGETHER_API_KEY="local")
-    done = subprocess.run([sys.executable, str(DATA / "seed_two_layer.py")], env=env, capture_output=True,
-                          text=True, timeout=400)
+    done = subprocess.run(
+        [sys.executable, str(DATA / "seed_two_layer.py")], env=env, capture_output=True, text=True, timeout=400
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     printed = done.stdout.splitlines()
     for model in ("Qwen/Qwen2-72B-Instruct", "Qwen/Qwen1.5-72B-Chat", "databricks/dbrx-instruct"):
@@ -70,8 +97,12 @@ def test_seed_script_runs_unchanged_against_serve(served):
 
 
 def test_ask_streams_then_summarises():
-    done = subprocess.run(MOA + ["ask", "Name a color.", "--proposers", "smollm2-135m,gemma3-270m",
-                                 "--max-tokens", "12", "--json"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        MOA + ["ask", "Name a color.", "--proposers", "smollm2-135m,gemma3-270m", "--max-tokens", "12", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "embedded local server" in done.stderr
     answer, _, rest = done.stdout.partition("\n\n")
@@ -82,8 +113,9 @@ def test_ask_streams_then_summarises():
 
 
 def test_ask_table():
-    done = subprocess.run(MOA + ["ask", "Hi", "--layers", "1", "--max-tokens", "8"], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        MOA + ["ask", "Hi", "--layers", "1", "--max-tokens", "8"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and done.stdout.split("\n\n")[-2].splitlines()[-1].startswith("agg")
 
 
@@ -101,14 +133,18 @@ def test_batch_on_the_bundled_models_then_estimate_and_bad_lines(tmp_path):
     again = subprocess.run(MOA + ["batch"] + args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "0 done, 0 failed, 3 already there" in again.stdout
 
-    est = subprocess.run(MOA + ["batch"] + args + ["--estimate", "--layers", "3"], capture_output=True, text=True,
-                         timeout=60)
-    assert est.returncode == 0 and "3 prompt(s): 27 model calls" in est.stdout and "≤ 216 completion tokens" in est.stdout
+    est = subprocess.run(
+        MOA + ["batch"] + args + ["--estimate", "--layers", "3"], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        est.returncode == 0 and "3 prompt(s): 27 model calls" in est.stdout and "≤ 216 completion tokens" in est.stdout
+    )
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": broken\n')
-    done = subprocess.run(MOA + ["batch", str(bad), str(tmp_path / "bad-out.jsonl")], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        MOA + ["batch", str(bad), str(tmp_path / "bad-out.jsonl")], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and "bad.jsonl:2: not valid JSON" in done.stderr
     assert not (tmp_path / "bad-out.jsonl").exists()
 
@@ -118,8 +154,12 @@ def test_ctrl_c_in_ask_exits_130_with_a_message_not_a_traceback(fault):
     import time
 
     fault.script("b", "hang")  # one proposer never answers: the run is waiting when Ctrl-C comes
-    ask = subprocess.Popen(MOA + ["ask", "Hi", "--proposers", "a,b", "--aggregator", "a", "--backend", fault.url,
-                                  "--no-cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ask = subprocess.Popen(
+        MOA + ["ask", "Hi", "--proposers", "a,b", "--aggregator", "a", "--backend", fault.url, "--no-cache"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while len(fault.requests) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -15,7 +15,7 @@ from conftest import MOA, run
 
 import moa_lab
 from moa_lab import aggregate, estimate, get_backend, plan_run, run_layer
-from moa_lab.local import model_path
+from moa_lab.engine.local import model_path
 
 pytestmark = pytest.mark.local
 
@@ -33,7 +33,7 @@ class Watch:
     def __init__(self, server) -> None:
         self.server, self.seen, self._stop = server, [], threading.Event()
 
-    def __enter__(self) -> "Watch":
+    def __enter__(self) -> Watch:
         def look() -> None:
             with httpx.Client(timeout=10) as http:
                 while not self._stop.is_set():
@@ -59,8 +59,12 @@ def test_threads_follow_the_work_and_never_exceed_the_cores(local):
     async def storm() -> None:
         alone = asyncio.ensure_future(run_layer(LONG, [S], max_tokens=40, seed=1, **settings))
         await asyncio.sleep(1.0)
-        many = [asyncio.ensure_future(run_layer(LONG + f" ({i})", [S if i % 2 else G], max_tokens=16 + 4 * i,
-                                                seed=10 + i, **settings)) for i in range(5)]
+        many = [
+            asyncio.ensure_future(
+                run_layer(LONG + f" ({i})", [S if i % 2 else G], max_tokens=16 + 4 * i, seed=10 + i, **settings)
+            )
+            for i in range(5)
+        ]
         streamed = aggregate(LONG, ["One.", "Two."], S, max_tokens=60, **settings)
         async for _ in streamed:  # a stream left after its first chunk (Stop in the playground)
             break
@@ -103,7 +107,7 @@ def test_a_call_that_waited_for_a_core_says_so_in_the_trace():
     assert first.queued < 0.2 and second.queued > 0.3 and second.queued < second.seconds
     assert second.queued == pytest.approx(first.started + first.seconds - second.started, abs=0.5)
     assert "queued" in moa_lab.format_trace(layer.calls).splitlines()[0]
-    from moa_lab.display import plot_timeline
+    from moa_lab.views.display import plot_timeline
 
     figure = plot_timeline(layer.calls)
     assert len(figure.axes[0].patches) == 3  # two calls, one of them waited first
@@ -127,8 +131,16 @@ def own(tmp_path_factory):
 
 def test_your_own_models_answer_and_every_view_knows_them(own):
     server, tiny, base = own
-    backend = moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=16,
-                              default_proposers=("tiny", "base:270m"), default_aggregator="tiny")
+    backend = moa_lab.Backend(
+        "local",
+        None,
+        {},
+        server.model_names(),
+        server=server,
+        default_max_tokens=16,
+        default_proposers=("tiny", "base:270m"),
+        default_aggregator="tiny",
+    )
     models = {m["id"] for m in httpx.get(server.url + "/v1/models").json()["data"]}
     assert models >= {S, G, "tiny", "base:270m"}
     layer = run(run_layer("Name a colour.", ["tiny", "base:270m"], max_tokens=12, cache=False, backend=backend))
@@ -189,15 +201,21 @@ def test_serve_with_your_model_from_the_command_line(tmp_path):
     path.parent.mkdir()
     shutil.copyfile(model_path(S), path)
     ready = tmp_path / "ready"
-    proc = subprocess.Popen(MOA + ["serve", "--port", "0", "--threads", "1", "--model", f"mine={path}",
-                                   "--ready-file", str(ready)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        MOA + ["serve", "--port", "0", "--threads", "1", "--model", f"mine={path}", "--ready-file", str(ready)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
         url = ready.read_text()
-        r = httpx.post(url + "/v1/chat/completions", timeout=60,
-                       json={"model": "mine", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+        r = httpx.post(
+            url + "/v1/chat/completions",
+            timeout=60,
+            json={"model": "mine", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+        )
         assert r.status_code == 200 and r.json()["model"] == "mine" and r.json()["usage"]["completion_tokens"] >= 1
     finally:
         proc.terminate()

@@ -8,40 +8,97 @@ import pytest
 from conftest import run
 
 from moa_lab import CallRecord, Usage
-from moa_lab.evaluate import (Config, ConfigRun, Judgment, Task, bootstrap_ci, builtin_tasks, check_configs,
-                              estimate_evaluation, evaluate, extract, first_position_rate, is_correct, judge,
-                              length_controlled, load_tasks, moa, order_effect, parse_verdict, prompt_scores,
-                              proposer_sweep, reference, self_moa, single, standard_configs, summarize, win_rate)
+from moa_lab.evaluate import (
+    Config,
+    ConfigRun,
+    Judgment,
+    Task,
+    bootstrap_ci,
+    builtin_tasks,
+    check_configs,
+    estimate_evaluation,
+    evaluate,
+    extract,
+    first_position_rate,
+    is_correct,
+    judge,
+    length_controlled,
+    load_tasks,
+    moa,
+    order_effect,
+    parse_verdict,
+    prompt_scores,
+    proposer_sweep,
+    reference,
+    self_moa,
+    single,
+    standard_configs,
+    summarize,
+    win_rate,
+)
 from moa_lab.evaluate.judge import orders
 from moa_lab.evaluate.tasks import extract_choice, extract_number
 
 
-@pytest.mark.parametrize("reply, verdict, why", [
-    ("[[A]]", "A", ""), ("[[B]] because it is correct", "B", ""), ("[[TIE]]", "tie", ""), ("[[C]]", "tie", ""),
-    ("Reasoning... so [[ b ]]", None, "no verdict found"),  # a lower-case letter is not a verdict
-    ("[[A]] at first, but on reflection [[B]]", None, "conflicting verdicts"),
-    ("A", "A", ""), ("B.", "B", ""), ("**B**", "B", ""), ("Tie", "tie", ""), ("TIE - both are fine", "tie", ""),
-    ("Verdict: B", "B", ""), ("Answer A", "A", ""), ("(B)", "B", ""), ("A is better than B.", "A", ""),
-    ("equal", "tie", ""), ("I think answer B is much better than the other.", "B", ""),
-    ("A, B, or TIE", None, "conflicting verdicts"), ("A or B", None, "conflicting verdicts"),
-    ("a good answer would mention Paris", None, "no verdict found"),
-    ("Both answers are fine.", None, "no verdict found"), ("The capital of France is Paris.", None, "no verdict found"),
-    ("Answer A is better. No, answer B is better.", "A", ""), ("", None, "empty reply"), (None, None, "empty reply"),
-    ("  \n", None, "empty reply"), ("Bread is good", None, "no verdict found"),
-])
+@pytest.mark.parametrize(
+    "reply, verdict, why",
+    [
+        ("[[A]]", "A", ""),
+        ("[[B]] because it is correct", "B", ""),
+        ("[[TIE]]", "tie", ""),
+        ("[[C]]", "tie", ""),
+        ("Reasoning... so [[ b ]]", None, "no verdict found"),  # a lower-case letter is not a verdict
+        ("[[A]] at first, but on reflection [[B]]", None, "conflicting verdicts"),
+        ("A", "A", ""),
+        ("B.", "B", ""),
+        ("**B**", "B", ""),
+        ("Tie", "tie", ""),
+        ("TIE - both are fine", "tie", ""),
+        ("Verdict: B", "B", ""),
+        ("Answer A", "A", ""),
+        ("(B)", "B", ""),
+        ("A is better than B.", "A", ""),
+        ("equal", "tie", ""),
+        ("I think answer B is much better than the other.", "B", ""),
+        ("A, B, or TIE", None, "conflicting verdicts"),
+        ("A or B", None, "conflicting verdicts"),
+        ("a good answer would mention Paris", None, "no verdict found"),
+        ("Both answers are fine.", None, "no verdict found"),
+        ("The capital of France is Paris.", None, "no verdict found"),
+        ("Answer A is better. No, answer B is better.", "A", ""),
+        ("", None, "empty reply"),
+        (None, None, "empty reply"),
+        ("  \n", None, "empty reply"),
+        ("Bread is good", None, "no verdict found"),
+    ],
+)
 def test_parse_verdict(reply, verdict, why):
     assert parse_verdict(reply) == (verdict, why)
 
 
 def judgment(verdict, config_first, task="t1", config="c"):
-    return Judgment(task, config, config_first, verdict, "" if verdict else "no verdict found",
-                    CallRecord(0, 0, "judge", role="judge"))
+    return Judgment(
+        task,
+        config,
+        config_first,
+        verdict,
+        "" if verdict else "no verdict found",
+        CallRecord(0, 0, "judge", role="judge"),
+    )
 
 
-@pytest.mark.parametrize("verdict, config_first, winner, score", [
-    ("A", True, "config", 1.0), ("A", False, "baseline", 0.0), ("B", True, "baseline", 0.0),
-    ("B", False, "config", 1.0), ("tie", True, "tie", 0.5), ("tie", False, "tie", 0.5), (None, True, None, None),
-])
+@pytest.mark.parametrize(
+    "verdict, config_first, winner, score",
+    [
+        ("A", True, "config", 1.0),
+        ("A", False, "baseline", 0.0),
+        ("B", True, "baseline", 0.0),
+        ("B", False, "config", 1.0),
+        ("tie", True, "tie", 0.5),
+        ("tie", False, "tie", 0.5),
+        (None, True, None, None),
+    ],
+)
 def test_the_position_swap_maps_a_verdict_to_its_winner(verdict, config_first, winner, score):
     j = judgment(verdict, config_first)
     assert (j.winner, j.score) == (winner, score)
@@ -88,10 +145,19 @@ def test_length_controlled_estimate_on_fixed_inputs():
         length_controlled([1, 0, 1], [1, 2], [1, 2])
 
 
-@pytest.mark.parametrize("reply, number", [
-    ("42", "42"), ("17 + 25 = 42", "42"), ("The answer is 1,000.", "1000"), ("12.0", "12"), ("0.5 of it", "0.5"),
-    ("It is -5 degrees", "-5"), ("no number here", None), ("1, 2, 3", "3"),
-])
+@pytest.mark.parametrize(
+    "reply, number",
+    [
+        ("42", "42"),
+        ("17 + 25 = 42", "42"),
+        ("The answer is 1,000.", "1000"),
+        ("12.0", "12"),
+        ("0.5 of it", "0.5"),
+        ("It is -5 degrees", "-5"),
+        ("no number here", None),
+        ("1, 2, 3", "3"),
+    ],
+)
 def test_extract_number(reply, number):
     assert extract_number(reply) == number
 
@@ -99,18 +165,33 @@ def test_extract_number(reply, number):
 MC = "Which of these animals is a mammal?\nA) Shark\nB) Dolphin\nC) Trout\nD) Octopus\nReply with the letter only."
 
 
-@pytest.mark.parametrize("reply, letter", [
-    ("B", "B"), ("(C).", "C"), ("**D**", "D"), ("The answer is B.", "B"), ("Answer: A", "A"), ("B) Dolphin", "B"),
-    ("I think (C) is right", "C"), ("Dolphin", "B"), ("A dolphin is a mammal.", "B"), ("dolphins and sharks", None),
-    ("I do not know", None), ("", None),
-])
+@pytest.mark.parametrize(
+    "reply, letter",
+    [
+        ("B", "B"),
+        ("(C).", "C"),
+        ("**D**", "D"),
+        ("The answer is B.", "B"),
+        ("Answer: A", "A"),
+        ("B) Dolphin", "B"),
+        ("I think (C) is right", "C"),
+        ("Dolphin", "B"),
+        ("A dolphin is a mammal.", "B"),
+        ("dolphins and sharks", None),
+        ("I do not know", None),
+        ("", None),
+    ],
+)
 def test_extract_choice(reply, letter):
     assert extract_choice(reply, MC) == letter
 
 
 def test_exact_match_scoring():
-    number, choice, text = Task("q1", "17 + 25?", "number", "42"), Task("q2", MC, "choice", "B"), \
-        Task("q3", "Capital of France?", "text", "Paris")
+    number, choice, text = (
+        Task("q1", "17 + 25?", "number", "42"),
+        Task("q2", MC, "choice", "B"),
+        Task("q3", "Capital of France?", "text", "Paris"),
+    )
     assert is_correct(number, "17 + 25 = 42") and not is_correct(number, "42, not 41")  # the last number counts
     assert is_correct(Task("q", "?", "number", "1000"), "one thousand: 1,000.0")
     assert is_correct(choice, "B) Dolphin") and is_correct(choice, "Dolphin") and not is_correct(choice, "Shark, A")
@@ -126,26 +207,37 @@ def test_exact_match_scoring():
 
 def test_load_tasks_reads_answers_kinds_and_references(tmp_path):
     path = tmp_path / "tasks.jsonl"
-    lines = [{"prompt": "Write a poem.", "reference": "Roses..."}, {"id": "n", "prompt": "2+2?", "answer": 4},
-             {"prompt": "Pick", "answer": "c"}, {"prompt": "Capital?", "answer": "Paris"},
-             {"prompt": "Half?", "answer": "0.5", "kind": "text"}]
+    lines = [
+        {"prompt": "Write a poem.", "reference": "Roses..."},
+        {"id": "n", "prompt": "2+2?", "answer": 4},
+        {"prompt": "Pick", "answer": "c"},
+        {"prompt": "Capital?", "answer": "Paris"},
+        {"prompt": "Half?", "answer": "0.5", "kind": "text"},
+    ]
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     tasks = load_tasks(path)
     assert [(t.id, t.kind, t.answer, t.reference) for t in tasks] == [
-        ("1", "open", None, "Roses..."), ("n", "number", "4", None), ("3", "choice", "C", None),
-        ("4", "text", "Paris", None), ("5", "text", "0.5", None)]
+        ("1", "open", None, "Roses..."),
+        ("n", "number", "4", None),
+        ("3", "choice", "C", None),
+        ("4", "text", "Paris", None),
+        ("5", "text", "0.5", None),
+    ]
 
 
-@pytest.mark.parametrize("line, message", [
-    ({"prompt": "x", "answer": "1", "kind": "maths"}, "\"kind\" must be one of number, choice, text, got 'maths'"),
-    ({"prompt": "x", "answer": "two", "kind": "number"}, "\"answer\" 'two' is not a number"),
-    ({"prompt": "x", "answer": "AB", "kind": "choice"}, "must be one letter A-J, got 'AB'"),
-    ({"prompt": "x", "answer": ""}, "\"answer\" must be a non-empty string or a number, got ''"),
-    ({"prompt": "x", "answer": True}, "\"answer\" must be a non-empty string or a number, got True"),
-    ({"prompt": "x", "kind": "number"}, "\"kind\" 'number' needs an \"answer\""),
-    ({"prompt": "x", "reference": 3}, "\"reference\" must be a string (an answer), got 3"),
-    ({"prompt": ""}, "\"prompt\" must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ({"prompt": "x", "answer": "1", "kind": "maths"}, "\"kind\" must be one of number, choice, text, got 'maths'"),
+        ({"prompt": "x", "answer": "two", "kind": "number"}, "\"answer\" 'two' is not a number"),
+        ({"prompt": "x", "answer": "AB", "kind": "choice"}, "must be one letter A-J, got 'AB'"),
+        ({"prompt": "x", "answer": ""}, "\"answer\" must be a non-empty string or a number, got ''"),
+        ({"prompt": "x", "answer": True}, '"answer" must be a non-empty string or a number, got True'),
+        ({"prompt": "x", "kind": "number"}, '"kind" \'number\' needs an "answer"'),
+        ({"prompt": "x", "reference": 3}, '"reference" must be a string (an answer), got 3'),
+        ({"prompt": ""}, '"prompt" must be a non-empty string'),
+    ],
+)
 def test_load_tasks_names_the_bad_line(tmp_path, line, message):
     path = tmp_path / "tasks.jsonl"
     path.write_text(json.dumps({"prompt": "fine"}) + "\n" + json.dumps(line) + "\n")
@@ -158,30 +250,43 @@ def test_configurations(remote):
     s, m, sm, deep = single("a"), moa(["a", "b"], "agg"), self_moa("a", 3), moa(["a", "b"], "agg", layers=3)
     assert (s.name, s.layers, s.n, s.calls) == ("a alone", 1, 0, 1)
     assert (m.name, m.layers, m.n, m.calls) == ("MoA n=2", 2, 2, 3)
-    assert (sm.name, sm.proposers, sm.aggregator, sm.calls, sm.kind) == ("Self-MoA a x3", (("a",) * 3,), "a", 4,
-                                                                          "self-moa")
+    assert (sm.name, sm.proposers, sm.aggregator, sm.calls, sm.kind) == (
+        "Self-MoA a x3",
+        (("a",) * 3,),
+        "a",
+        4,
+        "self-moa",
+    )
     assert (deep.name, deep.layers, deep.calls) == ("MoA n=2, 3 layers", 3, 5)
     assert [c.name for c in proposer_sweep(["a", "b", "c"], "agg", [1, 3])] == ["MoA n=1", "MoA n=3"]
     assert [c.name for c in standard_configs(["a", "b", "c"], "agg", [1, 2], 2, 3)] == [
-        "agg alone", "MoA n=1", "MoA n=2", "Self-MoA agg x2", "MoA n=2, 3 layers"]
+        "agg alone",
+        "MoA n=1",
+        "MoA n=2",
+        "Self-MoA agg x2",
+        "MoA n=2, 3 layers",
+    ]
     assert [c.name for c in standard_configs(["a"], "agg", [1], 0, 0)] == ["agg alone", "MoA n=1"]
     assert reference().calls == 0 and Config("x/y z").slug == "x_y_z"
     configs, base = check_configs([s, m], "MoA n=2", remote)
     assert base is m and configs == [s, m]
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda b: check_configs([single("a")], None, b), "at least two configurations"),
-    (lambda b: check_configs([single("a"), single("a")], None, b), "have the same name"),
-    (lambda b: check_configs([single("a"), moa(["b"], "c")], "GPT", b), "baseline 'GPT' is not one of"),
-    (lambda b: check_configs([single("a"), "MoA"], None, b), "must be a moa_lab.evaluate.Config"),
-    (lambda b: proposer_sweep(["a", "b"], "agg", [3]), "integers from 1 to the pool's size (2), got 3"),
-    (lambda b: self_moa("a", 0), "n (samples of 'a') must be an integer >= 1, got 0"),
-    (lambda b: moa(["a"], "agg", layers=1), "layers of an MoA configuration must be an integer >= 2"),
-    (lambda b: standard_configs(["a"], "agg", [1], deep_layers=1), "deep_layers must be 0 or 2 (none)"),
-    (lambda b: builtin_tasks(21), "n_instructions must be an integer from 0 to 20"),
-    (lambda b: builtin_tasks(0, 0), "both 0: nothing to evaluate"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda b: check_configs([single("a")], None, b), "at least two configurations"),
+        (lambda b: check_configs([single("a"), single("a")], None, b), "have the same name"),
+        (lambda b: check_configs([single("a"), moa(["b"], "c")], "GPT", b), "baseline 'GPT' is not one of"),
+        (lambda b: check_configs([single("a"), "MoA"], None, b), "must be a moa_lab.evaluate.Config"),
+        (lambda b: proposer_sweep(["a", "b"], "agg", [3]), "integers from 1 to the pool's size (2), got 3"),
+        (lambda b: self_moa("a", 0), "n (samples of 'a') must be an integer >= 1, got 0"),
+        (lambda b: moa(["a"], "agg", layers=1), "layers of an MoA configuration must be an integer >= 2"),
+        (lambda b: standard_configs(["a"], "agg", [1], deep_layers=1), "deep_layers must be 0 or 2 (none)"),
+        (lambda b: builtin_tasks(21), "n_instructions must be an integer from 0 to 20"),
+        (lambda b: builtin_tasks(0, 0), "both 0: nothing to evaluate"),
+    ],
+)
 def test_bad_evaluation_settings(remote, call, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call(remote)
@@ -191,27 +296,64 @@ def test_unknown_models_are_refused_on_the_local_backend_before_any_call(local, 
     with pytest.raises(ValueError, match="unknown model 'gpt-7' on the local backend"):
         check_configs([single("smollm2-135m"), moa(["gpt-7"], "smollm2-135m")], None, local)
     with pytest.raises(ValueError, match="unknown model 'gpt-7'"):
-        run(evaluate(builtin_tasks(1, 0), [single("smollm2-135m"), single("gemma3-270m")], tmp_path / "eval",
-                     judge_model="gpt-7", backend=local))
+        run(
+            evaluate(
+                builtin_tasks(1, 0),
+                [single("smollm2-135m"), single("gemma3-270m")],
+                tmp_path / "eval",
+                judge_model="gpt-7",
+                backend=local,
+            )
+        )
     assert not (tmp_path / "eval").exists()
 
 
 def fixed_report(tmp_path):
     """A report from hand-made answers and judgments (no model): the arithmetic, end to end."""
-    tasks = [Task("i1", "Write."), Task("i2", "Tell."), Task("q1", "2+2?", "number", "4"),
-             Task("q2", MC, "choice", "B")]
+    tasks = [
+        Task("i1", "Write."),
+        Task("i2", "Tell."),
+        Task("q1", "2+2?", "number", "4"),
+        Task("q2", MC, "choice", "B"),
+    ]
     base, other = single("a"), moa(["a", "b"], "agg")
-    runs = {base.name: ConfigRun(base, {"i1": "x" * 10, "i2": "y" * 10, "q1": "5", "q2": "B"},
-                                 usage=Usage(calls=4, prompt_tokens=30, completion_tokens=10), seconds=[1.0] * 4),
-            other.name: ConfigRun(other, {"i1": "z" * 30, "i2": "w" * 20, "q1": "2+2=4"}, {"q2": "HTTP 500"},
-                                  usage=Usage(calls=12, prompt_tokens=200, completion_tokens=100, cost=0.25),
-                                  seconds=[3.0] * 4)}
-    judgments = [judgment("A", True, "i1", other.name), judgment("B", False, "i1", other.name),  # won both
-                 judgment("A", True, "i2", other.name), judgment("A", False, "i2", other.name)]  # split: a tie
+    runs = {
+        base.name: ConfigRun(
+            base,
+            {"i1": "x" * 10, "i2": "y" * 10, "q1": "5", "q2": "B"},
+            usage=Usage(calls=4, prompt_tokens=30, completion_tokens=10),
+            seconds=[1.0] * 4,
+        ),
+        other.name: ConfigRun(
+            other,
+            {"i1": "z" * 30, "i2": "w" * 20, "q1": "2+2=4"},
+            {"q2": "HTTP 500"},
+            usage=Usage(calls=12, prompt_tokens=200, completion_tokens=100, cost=0.25),
+            seconds=[3.0] * 4,
+        ),
+    }
+    judgments = [
+        judgment("A", True, "i1", other.name),
+        judgment("B", False, "i1", other.name),  # won both
+        judgment("A", True, "i2", other.name),
+        judgment("A", False, "i2", other.name),
+    ]  # split: a tie
     from moa_lab import get_backend
 
-    return summarize(tasks, [base, other], runs, judgments, base.name, judge_model="j", n_orders=2,
-                     backend=get_backend("http://127.0.0.1:9")), base, other
+    return (
+        summarize(
+            tasks,
+            [base, other],
+            runs,
+            judgments,
+            base.name,
+            judge_model="j",
+            n_orders=2,
+            backend=get_backend("http://127.0.0.1:9"),
+        ),
+        base,
+        other,
+    )
 
 
 def test_the_report_from_fixed_answers_and_judgments(tmp_path):
@@ -236,7 +378,11 @@ def test_the_report_from_fixed_answers_and_judgments(tmp_path):
     csv_rows = paths["results.csv"].read_text().splitlines()
     assert csv_rows[0].startswith("config,kind,n,layers,") and len(csv_rows) == 3
     assert [json.loads(x)["winner"] for x in paths["judgments.jsonl"].read_text().splitlines()] == [
-        "config", "config", "config", "baseline"]
+        "config",
+        "config",
+        "config",
+        "baseline",
+    ]
 
 
 def test_a_whole_evaluation_on_a_server_makes_the_estimated_calls_once(fault, remote, tmp_path):
@@ -295,8 +441,7 @@ def test_a_reference_baseline_needs_every_reference(fault, remote, tmp_path):
     assert not fault.requests
     tasks[1] = Task("i2", "Tell a joke.", reference="Knock knock.")
     tasks.append(Task("q1", "2 + 2?", "number", "4"))  # no reference answer: the reference is not scored on it
-    report = run(evaluate(tasks, [reference(), single("a")], tmp_path, judge_model="A", backend=remote,
-                          progress=False))
+    report = run(evaluate(tasks, [reference(), single("a")], tmp_path, judge_model="A", backend=remote, progress=False))
     assert report.baseline == "reference" and report.row("a alone").compared == 2
     assert (report.row("reference").questions, report.row("a alone").questions) == (0, 1)
     assert report.row("reference").calls == 0 and len(fault.calls_to("a")) == 3

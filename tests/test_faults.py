@@ -39,8 +39,9 @@ def retry_gap(fault, model: str) -> float:
     return times[1] - times[0]
 
 
-@pytest.mark.parametrize("header, low, high", [("429:1.2", 1.2, 1.7), ("429-date:2", 1.0, 2.6)],
-                         ids=["seconds", "HTTP date"])
+@pytest.mark.parametrize(
+    "header, low, high", [("429:1.2", 1.2, 1.7), ("429-date:2", 1.0, 2.6)], ids=["seconds", "HTTP date"]
+)
 def test_429_waits_as_long_as_retry_after_says(fault, remote, header, low, high):
     """The wait is what the header says (longer than the 0.5 s backoff, so a header ignored would show), in both
     of its forms (an HTTP date has whole seconds: 2 s ahead is 1 to 2 s away when it arrives)."""
@@ -50,8 +51,9 @@ def test_429_waits_as_long_as_retry_after_says(fault, remote, header, low, high)
     assert low <= retry_gap(fault, "a") <= high, retry_gap(fault, "a")
 
 
-@pytest.mark.parametrize("header", ["429:3600", "429-date:86400", "429:Sat, 01 Jan 10000 00:00:00 GMT",
-                                    "429:soon", "429:nan"])
+@pytest.mark.parametrize(
+    "header", ["429:3600", "429-date:86400", "429:Sat, 01 Jan 10000 00:00:00 GMT", "429:soon", "429:nan"]
+)
 def test_a_retry_after_too_long_or_unreadable_never_hangs_nor_crashes(fault, remote, header):
     """A wait past MAX_RETRY_WAIT (an hour, a day, a date in the year 10000) is not retried: the call fails at once,
     saying so. An unreadable header falls back to the usual backoff."""
@@ -64,13 +66,22 @@ def test_a_retry_after_too_long_or_unreadable_never_hangs_nor_crashes(fault, rem
         assert call.ok and call.attempts == 2 and 0.35 <= retry_gap(fault, "a") <= 0.8
     else:
         assert not call.ok and call.attempts == 1 and call.error.startswith("HTTP 429: ")
-        assert re.search(r"\(the server asks to wait ([\d,]+s|indefinitely) before trying again, more than the 60s "
-                         r"moa_lab waits: not retried\)$", call.error), call.error
+        assert re.search(
+            r"\(the server asks to wait ([\d,]+s|indefinitely) before trying again, more than the 60s "
+            r"moa_lab waits: not retried\)$",
+            call.error,
+        ), call.error
 
 
-@pytest.mark.parametrize("fault_name, stream, waiting_for", [
-    ("ping", True, "the first token"), ("ping", False, "the answer"), ("trickle", True, "the first token"),
-    ("trickle", False, "the answer")])
+@pytest.mark.parametrize(
+    "fault_name, stream, waiting_for",
+    [
+        ("ping", True, "the first token"),
+        ("ping", False, "the answer"),
+        ("trickle", True, "the first token"),
+        ("trickle", False, "the answer"),
+    ],
+)
 def test_timeout_bounds_the_wait_not_the_silence(fault, remote, fault_name, stream, waiting_for):
     """A server that sends keep-alive comments (or spaces) and never an answer, or one that sends the answer one
     byte every 20 ms: no read is ever idle for long, yet the call ends after ``timeout`` seconds."""
@@ -102,8 +113,10 @@ def test_an_error_event_in_a_stream_keeps_its_message(fault, remote, code, retri
     if retried:
         assert run(agg).startswith("agg answers") and agg.record.attempts == 2
     else:
-        with pytest.raises(MoAError, match=f"agg \\(layer 2 aggregator\\): HTTP {code} in the stream: the model is "
-                                           "overloaded, try again"):
+        with pytest.raises(
+            MoAError,
+            match=f"agg \\(layer 2 aggregator\\): HTTP {code} in the stream: the model is overloaded, try again",
+        ):
             run(agg)
         assert agg.record.attempts == 1
 

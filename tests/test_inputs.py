@@ -11,6 +11,7 @@ from moa_lab import aggregate, check_output_path, get_backend, plan_run, run_lay
 
 P = "What is MoA?"
 
+
 def test_backend_choice_from_environment(monkeypatch, fault):
     assert get_backend().kind == "local"
     assert get_backend().default_proposers == moa_lab.LOCAL_PROPOSERS

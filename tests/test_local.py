@@ -56,7 +56,11 @@ def test_stream_arrives_in_several_chunks_with_usage(local):
 
 def test_front_rejects_unknown_model_and_lists_models(local):
     url = local.server.url
-    r = httpx.post(url + "/v1/chat/completions", json={"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}]}, timeout=30)
+    r = httpx.post(
+        url + "/v1/chat/completions",
+        json={"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}]},
+        timeout=30,
+    )
     assert r.status_code == 404 and "smollm2-135m" in r.json()["error"]["message"]
     models = httpx.get(url + "/v1/models").json()["data"]
     assert {m["id"] for m in models} >= {S, G}
@@ -149,7 +153,8 @@ def test_the_front_refuses_a_max_tokens_llama_cpp_would_read_as_no_limit(local, 
     body = {"model": S, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": limit}
     r = httpx.post(local.server.url + "/v1/chat/completions", json=body, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["message"] == (
-        f"max_tokens must be an integer >= 1 (or left out: {local.server.max_tokens_cap}), got {limit!r}")
+        f"max_tokens must be an integer >= 1 (or left out: {local.server.max_tokens_cap}), got {limit!r}"
+    )
     assert run(run_layer(P, [S], max_tokens=4, backend=local)).calls[0].ok  # the front keeps serving
 
 
@@ -163,8 +168,10 @@ def test_a_request_cancelled_while_queued_never_takes_a_core(local):
     settings = dict(temperature=0.0, timeout=120, retries=0, backend=local, cache=False)
 
     async def scenario():
-        busy = [asyncio.ensure_future(run_layer(prompt, [S], seed=i, max_tokens=150 if i == 0 else 400, **settings))
-                for i in range(local.server.threads)]
+        busy = [
+            asyncio.ensure_future(run_layer(prompt, [S], seed=i, max_tokens=150 if i == 0 else 400, **settings))
+            for i in range(local.server.threads)
+        ]
         await asyncio.sleep(0.3)
         straggler = asyncio.ensure_future(run_layer(prompt, [S], seed=99, max_tokens=200, **settings))
         await asyncio.sleep(0.3)
@@ -211,13 +218,21 @@ def test_streams_that_disconnect_under_load_give_every_core_back(local):
     where = urlsplit(local.server.url)
 
     async def one(i: int) -> None:
-        body = json.dumps({"model": rng.choice([S, G]), "messages": [{"role": "user", "content": f"Story {i}."}],
-                           "max_tokens": 40, "stream": True}).encode()
+        body = json.dumps(
+            {
+                "model": rng.choice([S, G]),
+                "messages": [{"role": "user", "content": f"Story {i}."}],
+                "max_tokens": 40,
+                "stream": True,
+            }
+        ).encode()
         leave_after = rng.choice([0, 0, 1, 2, 3, 10, None])  # data lines read before hanging up
         reader, writer = await asyncio.open_connection(where.hostname, where.port)
         try:
-            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             await writer.drain()
             seen = 0
             while leave_after is None or seen < leave_after:
@@ -232,7 +247,9 @@ def test_streams_that_disconnect_under_load_give_every_core_back(local):
         await asyncio.gather(*(one(i) for i in range(32)))
 
     run(storm())
-    assert wait_for(lambda: (lambda s: s["busy"] == 0 and s["waiting"] == 0)(status(local.server))), status(local.server)
+    assert wait_for(lambda: (lambda s: s["busy"] == 0 and s["waiting"] == 0)(status(local.server))), status(
+        local.server
+    )
     layer = run(run_layer(P, [S, S], max_tokens=24, cache=False, timeout=30, backend=local))
     assert all(c.ok for c in layer.calls)
     assert max(c.started for c in layer.calls) - min(c.started for c in layer.calls) < 0.5  # both cores free
@@ -266,7 +283,9 @@ def test_a_dead_worker_is_started_again_and_the_call_it_held_answers(own_server)
     (fresh,) = [w for w in status(server)["workers"] if w["model"] == S]
     assert fresh["generation"] == 1 and fresh["alive"] and fresh["pid"] != worker["pid"]
     log = server.log_path.read_text()
-    assert f"llama.cpp worker {worker['index']} ({S}, pid {worker['pid']}) exited with code -9; starting it again" in log
+    assert (
+        f"llama.cpp worker {worker['index']} ({S}, pid {worker['pid']}) exited with code -9; starting it again" in log
+    )
     assert "started again as" in log
     assert run(run_layer(P, [S, G], max_tokens=4, cache=False, backend=backend)).calls[1].ok
 
@@ -290,8 +309,10 @@ def test_a_worker_that_dies_mid_stream_is_named_in_the_error_and_its_text_kept(o
     error, chunks = run(kill_mid_stream())
     assert len(chunks) >= 3 and error.partial == "".join(chunks)
     (call,) = error.failures
-    assert call.error.startswith(f"stream broke after {len(error.partial)} characters: HTTP 502 in the stream: "
-                                 f"llama.cpp worker {worker['index']} ({S}, pid {worker['pid']}) stopped mid-answer")
+    assert call.error.startswith(
+        f"stream broke after {len(error.partial)} characters: HTTP 502 in the stream: "
+        f"llama.cpp worker {worker['index']} ({S}, pid {worker['pid']}) stopped mid-answer"
+    )
     assert wait_for(lambda: [w for w in status(server)["workers"] if w["model"] == S][0]["generation"] == 1)
 
 
@@ -299,7 +320,7 @@ def test_a_worker_that_cannot_be_started_again_is_given_up_and_its_model_answers
     """The model file went away under a running server: the dead worker's restarts fail, the front gives up on it
     after 3 tries, logs why, and answers that model's calls with a 503 naming the cause (never an endless wait);
     the other model still answers."""
-    from moa_lab.local import MODEL_FILES, model_path
+    from moa_lab.engine.local import MODEL_FILES, model_path
 
     folder = tmp_path / "models"
     folder.mkdir()
@@ -318,9 +339,10 @@ def test_a_worker_that_cannot_be_started_again_is_given_up_and_its_model_answers
         log = server.log_path.read_text()
     finally:
         server.stop()
-    assert layer.calls[0].error.startswith(f"HTTP 503: {S} cannot answer: llama.cpp worker {worker['index']} ({S}, "
-                                           f"pid {worker['pid']}) died and could not be started again (3 tries)"), \
-        layer.calls[0].error
+    assert layer.calls[0].error.startswith(
+        f"HTTP 503: {S} cannot answer: llama.cpp worker {worker['index']} ({S}, "
+        f"pid {worker['pid']}) died and could not be started again (3 tries)"
+    ), layer.calls[0].error
     assert layer.calls[1].ok and log.count("could not be started again") >= 3
 
 
@@ -348,15 +370,16 @@ def test_a_prompt_longer_than_the_context_is_an_error_that_says_so(local, stream
         else:
             run(run_layer(long_prompt, [S], max_tokens=8, backend=local))
     (call,) = info.value.failures
-    assert call.attempts == 1 and call.error.startswith("HTTP 400: This model's maximum context length is 4096 "
-                                                        "tokens. However, you requested 5"), call.error
+    assert call.attempts == 1 and call.error.startswith(
+        "HTTP 400: This model's maximum context length is 4096 tokens. However, you requested 5"
+    ), call.error
     assert call.describe_failure().startswith(f"{S} (layer ")
 
 
 def test_answers_from_another_model_file_under_the_same_name_are_kept_apart(local, tmp_path, monkeypatch):
     """MOA_LAB_MODEL_DIR with other files under the bundled names: the cache and a batch's settings know what
     answers (a file's content, wherever it lies), so the old answers are neither replayed nor resumed."""
-    from moa_lab.local import MODEL_FILES
+    from moa_lab.engine.local import MODEL_FILES
 
     files = local.server.model_files()
     folder = tmp_path / "my models"
@@ -364,7 +387,9 @@ def test_answers_from_another_model_file_under_the_same_name_are_kept_apart(loca
     (folder / MODEL_FILES[G]).symlink_to(files[G])  # the same file elsewhere: the same model
     (folder / MODEL_FILES[S]).symlink_to(files[G])  # another model under SmolLM2's name
     monkeypatch.setenv("MOA_LAB_MODEL_DIR", str(folder))
-    swapped = moa_lab.Backend("local", None, {}, local.known_models, server=moa_lab.LocalServer(), default_max_tokens=64)
+    swapped = moa_lab.Backend(
+        "local", None, {}, local.known_models, server=moa_lab.LocalServer(), default_max_tokens=64
+    )
     assert swapped.scope(G) == local.scope(G) and swapped.scope(S) != local.scope(S)
     out = tmp_path / "out.jsonl"
     settings = dict(proposers=[S], aggregator=S, max_tokens=4, progress=False)
@@ -378,8 +403,10 @@ BAD_BODIES = [  # (body, the field named): OpenAI-valid forms are accepted, wron
     ({"model": S, "messages": 5}, "messages"),
     ({"model": [S], "messages": [{"role": "user", "content": "Hi"}]}, "model"),
     ({"model": S, "messages": [{"role": "user", "content": "Hi"}], "temperature": "hot"}, "temperature"),
-    ({"model": S, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-     "messages[0].content[0]"),
+    (
+        {"model": S, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        "messages[0].content[0]",
+    ),
     ({"model": S, "messages": [{"role": "wizard", "content": "Hi"}]}, "messages[0].role"),
     ({"model": S, "messages": [{"role": "user", "content": "Hi"}], "stream": "yes"}, "stream"),
     ({"model": S, "messages": [{"role": "user", "content": "Hi"}], "stop": 3}, "stop"),
@@ -393,14 +420,20 @@ def test_the_front_answers_bad_bodies_with_a_400_naming_the_field_and_takes_text
         r = httpx.post(url, json=body, timeout=30)
         assert r.status_code == 400, (body, r.status_code, r.text)
         error = r.json()["error"]
-        assert error["param"] == field and error["type"] == "invalid_request_error" and field.split("[")[0] in \
-            error["message"], (body, error)
+        assert (
+            error["param"] == field
+            and error["type"] == "invalid_request_error"
+            and field.split("[")[0] in error["message"]
+        ), (body, error)
     r = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["param"] == "body"
     parts = [{"type": "text", "text": "Say "}, {"type": "text", "text": "hi 🙂"}]  # OpenAI's own form
     for stream in (False, True):
-        r = httpx.post(url, json={"model": S, "messages": [{"role": "user", "content": parts}], "max_tokens": 4,
-                                  "stream": stream}, timeout=60)
+        r = httpx.post(
+            url,
+            json={"model": S, "messages": [{"role": "user", "content": parts}], "max_tokens": 4, "stream": stream},
+            timeout=60,
+        )
         assert r.status_code == 200 and ("[DONE]" in r.text if stream else r.json()["choices"][0]["message"])
 
 
@@ -411,8 +444,12 @@ def test_a_client_attached_to_a_served_alias_learns_its_names_and_identities(loc
     from conftest import MOA, free_port
 
     port = free_port()
-    serve = subprocess.Popen(MOA + ["serve", "--port", str(port), "--alias", f"fast={S}", "--threads", "1"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    serve = subprocess.Popen(
+        MOA + ["serve", "--port", str(port), "--alias", f"fast={S}", "--threads", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert wait_for(lambda: _answers(f"http://127.0.0.1:{port}/v1/models"), 120), serve.stdout.read()
         for form in ("", "/", "/v1", "/v1/"):
@@ -436,7 +473,7 @@ def _answers(url: str) -> bool:
 
 
 def test_a_truncated_gguf_of_yours_is_named_on_every_call_and_the_bundled_models_still_answer(tmp_path):
-    from moa_lab.local import model_path
+    from moa_lab.engine.local import model_path
 
     data = model_path(S).read_bytes()
     broken = tmp_path / "broken.gguf"
@@ -445,8 +482,9 @@ def test_a_truncated_gguf_of_yours_is_named_on_every_call_and_the_bundled_models
     server.start()
     try:
         backend = moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=8)
-        layer = run(run_layer(P, [S, "broken", "broken"], max_tokens=4, retries=0, cache=False, min_ok=1,
-                              backend=backend))
+        layer = run(
+            run_layer(P, [S, "broken", "broken"], max_tokens=4, retries=0, cache=False, min_ok=1, backend=backend)
+        )
     finally:
         server.stop()
     ok, *failed = layer.calls
@@ -472,11 +510,28 @@ def test_a_hung_worker_is_killed_by_the_watchdog_and_its_cores_come_back(monkeyp
             os.kill(worker["pid"], signal.SIGSTOP)
 
         threading.Thread(target=stop_it_mid_call, daemon=True).start()
-        layer = run(run_layer("Write a long story about a dragon.", [S], max_tokens=400, retries=0, cache=False,
-                              timeout=60, backend=backend))
-        assert wait_for(lambda: (lambda s: s["busy"] == 0 and s["threads_in_use"] == 0 and all(
-            w["alive"] for w in s["workers"]) and [w for w in s["workers"] if w["model"] == S][0]["pid"]
-            != worker["pid"])(status(server)), 60), status(server)
+        layer = run(
+            run_layer(
+                "Write a long story about a dragon.",
+                [S],
+                max_tokens=400,
+                retries=0,
+                cache=False,
+                timeout=60,
+                backend=backend,
+            )
+        )
+        assert wait_for(
+            lambda: (
+                lambda s: (
+                    s["busy"] == 0
+                    and s["threads_in_use"] == 0
+                    and all(w["alive"] for w in s["workers"])
+                    and [w for w in s["workers"] if w["model"] == S][0]["pid"] != worker["pid"]
+                )
+            )(status(server)),
+            60,
+        ), status(server)
         log = server.log_path.read_text()
         again = run(run_layer(P, [S], max_tokens=4, retries=0, cache=False, backend=backend))
     finally:

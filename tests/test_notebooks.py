@@ -51,11 +51,21 @@ def test_two_layer_defaults(tmp_path):
     assert has_output(nb, "text/html") and has_output(nb, "image/png")  # tables and the timeline
     assert has_output(nb, WIDGET) and "MoA playground" in text_of(panel_cell(nb))  # the Playground section
 
+
 @pytest.mark.local
 def test_two_layer_changed_parameters(tmp_path):
     summary_path = tmp_path / "out" / "two.json"
-    execute("01_two_layer_moa", tmp_path, prompt="Name three colours.", proposers=[G, S], aggregator=G,
-            temperature=0.2, max_tokens=24, system_prompt=AGGREGATOR_PROMPT_ZH, output_path=str(summary_path))
+    execute(
+        "01_two_layer_moa",
+        tmp_path,
+        prompt="Name three colours.",
+        proposers=[G, S],
+        aggregator=G,
+        temperature=0.2,
+        max_tokens=24,
+        system_prompt=AGGREGATOR_PROMPT_ZH,
+        output_path=str(summary_path),
+    )
     summary = json.loads(summary_path.read_text())
     check_run(summary, [[G, S]], G, max_tokens=24)
     assert summary["prompt"] == "Name three colours."
@@ -90,8 +100,16 @@ def test_three_layer_defaults(tmp_path):
 )
 def test_three_layer_notebook_other_depths(tmp_path, layers, proposers):
     path = tmp_path / "summary.json"
-    nb = execute("02_three_layer_moa", tmp_path, prompt="Why is the sky blue?", layers=layers, proposers=proposers,
-                 aggregator=G, max_tokens=16, output_path=str(path))
+    nb = execute(
+        "02_three_layer_moa",
+        tmp_path,
+        prompt="Why is the sky blue?",
+        layers=layers,
+        proposers=proposers,
+        aggregator=G,
+        max_tokens=16,
+        output_path=str(path),
+    )
     plan = [proposers] * (layers - 1) if isinstance(proposers[0], str) else proposers
     check_run(json.loads(path.read_text()), plan, G, max_tokens=16)
     text = all_text(nb)
@@ -133,10 +151,23 @@ def test_batch_notebook_defaults(tmp_path):
 @pytest.mark.local
 def test_batch_notebook_changed_parameters(tmp_path):
     prompts = tmp_path / "mine.jsonl"
-    prompts.write_text('{"id": "a", "prompt": "Name a colour."}\n{"id": "b", "prompt": "Name a fruit."}\n'
-                       '{"id": "c", "prompt": "Name a tree."}\n')
-    execute("04_batch_synthetic_data", tmp_path, prompts_path=str(prompts), n_prompts=2, layers=3, max_tokens=12,
-            proposers=[G, S], aggregator=G, concurrency=2, output_path="out/res.jsonl", dataset_path="out/data.jsonl")
+    prompts.write_text(
+        '{"id": "a", "prompt": "Name a colour."}\n{"id": "b", "prompt": "Name a fruit."}\n'
+        '{"id": "c", "prompt": "Name a tree."}\n'
+    )
+    execute(
+        "04_batch_synthetic_data",
+        tmp_path,
+        prompts_path=str(prompts),
+        n_prompts=2,
+        layers=3,
+        max_tokens=12,
+        proposers=[G, S],
+        aggregator=G,
+        concurrency=2,
+        output_path="out/res.jsonl",
+        dataset_path="out/data.jsonl",
+    )
     rows = [json.loads(line) for line in (tmp_path / "out" / "res.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == ["a", "b"]
     assert all([layer["models"] for layer in r["layers"]] == [[G, S], [G, S]] and r["calls"] == 5 for r in rows)
@@ -183,8 +214,18 @@ def test_evaluate_notebook_defaults(tmp_path):
 @pytest.mark.local
 def test_evaluate_notebook_tiny_setting(tmp_path):
     """A few prompts, two configurations, shorter answers, one judge order, somewhere else."""
-    nb = execute("05_evaluate_moa", tmp_path, n_instructions=3, n_questions=2, proposer_counts=[2], self_moa_n=0,
-                 deep_layers=0, max_tokens=24, n_orders=1, output_dir="out/ev")
+    nb = execute(
+        "05_evaluate_moa",
+        tmp_path,
+        n_instructions=3,
+        n_questions=2,
+        proposer_counts=[2],
+        self_moa_n=0,
+        deep_layers=0,
+        max_tokens=24,
+        n_orders=1,
+        output_dir="out/ev",
+    )
     folder = tmp_path / "out" / "ev"
     rows = results_csv(folder)
     assert list(rows) == ["smollm2-135m alone", "MoA n=2"]
@@ -229,8 +270,18 @@ def test_variants_notebook_defaults(tmp_path):
     nb = execute("07_moa_variants", tmp_path)
     folder = tmp_path / "runs" / "07_moa_variants"
     rows = results_csv(folder)
-    names = ["smollm2-135m alone", "MoA n=3", "Self-MoA x3", "select n=3", "rank top 2", "vote x4",
-             "Self-MoA-Seq x3 w=2", "shuffled, 2 most different", "3 layers, early stop 0.5", "one deceptive proposer"]
+    names = [
+        "smollm2-135m alone",
+        "MoA n=3",
+        "Self-MoA x3",
+        "select n=3",
+        "rank top 2",
+        "vote x4",
+        "Self-MoA-Seq x3 w=2",
+        "shuffled, 2 most different",
+        "3 layers, early stop 0.5",
+        "one deceptive proposer",
+    ]
     assert list(rows) == names
     for name, per_prompt in zip(names, (1, 4, 4, 4, 5, 4, 5, 4, 7, 4)):
         assert int(rows[name]["calls_per_prompt"]) == per_prompt and int(rows[name]["questions"]) == 2
@@ -255,9 +306,18 @@ def test_three_layer_notebook_runs_a_variant_from_its_parameters(tmp_path):
     """02 with the variants' parameters (what the playground's "papermill parameters" give): roles, shuffled
     references, and a sequential last layer of one reference per call."""
     out = tmp_path / "v.json"
-    execute("02_three_layer_moa", tmp_path, proposers=[S, G], max_tokens=16, combine="sequential", window=1,
-            roles=["Answer in one short sentence.", None], shuffle_references=True, max_tokens_total=20000,
-            output_path=str(out))
+    execute(
+        "02_three_layer_moa",
+        tmp_path,
+        proposers=[S, G],
+        max_tokens=16,
+        combine="sequential",
+        window=1,
+        roles=["Answer in one short sentence.", None],
+        shuffle_references=True,
+        max_tokens_total=20000,
+        output_path=str(out),
+    )
     summary = json.loads(out.read_text())
     steps = [c for c in summary["trace"] if c["role"] == "aggregator"]
     assert [c["step"] for c in steps] == ["window 1 of 2", "window 2 of 2, with the synthesis so far"]

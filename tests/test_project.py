@@ -45,8 +45,11 @@ def test_pair_is_in_sync(tmp_path, name, source, target):
     (tmp_path / "notebooks").mkdir()
     shutil.copy(ROOT / "notebooks" / f"{name}.{source}", tmp_path / "notebooks")
     fmt = "py:percent" if target == "py" else "ipynb"
-    subprocess.run([sys.executable, "-m", "jupytext", "--quiet", "--to", fmt, f"notebooks/{name}.{source}"],
-                   cwd=tmp_path, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "jupytext", "--quiet", "--to", fmt, f"notebooks/{name}.{source}"],
+        cwd=tmp_path,
+        check=True,
+    )
     regenerated = (tmp_path / "notebooks" / f"{name}.{target}").read_text()
     committed = (ROOT / "notebooks" / f"{name}.{target}").read_text()
     if target == "ipynb":  # cell ids are random for cells made from text: compare all but them
@@ -99,8 +102,11 @@ def test_papermill_sees_every_parameter(name):
 
     path = ROOT / "notebooks" / f"{name}.ipynb"
     cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
-    assigned = {node.target.id if isinstance(node, ast.AnnAssign) else node.targets[0].id
-                for node in ast.parse(cell.source).body if isinstance(node, (ast.Assign, ast.AnnAssign))}
+    assigned = {
+        node.target.id if isinstance(node, ast.AnnAssign) else node.targets[0].id
+        for node in ast.parse(cell.source).body
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+    }
     assert "max_tokens" in assigned and ({"prompt", "prompts_path", "tasks_path"} & assigned)  # the cell was read
     params = papermill.inspect_notebook(str(path))
     assert assigned == set(params), f"papermill cannot parse: {sorted(assigned - set(params))}"

@@ -63,11 +63,19 @@ def test_off_by_default_waits_for_everyone(fault, remote):
     assert all(c.status == "ok" for c in layer.calls)
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(quorum=5), "quorum"), (dict(quorum=0), "quorum"), (dict(quorum=2.5), "quorum"),
-    (dict(quorum=1, min_ok=2), "quorum"), (dict(deadline=0), "deadline"), (dict(deadline=-1), "deadline"),
-    (dict(deadline="10"), "deadline"), (dict(deadline=float("inf")), "deadline"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(quorum=5), "quorum"),
+        (dict(quorum=0), "quorum"),
+        (dict(quorum=2.5), "quorum"),
+        (dict(quorum=1, min_ok=2), "quorum"),
+        (dict(deadline=0), "deadline"),
+        (dict(deadline=-1), "deadline"),
+        (dict(deadline="10"), "deadline"),
+        (dict(deadline=float("inf")), "deadline"),
+    ],
+)
 def test_bad_quorum_or_deadline_is_refused_before_any_call(fault, remote, kw, match):
     with pytest.raises(ValueError, match=match):
         run(run_moa(P, MODELS, "agg", backend=remote, **kw))

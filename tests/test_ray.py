@@ -22,10 +22,11 @@ pytestmark = pytest.mark.ray
 RAY = str(Path(sys.executable).parent / "ray")
 MOA = [sys.executable, "-m", "moa_lab"]
 #: Keys in every node's own environment (as a real cluster's nodes have them), never shipped through Ray.
-NODE_KEYS = {"MOA_LAB_API_KEY": "moa-key-of-the-base-url", "THIRD_KEY": "key-of-y-only",
-             "TOGETHER_API_KEY": "together-key-never-sent-here"}
-
-
+NODE_KEYS = {
+    "MOA_LAB_API_KEY": "moa-key-of-the-base-url",
+    "THIRD_KEY": "key-of-y-only",
+    "TOGETHER_API_KEY": "together-key-never-sent-here",
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +42,24 @@ def cluster(tmp_path_factory):
     saved = {name: os.environ.get(name) for name in auth}
     os.environ.update(auth)  # this process's drivers and the subprocesses' see the cluster's token
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                        "--object-store-memory=134217728", "--include-dashboard=false", "--disable-usage-stats",
-                        f"--temp-dir={temp}"], check=True, capture_output=True, timeout=120,
-                       env={**os.environ, **NODE_KEYS})
+        subprocess.run(
+            [
+                RAY,
+                "start",
+                "--head",
+                f"--port={port}",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=2",
+                "--object-store-memory=134217728",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                f"--temp-dir={temp}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            env={**os.environ, **NODE_KEYS},
+        )
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
@@ -61,8 +76,19 @@ def test_a_ray_batch_equals_run_batch_answered_from_the_cache(fault, remote, tmp
     here = run(run_batch(prompts, tmp_path / "here.jsonl", ["a", "b"], "agg", backend=remote, progress=False))
     made = len(fault.requests)
     outdir = tmp_path / "out"
-    summary = run(run_batch(prompts, outdir, ["a", "b"], "agg", backend=remote, progress=False, engine="ray",
-                            ray_address=cluster, block_size=40))
+    summary = run(
+        run_batch(
+            prompts,
+            outdir,
+            ["a", "b"],
+            "agg",
+            backend=remote,
+            progress=False,
+            engine="ray",
+            ray_address=cluster,
+            block_size=40,
+        )
+    )
     assert summary.done == 200 and summary.failed == 0 and summary.usage.cached == 600
     assert len(fault.requests) == made  # every answer from the cache, shared by the workers
     ours, theirs = lines_of(outdir), read_results(tmp_path / "here.jsonl")
@@ -76,17 +102,38 @@ def test_a_ray_batch_equals_run_batch_answered_from_the_cache(fault, remote, tmp
     table = pq.read_table(outdir / "blocks" / blocks[0].with_suffix(".parquet").name)
     assert table.num_rows == 40 and {"id", "final", "trace", "cost"} <= set(table.column_names)
     assert len(results_frame(outdir)) == 200 and here.done == 200
-    again = run(run_batch(prompts, outdir, ["a", "b"], "agg", backend=remote, progress=False, engine="ray",
-                          ray_address=cluster, block_size=40))
+    again = run(
+        run_batch(
+            prompts,
+            outdir,
+            ["a", "b"],
+            "agg",
+            backend=remote,
+            progress=False,
+            engine="ray",
+            ray_address=cluster,
+            block_size=40,
+        )
+    )
     assert again.skipped == 200 and again.done == 0  # every block is there: nothing runs, Ray is not even joined
     with pytest.raises(ValueError, match="holds results made with other settings"):
-        run(run_batch(prompts, outdir, ["a"], "agg", backend=remote, progress=False, engine="ray",
-                      ray_address=cluster))
+        run(run_batch(prompts, outdir, ["a"], "agg", backend=remote, progress=False, engine="ray", ray_address=cluster))
     edited = tmp_path / "edited.jsonl"  # the input edited between runs: an id now holds another prompt (CJK)
     edited.write_text(prompts.read_text().replace('"Question 7?"', '"質問 7? 🙂\\u2028"'))
     with pytest.raises(ValueError, match="holds answers to other prompts under the same ids .* id 'p7'"):
-        run(run_batch(edited, outdir, ["a", "b"], "agg", backend=remote, progress=False, engine="ray",
-                      ray_address=cluster, block_size=40))
+        run(
+            run_batch(
+                edited,
+                outdir,
+                ["a", "b"],
+                "agg",
+                backend=remote,
+                progress=False,
+                engine="ray",
+                ray_address=cluster,
+                block_size=40,
+            )
+        )
 
 
 def test_a_killed_driver_resumes_to_exactly_one_line_per_prompt(tmp_path, cluster):
@@ -96,8 +143,24 @@ def test_a_killed_driver_resumes_to_exactly_one_line_per_prompt(tmp_path, cluste
     outdir = tmp_path / "out"
     env = {**os.environ, "MOA_LAB_CACHE": str(tmp_path / "cache.sqlite")}
     with FaultServer(latency=0.15) as slow:
-        args = MOA + ["batch", str(prompts), str(outdir), "--proposers", "a", "--aggregator", "agg", "--backend",
-                      slow.url, "--ray", cluster, "--block-size", "10", "--actor-concurrency", "4", "--no-progress"]
+        args = MOA + [
+            "batch",
+            str(prompts),
+            str(outdir),
+            "--proposers",
+            "a",
+            "--aggregator",
+            "agg",
+            "--backend",
+            slow.url,
+            "--ray",
+            cluster,
+            "--block-size",
+            "10",
+            "--actor-concurrency",
+            "4",
+            "--no-progress",
+        ]
         driver = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 120
         while len(list((outdir / "blocks").glob("*.jsonl"))) < 2 and time.monotonic() < deadline:
@@ -138,8 +201,20 @@ def test_a_killed_worker_is_retried_by_ray_and_nothing_is_duplicated(tmp_path, c
     with FaultServer(latency=0.2) as slow:
         watcher = threading.Thread(target=kill_a_worker_mid_block, args=(slow,), daemon=True)
         watcher.start()
-        summary = run(run_batch(prompts, outdir, ["a"], "agg", backend=slow.url, progress=False, engine="ray",
-                                ray_address=cluster, block_size=10, actor_concurrency=4))
+        summary = run(
+            run_batch(
+                prompts,
+                outdir,
+                ["a"],
+                "agg",
+                backend=slow.url,
+                progress=False,
+                engine="ray",
+                ray_address=cluster,
+                block_size=10,
+                actor_concurrency=4,
+            )
+        )
         watcher.join(timeout=5)
     assert killed, "no worker was killed"
     ids = [v["id"] for v in lines_of(outdir)]
@@ -157,8 +232,15 @@ def test_a_ray_batch_stops_at_its_shared_budget_and_resumes(fault, remote, tmp_p
     one = estimate("Question 0?", ["a"], "agg", backend=remote, max_tokens=8)
     budget = 4 * (one.max_prompt_tokens + one.max_completion_tokens)
     outdir = tmp_path / "out"
-    settings = dict(backend=remote, max_tokens=8, progress=False, engine="ray", ray_address=cluster, block_size=3,
-                    actor_concurrency=2)
+    settings = dict(
+        backend=remote,
+        max_tokens=8,
+        progress=False,
+        engine="ray",
+        ray_address=cluster,
+        block_size=3,
+        actor_concurrency=2,
+    )
     with pytest.raises(BudgetExceeded, match="the batch stopped at its budget") as info:
         run(run_batch(prompts, outdir, ["a"], "agg", max_tokens_total=budget, **settings))
     first = lines_of(outdir)
@@ -218,12 +300,13 @@ def test_a_driver_killed_while_retry_failed_rewrites_a_block_leaves_each_prompt_
     killed at any step leaves no prompt in two block files; the next run finishes the step."""
     import json
 
-    from moa_lab.ray_batch import _drop_failed, block_name, mend_dropped
+    from moa_lab.runs.ray import _drop_failed, block_name, mend_dropped
 
     blocks = tmp_path / "blocks"
     blocks.mkdir()
-    lines = [{"id": f"p{i}", "prompt": f"Q{i}", "status": "ok" if i % 2 else "failed", "settings_id": "s"}
-             for i in range(4)]
+    lines = [
+        {"id": f"p{i}", "prompt": f"Q{i}", "status": "ok" if i % 2 else "failed", "settings_id": "s"} for i in range(4)
+    ]
     name = block_name([(v["id"], v["prompt"]) for v in lines], "s")
     (blocks / f"{name}.jsonl").write_text("".join(json.dumps(v) + "\n" for v in lines))
     kept = _drop_failed(tmp_path, lines, "s")

@@ -9,16 +9,30 @@ import pytest
 from conftest import run, write_jsonl
 
 import moa_lab
-from moa_lab import (DEFAULTS, MoAResult, Settings, aggregate, estimate, plan_run, results_frame, run_batch,
-                     run_layer, run_moa)
+from moa_lab import (
+    DEFAULTS,
+    Settings,
+    aggregate,
+    estimate,
+    plan_run,
+    results_frame,
+    run_batch,
+    run_layer,
+    run_moa,
+)
 from moa_lab.widgets import Playground
 
 P = "Name one colour."
 
 
 def test_the_defaults_are_declared_once():
-    assert (DEFAULTS.temperature, DEFAULTS.max_tokens, DEFAULTS.seed, DEFAULTS.timeout, DEFAULTS.retries) == \
-        (0.7, 512, 0, 120.0, 3)
+    assert (DEFAULTS.temperature, DEFAULTS.max_tokens, DEFAULTS.seed, DEFAULTS.timeout, DEFAULTS.retries) == (
+        0.7,
+        512,
+        0,
+        120.0,
+        3,
+    )
     # No public step re-declares a setting as a parameter of its own: they all take **options.
     for function in (run_layer, aggregate, run_moa, plan_run, Playground.__init__):
         parameters = inspect.signature(function).parameters
@@ -30,8 +44,10 @@ def test_a_plan_is_passed_to_the_steps_and_keywords_change_it(fault, remote):
     plan = plan_run(P, ["a", "b"], "agg", temperature=0.3, max_tokens=40, seed=5, backend=remote)
     layer = run(run_layer(P, plan.proposers[0], plan=plan))
     # the two calls run at once: they may arrive in either order
-    assert sorted((r["temperature"], r["max_tokens"], r["seed"]) for r in fault.requests) == [(0.3, 40, 1005),
-                                                                                             (0.3, 40, 1006)]
+    assert sorted((r["temperature"], r["max_tokens"], r["seed"]) for r in fault.requests) == [
+        (0.3, 40, 1005),
+        (0.3, 40, 1006),
+    ]
     text = run(aggregate(P, layer.answers, plan.aggregator, plan=plan, stream=False))
     last = fault.requests[-1]
     assert text.startswith("agg answers") and (last["temperature"], last["max_tokens"]) == (0.3, 40)
@@ -80,8 +96,18 @@ def test_a_run_as_a_dataframe(fault, remote):
 def test_batch_results_as_a_dataframe(fault, remote, tmp_path):
     fault.script("b", "500")
     out = tmp_path / "out.jsonl"
-    run(run_batch(write_jsonl(tmp_path / "in.jsonl", 3), out, ["a", "b"], "agg", layers=3, retries=0,
-                  backend=remote, progress=False))
+    run(
+        run_batch(
+            write_jsonl(tmp_path / "in.jsonl", 3),
+            out,
+            ["a", "b"],
+            "agg",
+            layers=3,
+            retries=0,
+            backend=remote,
+            progress=False,
+        )
+    )
     frame = results_frame(out)
     assert moa_lab.read_results(out, as_frame=True).equals(frame)
     assert sorted(frame["id"]) == ["p0", "p1", "p2"] and len(frame) == 3  # one row per prompt, as they finished

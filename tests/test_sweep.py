@@ -14,7 +14,7 @@ import psutil
 import pytest
 from conftest import MOA, NOTEBOOKS, run
 
-from moa_lab.sweep import load_sweep, plan_sweep, run_sweep
+from moa_lab.sweeps import load_sweep, plan_sweep, run_sweep
 
 S, G = "smollm2-135m", "gemma3-270m"
 SPEC = """\
@@ -45,8 +45,15 @@ def kernels_and_servers() -> set[int]:
 def test_a_2x2_sweep_killed_mid_way_resumes_to_each_point_exactly_once(tmp_path):
     (tmp_path / "spec.yaml").write_text(SPEC)
     outdir = tmp_path / "out"
-    command = MOA + ["sweep", str(NOTEBOOKS / "01_two_layer_moa.ipynb"), "spec.yaml", "out", "--jobs", "2",
-                     "--no-progress"]
+    command = MOA + [
+        "sweep",
+        str(NOTEBOOKS / "01_two_layer_moa.ipynb"),
+        "spec.yaml",
+        "out",
+        "--jobs",
+        "2",
+        "--no-progress",
+    ]
     before = kernels_and_servers()
     dry = subprocess.run(command + ["--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert dry.returncode == 0 and "4 points of" in dry.stdout and "in all: 10 model calls" in dry.stdout
@@ -78,7 +85,8 @@ def test_a_2x2_sweep_killed_mid_way_resumes_to_each_point_exactly_once(tmp_path)
     assert len(table) == 4 and table["point"].is_unique and set(table["point"]) == set(final)
     assert (table["status"] == "ok").all()
     assert sorted(zip(table["temperature"], table["proposers"])) == sorted(
-        (t, json.dumps(p)) for t in (0.2, 0.7) for p in ([S, G], [S]))
+        (t, json.dumps(p)) for t in (0.2, 0.7) for p in ([S, G], [S])
+    )
     assert sorted(table["calls"]) == [2, 2, 3, 3] and (table["completion_tokens"] <= 8 * table["calls"]).all()
     assert pd.read_csv(outdir / "results.csv")["point"].tolist() == table["point"].tolist()
     assert pd.read_parquet(outdir / "results.parquet").equals(table)
@@ -117,14 +125,18 @@ def test_a_failed_point_keeps_its_notebook_and_error_and_runs_again_only_when_as
 
 
 def test_only_path_parameters_are_made_absolute(tmp_path, monkeypatch):
-    from moa_lab.sweep import _inputs
+    from moa_lab.sweeps.run import _inputs
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prompts.jsonl").write_text("{}\n")
     (tmp_path / "tests").mkdir()
     given = {"prompts_path": "prompts.jsonl", "prompt": "tests", "output_path": "prompts.jsonl", "tasks_path": "gone"}
-    assert _inputs(given) == {"prompts_path": str(tmp_path / "prompts.jsonl"), "prompt": "tests",
-                              "output_path": "prompts.jsonl", "tasks_path": "gone"}
+    assert _inputs(given) == {
+        "prompts_path": str(tmp_path / "prompts.jsonl"),
+        "prompt": "tests",
+        "output_path": "prompts.jsonl",
+        "tasks_path": "gone",
+    }
 
 
 def test_load_sweep_of_a_folder_without_a_sweep(tmp_path):
@@ -133,12 +145,17 @@ def test_load_sweep_of_a_folder_without_a_sweep(tmp_path):
 
 
 def test_a_zip_and_seeds_make_the_points_in_order():
-    sweep = plan_sweep("02_three_layer_moa", {"zip": {"layers": [2, 3], "max_tokens": [8, 16]}, "seeds": [0, 1],
-                                               "parameters": {"prompt": "Hi"}}, "/nonexistent/out")
-    assert [p.swept for p in sweep.points] == [{"layers": 2, "max_tokens": 8, "seed": 0},
-                                               {"layers": 2, "max_tokens": 8, "seed": 1},
-                                               {"layers": 3, "max_tokens": 16, "seed": 0},
-                                               {"layers": 3, "max_tokens": 16, "seed": 1}]
+    sweep = plan_sweep(
+        "02_three_layer_moa",
+        {"zip": {"layers": [2, 3], "max_tokens": [8, 16]}, "seeds": [0, 1], "parameters": {"prompt": "Hi"}},
+        "/nonexistent/out",
+    )
+    assert [p.swept for p in sweep.points] == [
+        {"layers": 2, "max_tokens": 8, "seed": 0},
+        {"layers": 2, "max_tokens": 8, "seed": 1},
+        {"layers": 3, "max_tokens": 16, "seed": 0},
+        {"layers": 3, "max_tokens": 16, "seed": 1},
+    ]
     assert all(p.parameters["prompt"] == "Hi" for p in sweep.points)
     assert [b.calls for b in sweep.estimate()] == [5, 5, 9, 9]  # the backend's 4 default proposers
     assert len({p.id for p in sweep.points}) == 4 and sweep.points[0].id.startswith("layers=2,max_tokens=8,seed=0-")
@@ -177,17 +194,22 @@ def small_notebook(path: Path, parameters: str, body: str) -> Path:
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell(body)]
+    nb.cells = [
+        nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(body),
+    ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
     return path
 
 
 #: A point that sleeps while the file ``hold`` exists (at most a minute): a point that is running when a test acts.
-HOLD = small_notebook.__doc__ and ("hold = ''\nn = 0", "import os, time\nt = time.monotonic()\n"
-                                   "while hold and os.path.exists(hold) and time.monotonic() - t < 60:\n"
-                                   "    time.sleep(0.1)\nprint('point', n)")
+HOLD = small_notebook.__doc__ and (
+    "hold = ''\nn = 0",
+    "import os, time\nt = time.monotonic()\n"
+    "while hold and os.path.exists(hold) and time.monotonic() - t < 60:\n"
+    "    time.sleep(0.1)\nprint('point', n)",
+)
 
 
 def no_server(monkeypatch, fault=None) -> dict:
@@ -233,10 +255,22 @@ def test_ctrl_c_leaves_the_running_point_unfinished_and_stops_its_kernel(tmp_pat
     hold.write_text("")
     (tmp_path / "spec.json").write_text(json.dumps({"parameters": {"hold": str(hold)}, "grid": {"n": [1, 2]}}))
     command = MOA + ["sweep", str(notebook), "spec.json", "out", "--jobs", "2", "--no-progress"]
-    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)  # its own process group, as a terminal gives a command
-    wait_until(lambda: len([p for p in psutil.Process(sweep.pid).children(recursive=True)
-                            if "ipykernel_launcher" in " ".join(p.cmdline())]) == 2, 120)
+    sweep = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own process group, as a terminal gives a command
+    wait_until(
+        lambda: (
+            len(
+                [
+                    p
+                    for p in psutil.Process(sweep.pid).children(recursive=True)
+                    if "ipykernel_launcher" in " ".join(p.cmdline())
+                ]
+            )
+            == 2
+        ),
+        120,
+    )
     children = psutil.Process(sweep.pid).children(recursive=True)
     assert any("moa_lab serve" in " ".join(p.cmdline()) for p in children)  # the embedded server runs
     os.killpg(sweep.pid, signal.SIGINT)
@@ -251,19 +285,20 @@ def test_ctrl_c_leaves_the_running_point_unfinished_and_stops_its_kernel(tmp_pat
 
 
 @pytest.mark.local
-def test_the_shared_server_killed_after_a_point_is_started_again_and_relative_models_paths_work(tmp_path,
-                                                                                               monkeypatch):
+def test_the_shared_server_killed_after_a_point_is_started_again_and_relative_models_paths_work(tmp_path, monkeypatch):
     """Your model given by a relative MOA_LAB_MODELS path (the kernels run in their point folders), and the
     sweep's embedded server SIGKILLed after the first point: started again on its port, every point answers."""
-    from moa_lab.local import default_server, model_path
+    from moa_lab.engine.local import default_server, model_path
 
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "mine.gguf").symlink_to(model_path(S))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MOA_LAB_MODELS", "mine=models/mine.gguf")
-    body = ("import moa_lab\n"
-            "r = moa_lab.run_moa_sync('Say hi', ['mine'], 'mine', max_tokens=4, cache=False, retries=0, seed=n)\n"
-            "print(r.text)")
+    body = (
+        "import moa_lab\n"
+        "r = moa_lab.run_moa_sync('Say hi', ['mine'], 'mine', max_tokens=4, cache=False, retries=0, seed=n)\n"
+        "print(r.text)"
+    )
     notebook = small_notebook(tmp_path / "call.ipynb", "n = 0", body)
     server = default_server()
     killed = []
@@ -297,8 +332,15 @@ def test_a_full_disk_stops_the_sweep_with_one_message_and_starts_no_new_kernel(t
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (80 * 1024, 80 * 1024))
 
-    done = subprocess.run(MOA + ["sweep", str(notebook), "spec.json", "out", "--jobs", "1", "--no-progress"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    done = subprocess.run(
+        MOA + ["sweep", str(notebook), "spec.json", "out", "--jobs", "1", "--no-progress"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
     assert done.returncode == 1 and "File too large; the sweep stopped" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     points = sorted((tmp_path / "out" / "points").iterdir())
@@ -313,8 +355,13 @@ def test_every_notebook_dry_runs(tmp_path):
         described = plan_sweep(notebook, {}, tmp_path / "out").describe()
         assert described.startswith(f"1 points of {notebook}"), described
     (tmp_path / "spec.yaml").write_text("grid: {n: [2, 3]}\n")
-    dry = subprocess.run(MOA + ["sweep", str(NOTEBOOKS / "07_moa_variants.ipynb"), "spec.yaml", "out", "--dry-run"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    dry = subprocess.run(
+        MOA + ["sweep", str(NOTEBOOKS / "07_moa_variants.ipynb"), "spec.yaml", "out", "--dry-run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dry.returncode == 0 and "2 points of" in dry.stdout and "no estimate" in dry.stdout, dry.stderr
     assert not (tmp_path / "out").exists()
 

@@ -47,8 +47,10 @@ def test_run_and_layer_costs_add_up(fault, remote):
     data = result.to_dict()
     per_call = [c["cost"] for c in data["trace"]]
     # The fault server reports 7 prompt tokens and one completion token per word of its answer.
-    expected = [(7 * p_in + c.completion_tokens * p_out) / 1e6
-                for c, (p_in, p_out) in zip(result.trace, [(1, 3), (2, 2), (1, 3), (2, 2), (10, 10)])]
+    expected = [
+        (7 * p_in + c.completion_tokens * p_out) / 1e6
+        for c, (p_in, p_out) in zip(result.trace, [(1, 3), (2, 2), (1, 3), (2, 2), (10, 10)])
+    ]
     assert per_call == pytest.approx(expected)
     assert [layer["cost"] for layer in data["layers"]] == pytest.approx([sum(expected[:2]), sum(expected[2:4])])
     assert data["cost"] == pytest.approx(sum(expected)) == pytest.approx(result.usage().cost)
@@ -64,12 +66,13 @@ def test_bad_prices_are_refused(bad):
 def test_estimate_counts_calls_and_bounds_tokens_and_cost(remote):
     est = estimate("Hi", [QWEN, MIXTRAL], MIXTRAL, layers=3, max_tokens=100, backend=remote)
     assert est.calls == 5 and est.max_completion_tokens == 500
-    user = len("Hi".encode()) + 16  # one token per byte, plus the template's per-request and per-message tokens
+    user = len(b"Hi") + 16  # one token per byte, plus the template's per-request and per-message tokens
     refs = len(moa_lab.AGGREGATOR_PROMPT.encode()) + 8 + 2 * (100 + len("2. \n"))
     assert est.max_prompt_tokens == 5 * user + 3 * refs
     layer_cost = lambda price, refs_: ((user + refs_) * price + 100 * price) / 1e6  # noqa: E731
-    assert est.max_cost == pytest.approx(layer_cost(0.9, 0) + layer_cost(1.2, 0) + layer_cost(0.9, refs)
-                                         + layer_cost(1.2, refs) + layer_cost(1.2, refs))
+    assert est.max_cost == pytest.approx(
+        layer_cost(0.9, 0) + layer_cost(1.2, 0) + layer_cost(0.9, refs) + layer_cost(1.2, refs) + layer_cost(1.2, refs)
+    )
     batch = estimate(["Hi", "Hi"], [QWEN, MIXTRAL], MIXTRAL, layers=3, max_tokens=100, backend=remote)
     assert (batch.prompts, batch.calls, batch.max_cost) == (2, 10, pytest.approx(2 * est.max_cost))
     unknown = estimate("Hi", ["x"], "y", backend=remote)

@@ -49,8 +49,9 @@ def test_select_returns_the_reference_the_aggregator_names(fault, remote):
 
 def test_select_with_shuffled_references_maps_the_number_back(fault, remote):
     fault.script("agg", "say:1")
-    result = run(run_moa(P, ["a", "b", "c", "d"], "agg", backend=remote, combine="select", shuffle_references=True,
-                         seed=5))
+    result = run(
+        run_moa(P, ["a", "b", "c", "d"], "agg", backend=remote, combine="select", shuffle_references=True, seed=5)
+    )
     shown = result.final.references  # the order the selector read them in
     assert sorted(shown) == [1, 2, 3, 4]
     assert numbered(system_of(fault.calls_to("agg")[0])) == [result.layers[0].answers[k - 1] for k in shown]
@@ -114,15 +115,21 @@ def test_a_vote_with_no_stated_answer_fails_and_keeps_the_layer(fault, remote):
 
 def test_sequential_reads_a_window_at_a_time_with_the_running_synthesis(fault, remote):
     chunks = []
-    result = run(run_moa(P, ["a", "b", "c", "d", "e"], "agg", backend=remote, combine="sequential", window=2,
-                         on_chunk=chunks.append))
+    result = run(
+        run_moa(
+            P, ["a", "b", "c", "d", "e"], "agg", backend=remote, combine="sequential", window=2, on_chunk=chunks.append
+        )
+    )
     answers = result.layers[0].answers
     first, second, third = (numbered(system_of(r)) for r in fault.calls_to("agg"))
     steps = result.steps
     assert first == answers[:2]
     assert second == [steps[0].text] + answers[2:4] and third == [steps[1].text] + answers[4:]
-    assert [s.step for s in steps] == ["window 1 of 3", "window 2 of 3, with the synthesis so far",
-                                       "window 3 of 3, with the synthesis so far"]
+    assert [s.step for s in steps] == [
+        "window 1 of 3",
+        "window 2 of 3, with the synthesis so far",
+        "window 3 of 3, with the synthesis so far",
+    ]
     assert len({s.seed for s in steps}) == 3 and "".join(chunks) == result.text == steps[-1].text
     assert not fault.calls_to("agg")[0].get("stream") and fault.calls_to("agg")[-1]["stream"]  # only the last streams
 
@@ -185,16 +192,25 @@ def test_no_early_stop_while_answers_differ_and_a_callable_measure_replaces_the_
     stopped = run(run_moa(P, ["a", "b"], "agg", layers=3, backend=remote, early_stop=0.9, similarity=always_alike))
     assert "pairwise always_alike similarity" in stopped.early_stop
     assert len(fault.requests) == 6  # layer 1 from the cache, then the aggregator at layer 2: one new call
-    with pytest.raises(ValueError, match=r"the similarity function .*<lambda> must return a number in \[0, 1\], "
-                                         r"returned 2"):
-        run(run_moa(P, ["a", "b"], "agg", layers=3, backend=remote, early_stop=0.9, similarity=lambda x, y: 2,
-                    seed=9))
+    with pytest.raises(
+        ValueError,
+        match=r"the similarity function .*<lambda> must return a number in \[0, 1\], "
+        r"returned 2",
+    ):
+        run(run_moa(P, ["a", "b"], "agg", layers=3, backend=remote, early_stop=0.9, similarity=lambda x, y: 2, seed=9))
 
 
-@pytest.mark.parametrize("mode, extra, script", [
-    ("synthesize", {}, []), ("select", {}, ["say:2"]), ("rank", {"top_k": 2}, ["say:2 > 3"]), ("vote", {}, []),
-    ("sequential", {"window": 2}, []), ("sequential", {"window": 5}, []),
-])
+@pytest.mark.parametrize(
+    "mode, extra, script",
+    [
+        ("synthesize", {}, []),
+        ("select", {}, ["say:2"]),
+        ("rank", {"top_k": 2}, ["say:2 > 3"]),
+        ("vote", {}, []),
+        ("sequential", {"window": 2}, []),
+        ("sequential", {"window": 5}, []),
+    ],
+)
 def test_estimate_knows_every_modes_calls(fault, remote, mode, extra, script):
     fault.script("agg", *script)
     for model in "abcde":
@@ -255,8 +271,16 @@ def test_a_budget_hit_at_the_aggregator_keeps_the_layers(fault, remote):
     fault.script("a", "tokens:3000")
     bound = estimate(P, ["a"], "agg", backend=remote, max_tokens=16)
     with pytest.raises(BudgetExceeded, match=r"agg \(layer 2 aggregator\) was not started") as info:
-        run(run_moa(P, ["a"], "agg", backend=remote, max_tokens=16,
-                    max_tokens_total=bound.max_prompt_tokens + bound.max_completion_tokens))
+        run(
+            run_moa(
+                P,
+                ["a"],
+                "agg",
+                backend=remote,
+                max_tokens=16,
+                max_tokens_total=bound.max_prompt_tokens + bound.max_completion_tokens,
+            )
+        )
     assert info.value.layers[0].answers and [c.ok for c in info.value.steps] == [False]
     assert fault.calls_to("agg") == []
 
@@ -286,11 +310,33 @@ def test_a_batch_budget_at_its_estimate_runs_every_prompt(fault, remote, tmp_pat
     one = estimate("Question 0?", ["a", "b"], "agg", backend=remote, max_tokens=8)
     per_run = one.max_prompt_tokens + one.max_completion_tokens
     with pytest.raises(BudgetExceeded, match="refused before any call: one prompt's run"):
-        run(run_batch(prompts, tmp_path / "low.jsonl", ["a", "b"], "agg", backend=remote, max_tokens=8,
-                      max_tokens_total=per_run - 1, concurrency=1, progress=False))
+        run(
+            run_batch(
+                prompts,
+                tmp_path / "low.jsonl",
+                ["a", "b"],
+                "agg",
+                backend=remote,
+                max_tokens=8,
+                max_tokens_total=per_run - 1,
+                concurrency=1,
+                progress=False,
+            )
+        )
     assert fault.requests == [] and not (tmp_path / "low.jsonl").exists()
-    summary = run(run_batch(prompts, tmp_path / "out.jsonl", ["a", "b"], "agg", backend=remote, max_tokens=8,
-                            max_tokens_total=3 * per_run, concurrency=1, progress=False))
+    summary = run(
+        run_batch(
+            prompts,
+            tmp_path / "out.jsonl",
+            ["a", "b"],
+            "agg",
+            backend=remote,
+            max_tokens=8,
+            max_tokens_total=3 * per_run,
+            concurrency=1,
+            progress=False,
+        )
+    )
     assert summary.done == 3 and summary.left == 0 and len(fault.calls_to("agg")) == 3
 
 
@@ -304,8 +350,19 @@ def test_a_batch_stops_at_its_budget_and_a_rerun_goes_on_from_the_cache(fault, r
     budget = 3 * per_run
     out = tmp_path / "out.jsonl"
     with pytest.raises(BudgetExceeded) as info:
-        run(run_batch(prompts, out, ["a"], "agg", backend=remote, max_tokens=8, max_tokens_total=budget,
-                      concurrency=4, progress=False))
+        run(
+            run_batch(
+                prompts,
+                out,
+                ["a"],
+                "agg",
+                backend=remote,
+                max_tokens=8,
+                max_tokens_total=budget,
+                concurrency=4,
+                progress=False,
+            )
+        )
     summary, spent = info.value.summary, info.value.budget
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert summary.done == len(lines) and summary.left == 6 - len(lines) > 0 and summary.failed == 0
@@ -313,8 +370,19 @@ def test_a_batch_stops_at_its_budget_and_a_rerun_goes_on_from_the_cache(fault, r
     assert "left for a rerun with a larger budget" in str(info.value)
     assert all(line["status"] == "ok" for line in lines)
     made = len(fault.requests)
-    again = run(run_batch(prompts, out, ["a"], "agg", backend=remote, max_tokens=8, max_tokens_total=10 * budget,
-                          concurrency=4, progress=False))
+    again = run(
+        run_batch(
+            prompts,
+            out,
+            ["a"],
+            "agg",
+            backend=remote,
+            max_tokens=8,
+            max_tokens_total=10 * budget,
+            concurrency=4,
+            progress=False,
+        )
+    )
     assert again.skipped == len(lines) and again.done == 6 - len(lines)  # the budget is not in the settings id
     assert len(out.read_text().splitlines()) == 6
     assert again.usage.cached >= 1 and len(fault.requests) - made == again.usage.model_calls  # the cut runs' calls
@@ -325,9 +393,17 @@ def test_variants_are_evaluation_configurations_with_their_calls():
 
     configs = {c.name: c for c in variants(["p", "q"], "agg", n=3, window=2)}
     calls = {name: c.calls for name, c in configs.items()}
-    assert calls == {"MoA n=3": 4, "Self-MoA x3": 4, "select n=3": 4, "rank top 2": 5, "vote x4": 4,
-                     "Self-MoA-Seq x3 w=2": 5, "shuffled, 2 most different": 4, "3 layers, early stop 0.5": 7,
-                     "one deceptive proposer": 4}
+    assert calls == {
+        "MoA n=3": 4,
+        "Self-MoA x3": 4,
+        "select n=3": 4,
+        "rank top 2": 5,
+        "vote x4": 4,
+        "Self-MoA-Seq x3 w=2": 5,
+        "shuffled, 2 most different": 4,
+        "3 layers, early stop 0.5": 7,
+        "one deceptive proposer": 4,
+    }
     assert configs["MoA n=3"].proposers == (("p", "q", "p"),)
     assert "combine='vote'" in configs["vote x4"].describe()
     assert configs["one deceptive proposer"].settings["roles"][0] == moa_lab.prompts.DECEPTIVE_ROLE
@@ -359,16 +435,48 @@ def test_the_cli_runs_a_variant_and_a_batch_stops_at_its_budget_with_exit_3(faul
 
     moa = [sys.executable, "-m", "moa_lab"]
     fault.script("a", "say:The answer is 42.").script("b", "say:42")
-    done = subprocess.run(moa + ["ask", P, "--proposers", "a,b", "--aggregator", "agg", "--combine", "vote",
-                                 "--backend", fault.url, "--no-cache"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        moa
+        + [
+            "ask",
+            P,
+            "--proposers",
+            "a,b",
+            "--aggregator",
+            "agg",
+            "--combine",
+            "vote",
+            "--backend",
+            fault.url,
+            "--no-cache",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and done.stdout.startswith("42") and "combine=vote: '42' by 2 of 2" in done.stdout
     assert fault.calls_to("agg") == []
     prompts = write_jsonl(tmp_path / "in.jsonl", 4)
     fault.script("agg", *["tokens:900"] * 4)
     one = estimate("Question 0?", ["a"], "agg", backend=fault.url, max_tokens=8)
     budget = str(2 * (one.max_prompt_tokens + one.max_completion_tokens))
-    args = ["batch", str(prompts), str(tmp_path / "out.jsonl"), "--proposers", "a", "--aggregator", "agg",
-            "--max-tokens", "8", "--concurrency", "1", "--no-progress", "--backend", fault.url, "--no-cache"]
+    args = [
+        "batch",
+        str(prompts),
+        str(tmp_path / "out.jsonl"),
+        "--proposers",
+        "a",
+        "--aggregator",
+        "agg",
+        "--max-tokens",
+        "8",
+        "--concurrency",
+        "1",
+        "--no-progress",
+        "--backend",
+        fault.url,
+        "--no-cache",
+    ]
     stopped = subprocess.run(moa + args + ["--max-tokens-total", budget], capture_output=True, text=True, timeout=60)
     assert stopped.returncode == 3 and "the batch stopped at its budget" in stopped.stderr
     assert "left by the budget, of 4 prompts" in stopped.stdout

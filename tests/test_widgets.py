@@ -11,7 +11,6 @@ import re
 import time
 
 import pytest
-
 from conftest import run
 from fault_server import answer_text
 
@@ -77,8 +76,15 @@ def test_the_copied_settings_reproduce_the_run(fault, remote):
 
     text = panel.settings_text("papermill parameters")
     params = ast.literal_eval(text.split("=", 1)[1].split("\n#")[0])
-    assert params == {"prompt": "Why is the sky blue?", "proposers": [["a", "b"], ["b"]], "aggregator": "agg",
-                      "layers": 3, "temperature": 0.7, "max_tokens": 30, "system_prompt": AGGREGATOR_PROMPT_ZH}
+    assert params == {
+        "prompt": "Why is the sky blue?",
+        "proposers": [["a", "b"], ["b"]],
+        "aggregator": "agg",
+        "layers": 3,
+        "temperature": 0.7,
+        "max_tokens": 30,
+        "system_prompt": AGGREGATOR_PROMPT_ZH,
+    }
     assert f"TOGETHER_BASE_URL={fault.url}" in text
     assert "&#x27;max_tokens&#x27;: 30" in panel.copy_area.value and "Copy to clipboard" in panel.copy_area.value
 
@@ -86,8 +92,14 @@ def test_the_copied_settings_reproduce_the_run(fault, remote):
     code = panel.settings_text("run_moa(...) call")
     assert code in html.unescape(panel.copy_area.value) and "system_prompt=AGGREGATOR_PROMPT_ZH" in code
     namespace = {}
-    exec(compile("async def again():\n" + "\n".join("    " + line for line in code.splitlines())
-                 + "\n    return result", "<copied>", "exec"), namespace)
+    exec(
+        compile(
+            "async def again():\n" + "\n".join("    " + line for line in code.splitlines()) + "\n    return result",
+            "<copied>",
+            "exec",
+        ),
+        namespace,
+    )
     again = run(namespace["again"]())
     assert [c.seed for c in again.trace] == [c.seed for c in panel.result.trace]
     assert again.text == panel.result.text and again.trace[-1].model == "agg"

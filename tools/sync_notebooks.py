@@ -28,8 +28,9 @@ def strip(path: Path) -> None:
 def main() -> None:
     for stem in sorted({p.stem for p in NOTEBOOKS.glob("*.ipynb")} | {p.stem for p in NOTEBOOKS.glob("*.py")}):
         ipynb, py = NOTEBOOKS / f"{stem}.ipynb", NOTEBOOKS / f"{stem}.py"
-        subprocess.run([sys.executable, "-m", "jupytext", "--quiet", "--sync", str(ipynb if ipynb.exists() else py)],
-                       check=True)  # a new .py gets its .ipynb (the pairing is in jupytext.toml)
+        subprocess.run(
+            [sys.executable, "-m", "jupytext", "--quiet", "--sync", str(ipynb if ipynb.exists() else py)], check=True
+        )  # a new .py gets its .ipynb (the pairing is in jupytext.toml)
         strip(ipynb)
         print(f"synced {ipynb.with_suffix('.py').name} <-> {ipynb.name}")
 

@@ -4,20 +4,83 @@ orders, plus questions scored by exact match; a results table and plots. ``noteb
 through it step by step; :func:`evaluate` does it in one call.
 """
 
-from .configs import (Config, check_configs, moa, proposer_sweep, reference, self_moa, single, standard_configs,
-                      variant, variants)
-from .generate import ConfigRun, generate, plans
-from .judge import JUDGE_PROMPT, Judgment, check_judge, judge, judge_messages, parse_verdict, prompt_scores
-from .pipeline import EvalEstimate, as_tasks, estimate_evaluation, evaluate, evaluate_sync
-from .report import LOCAL_CAVEAT, EvalReport, Row, answers_view, judgments_view, order_effect, summarize
-from .stats import bootstrap_ci, first_position_rate, length_controlled, win_rate
-from .tasks import BUILTIN_INSTRUCTIONS, BUILTIN_QUESTIONS, Task, builtin_tasks, extract, is_correct, load_tasks
+from moa_lab.evaluate.configs import (
+    Config,
+    check_configs,
+    moa,
+    proposer_sweep,
+    reference,
+    self_moa,
+    single,
+    standard_configs,
+    variant,
+    variants,
+)
+from moa_lab.evaluate.generate import ConfigRun, generate, plans
+from moa_lab.evaluate.judge import (
+    JUDGE_PROMPT,
+    Judgment,
+    check_judge,
+    judge,
+    judge_messages,
+    parse_verdict,
+    prompt_scores,
+)
+from moa_lab.evaluate.pipeline import EvalEstimate, as_tasks, estimate_evaluation, evaluate, evaluate_sync
+from moa_lab.evaluate.report import LOCAL_CAVEAT, EvalReport, Row, answers_view, judgments_view, order_effect, summarize
+from moa_lab.evaluate.stats import bootstrap_ci, first_position_rate, length_controlled, win_rate
+from moa_lab.evaluate.tasks import (
+    BUILTIN_INSTRUCTIONS,
+    BUILTIN_QUESTIONS,
+    Task,
+    builtin_tasks,
+    extract,
+    is_correct,
+    load_tasks,
+)
 
 __all__ = [
-    "BUILTIN_INSTRUCTIONS", "BUILTIN_QUESTIONS", "Config", "ConfigRun", "EvalEstimate", "EvalReport", "JUDGE_PROMPT",
-    "Judgment", "LOCAL_CAVEAT", "Row", "Task", "answers_view", "as_tasks", "bootstrap_ci", "builtin_tasks", "check_configs",
-    "check_judge", "estimate_evaluation", "evaluate", "evaluate_sync", "extract", "first_position_rate", "generate",
-    "is_correct", "judge", "judge_messages", "judgments_view", "length_controlled", "load_tasks", "moa", "order_effect", "parse_verdict", "plans",
-    "prompt_scores", "proposer_sweep", "reference", "self_moa", "single", "standard_configs", "summarize",
-    "variant", "variants", "win_rate",
+    "BUILTIN_INSTRUCTIONS",
+    "BUILTIN_QUESTIONS",
+    "Config",
+    "ConfigRun",
+    "EvalEstimate",
+    "EvalReport",
+    "JUDGE_PROMPT",
+    "Judgment",
+    "LOCAL_CAVEAT",
+    "Row",
+    "Task",
+    "answers_view",
+    "as_tasks",
+    "bootstrap_ci",
+    "builtin_tasks",
+    "check_configs",
+    "check_judge",
+    "estimate_evaluation",
+    "evaluate",
+    "evaluate_sync",
+    "extract",
+    "first_position_rate",
+    "generate",
+    "is_correct",
+    "judge",
+    "judge_messages",
+    "judgments_view",
+    "length_controlled",
+    "load_tasks",
+    "moa",
+    "order_effect",
+    "parse_verdict",
+    "plans",
+    "prompt_scores",
+    "proposer_sweep",
+    "reference",
+    "self_moa",
+    "single",
+    "standard_configs",
+    "summarize",
+    "variant",
+    "variants",
+    "win_rate",
 ]

@@ -4,12 +4,13 @@ n times), deeper MoA, and answers written elsewhere (``reference``)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
-from ..combine import passed_on, steps
-from ..prompts import DECEPTIVE_ROLE
-from ..validation import check_models, check_references, check_settings
+from moa_lab.combine import passed_on, steps
+from moa_lab.prompts import DECEPTIVE_ROLE
+from moa_lab.validation import check_models, check_references, check_settings
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,10 @@ class Config:
         shown = {k: ("<role>" if k == "roles" else v) for k, v in self.options}
         options = "".join(f", {k}={v!r}" for k, v in shown.items())
         about = f" ({self.description})" if self.description else ""
-        return (f"{self.name}{about}: {layers + '; ' if layers else ''}aggregator {self.aggregator}{options} "
-                f"({self.calls} calls/prompt)")
+        return (
+            f"{self.name}{about}: {layers + '; ' if layers else ''}aggregator {self.aggregator}{options} "
+            f"({self.calls} calls/prompt)"
+        )
 
 
 def single(model: str, name: str | None = None) -> Config:
@@ -89,12 +92,14 @@ def self_moa(model: str, n: int, aggregator: str | None = None, layers: int = 2,
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n (samples of {model!r}) must be an integer >= 1, got {n!r}")
     depth = "" if layers == 2 else f", {layers} layers"
-    return replace(moa([model] * n, aggregator or model, layers, name or f"Self-MoA {model} x{n}{depth}"),
-                   kind="self-moa")
+    return replace(
+        moa([model] * n, aggregator or model, layers, name or f"Self-MoA {model} x{n}{depth}"), kind="self-moa"
+    )
 
 
-def proposer_sweep(pool: Sequence[str], aggregator: str, counts: Sequence[int] | None = None,
-                   layers: int = 2) -> list[Config]:
+def proposer_sweep(
+    pool: Sequence[str], aggregator: str, counts: Sequence[int] | None = None, layers: int = 2
+) -> list[Config]:
     """MoA with the first n models of ``pool`` as proposers, for each n in ``counts`` (default 1 to
     ``len(pool)``), all with the same ``aggregator``: the multiple-proposer column of the paper's Table 3."""
     counts = list(range(1, len(pool) + 1)) if counts is None else list(counts)
@@ -104,8 +109,16 @@ def proposer_sweep(pool: Sequence[str], aggregator: str, counts: Sequence[int] |
     return [moa(pool[:n], aggregator, layers) for n in counts]
 
 
-def variant(proposers: Sequence[str], aggregator: str, name: str, *, layers: int = 2, description: str = "",
-            kind: str = "moa", **options: Any) -> Config:
+def variant(
+    proposers: Sequence[str],
+    aggregator: str,
+    name: str,
+    *,
+    layers: int = 2,
+    description: str = "",
+    kind: str = "moa",
+    **options: Any,
+) -> Config:
     """MoA changed by the settings of a variant (``combine=``, ``window=``, ``top_k=``, ``roles=``,
     ``shuffle_references=``, ``max_references=``, ``early_stop=``: see :class:`moa_lab.Settings`), checked here
     (ValueError naming a bad one). ``calls`` counts the mode's calls."""
@@ -115,8 +128,15 @@ def variant(proposers: Sequence[str], aggregator: str, name: str, *, layers: int
     return replace(config, kind=kind, options=tuple(options.items()), description=description)
 
 
-def variants(pool: Sequence[str], aggregator: str, n: int = 3, window: int = 2, top_k: int = 2,
-             early_stop: float = 0.5, deceptive: bool = True) -> list[Config]:
+def variants(
+    pool: Sequence[str],
+    aggregator: str,
+    n: int = 3,
+    window: int = 2,
+    top_k: int = 2,
+    early_stop: float = 0.5,
+    deceptive: bool = True,
+) -> list[Config]:
     """The variants from the literature since the paper, at matched calls where the mode allows (``n + 1``
     calls per prompt: n proposers, one aggregator call): the paper's synthesis of the first ``n`` of ``pool``
     (cycled when shorter); Self-MoA (``aggregator`` sampled n times, arXiv 2502.00674); USC-style ``select``;
@@ -135,20 +155,58 @@ def variants(pool: Sequence[str], aggregator: str, n: int = 3, window: int = 2, 
         variant(mixed, aggregator, f"MoA n={n}", description="the paper's synthesis"),
         variant(samples, aggregator, f"Self-MoA x{n}", kind="self-moa", description="one model sampled n times"),
         variant(mixed, aggregator, f"select n={n}", combine="select", description="the aggregator picks one"),
-        variant(mixed, aggregator, f"rank top {top_k}", combine="rank", top_k=top_k,
-                description="rank, then synthesize the best"),
-        variant([aggregator] * (n + 1), aggregator, f"vote x{n + 1}", combine="vote", kind="self-moa",
-                description="majority of the stated answers, no aggregator call"),
-        variant(samples, aggregator, f"Self-MoA-Seq x{n} w={window}", combine="sequential", window=window,
-                kind="self-moa", description="a sliding window of samples"),
-        variant(mixed, aggregator, f"shuffled, {n - 1} most different", shuffle_references=True,
-                max_references=n - 1, description="SMoA-style reference selection"),
-        variant(mixed, aggregator, f"3 layers, early stop {early_stop:g}", layers=3, early_stop=early_stop,
-                description="stops when a layer's answers agree"),
+        variant(
+            mixed,
+            aggregator,
+            f"rank top {top_k}",
+            combine="rank",
+            top_k=top_k,
+            description="rank, then synthesize the best",
+        ),
+        variant(
+            [aggregator] * (n + 1),
+            aggregator,
+            f"vote x{n + 1}",
+            combine="vote",
+            kind="self-moa",
+            description="majority of the stated answers, no aggregator call",
+        ),
+        variant(
+            samples,
+            aggregator,
+            f"Self-MoA-Seq x{n} w={window}",
+            combine="sequential",
+            window=window,
+            kind="self-moa",
+            description="a sliding window of samples",
+        ),
+        variant(
+            mixed,
+            aggregator,
+            f"shuffled, {n - 1} most different",
+            shuffle_references=True,
+            max_references=n - 1,
+            description="SMoA-style reference selection",
+        ),
+        variant(
+            mixed,
+            aggregator,
+            f"3 layers, early stop {early_stop:g}",
+            layers=3,
+            early_stop=early_stop,
+            description="stops when a layer's answers agree",
+        ),
     ]
     if deceptive:
-        configs.append(variant(mixed, aggregator, "one deceptive proposer", roles=[DECEPTIVE_ROLE] + [None] * (n - 1),
-                               description="proposer 1 told to mislead"))
+        configs.append(
+            variant(
+                mixed,
+                aggregator,
+                "one deceptive proposer",
+                roles=[DECEPTIVE_ROLE] + [None] * (n - 1),
+                description="proposer 1 told to mislead",
+            )
+        )
     return configs
 
 
@@ -162,16 +220,21 @@ def check_configs(configs: Sequence[Config], baseline: str | None, backend) -> t
     """At least two configurations with different names and file names, every model one the backend serves;
     ``baseline`` names one of them (None: the first). Returns the configurations and the baseline."""
     if isinstance(configs, Config) or not isinstance(configs, Sequence) or len(configs) < 2:
-        raise ValueError(f"configs must be a list of at least two configurations (one is the baseline), got "
-                         f"{configs!r}")
+        raise ValueError(
+            f"configs must be a list of at least two configurations (one is the baseline), got {configs!r}"
+        )
     seen: dict[str, str] = {}
     for config in configs:
         if not isinstance(config, Config):
-            raise ValueError(f"every configuration must be a moa_lab.evaluate.Config (single(...), moa(...), "
-                             f"self_moa(...), reference()), got {config!r}")
+            raise ValueError(
+                f"every configuration must be a moa_lab.evaluate.Config (single(...), moa(...), "
+                f"self_moa(...), reference()), got {config!r}"
+            )
         if config.slug.casefold() in seen:
-            raise ValueError(f"configurations {seen[config.slug.casefold()]!r} and {config.name!r} have the same "
-                             "name (or file name): give one of them name=...")
+            raise ValueError(
+                f"configurations {seen[config.slug.casefold()]!r} and {config.name!r} have the same "
+                "name (or file name): give one of them name=..."
+            )
         seen[config.slug.casefold()] = config.name
         if config.kind != "reference":
             for models in config.proposers:
@@ -185,8 +248,9 @@ def check_configs(configs: Sequence[Config], baseline: str | None, backend) -> t
     return list(configs), configs[names.index(baseline)]
 
 
-def standard_configs(pool: Sequence[str], aggregator: str, counts: Sequence[int] = (1, 2), self_moa_n: int = 2,
-                     deep_layers: int = 3) -> list[Config]:
+def standard_configs(
+    pool: Sequence[str], aggregator: str, counts: Sequence[int] = (1, 2), self_moa_n: int = 2, deep_layers: int = 3
+) -> list[Config]:
     """The comparisons of the paper, in one list: ``aggregator`` alone (first: the usual baseline), MoA with the
     first n of ``pool`` for each n in ``counts`` (2 layers, the same aggregator), Self-MoA (``aggregator``
     sampled ``self_moa_n`` times; 0 leaves it out) and MoA with the largest n over ``deep_layers`` layers (0 or 2
@@ -199,5 +263,5 @@ def standard_configs(pool: Sequence[str], aggregator: str, counts: Sequence[int]
     if isinstance(deep_layers, bool) or not isinstance(deep_layers, int) or deep_layers < 0 or deep_layers == 1:
         raise ValueError(f"deep_layers must be 0 or 2 (none) or an integer >= 3, got {deep_layers!r}")
     if deep_layers > 2 and counts:
-        configs.append(moa(pool[:max(counts)], aggregator, deep_layers))
+        configs.append(moa(pool[: max(counts)], aggregator, deep_layers))
     return configs

@@ -4,17 +4,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
-from typing import Any, Sequence
+from typing import Any
 
-from ..batch import run_batch, settings_id
-from ..files import read_results
-from ..plan import plan_run
-from ..usage import Usage
-from .configs import Config
-from .tasks import Task
+from moa_lab.evaluate.configs import Config
+from moa_lab.evaluate.tasks import Task
+from moa_lab.plan import plan_run
+from moa_lab.runs.batch import run_batch, settings_id
+from moa_lab.runs.files import read_results
+from moa_lab.usage import Usage
 
 
 @dataclass
@@ -62,10 +63,17 @@ def plans(tasks: Sequence[Task], configs: Sequence[Config], **settings: Any) -> 
     when a ``reference`` configuration is asked for and an open task has no ``reference`` answer."""
     missing = [t.id for t in tasks if not t.objective and t.reference is None]
     if missing and any(c.kind == "reference" for c in configs):
-        raise ValueError(f"the reference configuration needs a \"reference\" answer for every open task; task "
-                         f"{missing[0]!r} has none ({len(missing)} without one)")
-    return {c.name: plan_run(tasks[0].prompt, [list(m) for m in c.proposers], c.aggregator,
-                             layers=c.layers, **{**settings, **c.settings}) for c in configs if c.kind != "reference"}
+        raise ValueError(
+            f'the reference configuration needs a "reference" answer for every open task; task '
+            f"{missing[0]!r} has none ({len(missing)} without one)"
+        )
+    return {
+        c.name: plan_run(
+            tasks[0].prompt, [list(m) for m in c.proposers], c.aggregator, layers=c.layers, **{**settings, **c.settings}
+        )
+        for c in configs
+        if c.kind != "reference"
+    }
 
 
 async def generate(
@@ -96,7 +104,14 @@ async def generate(
         path = folder / f"{config.slug}-{settings_id(plan)}.jsonl"
         if progress:
             print(config.describe())
-        await run_batch(prompts, path, plan.proposers, plan.aggregator, concurrency=concurrency, progress=progress,
-                        **{**settings, **config.settings, "backend": plan.backend, "layers": plan.layers})
+        await run_batch(
+            prompts,
+            path,
+            plan.proposers,
+            plan.aggregator,
+            concurrency=concurrency,
+            progress=progress,
+            **{**settings, **config.settings, "backend": plan.backend, "layers": plan.layers},
+        )
         runs[config.name] = from_lines(config, read_results(path), path)
     return runs

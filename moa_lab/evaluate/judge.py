@@ -8,18 +8,18 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
-from .. import calls
-from ..backends import get_backend
-from ..display import progress_bar
-from ..limits import CallLimiter, call_limits
-from ..records import CallRecord
-from ..settings import Settings
-from ..validation import check_models, check_settings
-from .generate import ConfigRun
-from .tasks import Task
+from moa_lab import calls
+from moa_lab.backends import get_backend
+from moa_lab.evaluate.generate import ConfigRun
+from moa_lab.evaluate.tasks import Task
+from moa_lab.limits import CallLimiter, call_limits
+from moa_lab.records import CallRecord
+from moa_lab.rendering import progress_bar
+from moa_lab.settings import Settings
+from moa_lab.validation import check_models, check_settings
 
 JUDGE_PROMPT = """Instruction: {instruction}
 
@@ -31,8 +31,10 @@ Which answer follows the instruction better: more helpful, correct and clear? Th
 matter, and an answer is not better for being longer. Reply with one word: A, B, or TIE."""
 
 _MARK = re.compile(r"\[\[\s*(A|B|C|(?i:tie))\s*\]\]")
-_LEAD = re.compile(r"^(?:(?i:the\s+)?(?i:verdict|answer|winner|better\s+answer|better|output|response)\s*"
-                   r"(?i:is)?\s*[:\-]?\s*)?\(?(A|B|(?i:tie|tied|equal))\)?(?!\w)")
+_LEAD = re.compile(
+    r"^(?:(?i:the\s+)?(?i:verdict|answer|winner|better\s+answer|better|output|response)\s*"
+    r"(?i:is)?\s*[:\-]?\s*)?\(?(A|B|(?i:tie|tied|equal))\)?(?!\w)"
+)
 _SECOND = re.compile(r"^\s*(?:,|/|(?i:and|or))\s*\(?(A|B)\b")
 _BETTER = re.compile(r"\b(?i:answer|response|output)\s*\(?(A|B)\)?\s+(?i:is)\s+(?:\w+\s+){0,2}(?i:better)\b")
 
@@ -57,7 +59,7 @@ def parse_verdict(reply: str | None) -> tuple[str | None, str]:
     first = text.splitlines()[0].strip().lstrip("*#>_ \t").strip()
     lead = _LEAD.match(first)
     if lead:
-        second = _SECOND.match(first[lead.end():].lstrip("*_.) "))
+        second = _SECOND.match(first[lead.end() :].lstrip("*_.) "))
         if second and _verdict(second.group(1)) != _verdict(lead.group(1)):
             return None, "conflicting verdicts"
         return _verdict(lead.group(1)), ""
@@ -93,9 +95,17 @@ class Judgment:
         return {"config": 1.0, "tie": 0.5, "baseline": 0.0}.get(self.winner)
 
     def to_dict(self) -> dict:
-        return {"task": self.task, "config": self.config, "config_first": self.config_first,
-                "verdict": self.verdict, "winner": self.winner, "note": self.note, "reply": self.record.text,
-                "error": self.record.error, "cached": self.record.cached}
+        return {
+            "task": self.task,
+            "config": self.config,
+            "config_first": self.config_first,
+            "verdict": self.verdict,
+            "winner": self.winner,
+            "note": self.note,
+            "reply": self.record.text,
+            "error": self.record.error,
+            "cached": self.record.cached,
+        }
 
 
 def orders(config: str, task: str, n: int = 2, seed: int = 0) -> list[bool]:
@@ -190,4 +200,3 @@ async def judge(
         if bar is not None:
             bar.close()
     return [j for j, _ in todo]
-

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
-from ..backends import get_backend
-from ..usage import TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS_PER_REQUEST, estimate, get_prices
-from .configs import Config, check_configs
-from .generate import generate, plans
-from .judge import JUDGE_PROMPT, check_judge, judge
-from .report import EvalReport, summarize
-from .tasks import Task, builtin_tasks, load_tasks
+from moa_lab._sync import run_sync
+from moa_lab.backends import get_backend
+from moa_lab.estimate import estimate
+from moa_lab.evaluate.configs import Config, check_configs
+from moa_lab.evaluate.generate import generate, plans
+from moa_lab.evaluate.judge import JUDGE_PROMPT, check_judge, judge
+from moa_lab.evaluate.report import EvalReport, summarize
+from moa_lab.evaluate.tasks import Task, builtin_tasks, load_tasks
+from moa_lab.usage import TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS_PER_REQUEST, get_prices
 
 
 def as_tasks(tasks: Sequence[Task] | str | os.PathLike | Iterable[str | Mapping] | None) -> list[Task]:
@@ -36,12 +39,22 @@ class EvalEstimate:
 
     def __str__(self) -> str:
         cost = "unknown (a model has no price)" if self.max_cost is None else f"≤ ${self.max_cost:.4f}"
-        return (f"{self.answer_calls} calls for the answers + at most {self.judge_calls} judge calls, "
-                f"cost {cost} (fewer where answers are already in the folder or the cache)")
+        return (
+            f"{self.answer_calls} calls for the answers + at most {self.judge_calls} judge calls, "
+            f"cost {cost} (fewer where answers are already in the folder or the cache)"
+        )
 
 
-def estimate_evaluation(tasks: Sequence[Task], configs: Sequence[Config], *, judge_model: str, n_orders: int = 2,
-                        judge_max_tokens: int = 16, prices=None, **settings: Any) -> EvalEstimate:
+def estimate_evaluation(
+    tasks: Sequence[Task],
+    configs: Sequence[Config],
+    *,
+    judge_model: str,
+    n_orders: int = 2,
+    judge_max_tokens: int = 16,
+    prices=None,
+    **settings: Any,
+) -> EvalEstimate:
     """The calls of :func:`evaluate` and an upper bound of their cost (as :func:`moa_lab.estimate` bounds them;
     a judge call reads the instruction and two answers of at most ``max_tokens`` each, or a reference answer's
     bytes). No model is called."""
@@ -58,8 +71,12 @@ def estimate_evaluation(tasks: Sequence[Task], configs: Sequence[Config], *, jud
     price = table.get(judge_model)
     for task in open_tasks:
         answers = 2 * limit + (len((task.reference or "").encode()) if with_reference else 0)
-        prompt = len((JUDGE_PROMPT + task.prompt).encode()) + answers + TEMPLATE_TOKENS_PER_REQUEST \
+        prompt = (
+            len((JUDGE_PROMPT + task.prompt).encode())
+            + answers
+            + TEMPLATE_TOKENS_PER_REQUEST
             + TEMPLATE_TOKENS_PER_MESSAGE
+        )
         bound += n_orders * pairs * (prompt * price[0] + judge_max_tokens * price[1]) / 1e6 if price else 0.0
     priced = priced and (price is not None or not open_tasks)
     return EvalEstimate(answer_calls, n_orders * pairs * len(open_tasks), bound if priced else None)
@@ -70,8 +87,10 @@ def _needs_matplotlib() -> None:
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
-        raise ImportError("evaluate() draws its plots with matplotlib, which is not installed: "
-                          "pip install 'moa_lab[notebooks]' (or matplotlib); nothing was run")
+        raise ImportError(
+            "evaluate() draws its plots with matplotlib, which is not installed: "
+            "pip install 'moa_lab[notebooks]' (or matplotlib); nothing was run"
+        )
 
 
 async def evaluate(
@@ -101,19 +120,29 @@ async def evaluate(
     configs, base = check_configs(configs, baseline, backend)
     same = {name: settings[name] for name in ("seed", "cache") if name in settings}  # the judge's too
     judge_model, _ = check_judge(judge_model, n_orders, backend=backend, max_tokens=judge_max_tokens, **same)
-    runs = await generate(tasks, configs, folder, concurrency=concurrency, progress=progress, backend=backend,
-                          **settings)
-    judgments = await judge(tasks, runs, base.name, judge_model=judge_model, n_orders=n_orders,
-                            concurrency=concurrency, backend=backend, progress=progress, max_tokens=judge_max_tokens,
-                            **same)
-    report = summarize(tasks, configs, runs, judgments, base.name, judge_model=judge_model, n_orders=n_orders,
-                       backend=backend)
+    runs = await generate(
+        tasks, configs, folder, concurrency=concurrency, progress=progress, backend=backend, **settings
+    )
+    judgments = await judge(
+        tasks,
+        runs,
+        base.name,
+        judge_model=judge_model,
+        n_orders=n_orders,
+        concurrency=concurrency,
+        backend=backend,
+        progress=progress,
+        max_tokens=judge_max_tokens,
+        **same,
+    )
+    report = summarize(
+        tasks, configs, runs, judgments, base.name, judge_model=judge_model, n_orders=n_orders, backend=backend
+    )
     report.save(Path(folder))
     return report
 
 
 def evaluate_sync(*args, **kwargs) -> EvalReport:
     """:func:`evaluate` from synchronous code (a script)."""
-    from .._sync import run_sync
 
     return run_sync(evaluate(*args, **kwargs))

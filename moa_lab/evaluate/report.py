@@ -7,23 +7,26 @@ from __future__ import annotations
 import csv
 import html
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from statistics import mean
-from typing import Mapping, Sequence
 
-from ..display import View, html_table
-from ..jsonl import dumps
-from ..usage import Usage, usage
-from .configs import Config
-from .generate import ConfigRun
-from .judge import Judgment, prompt_scores
-from .stats import bootstrap_ci, first_position_rate, length_controlled, win_rate
-from .tasks import Task, is_correct
+from moa_lab.evaluate.configs import Config
+from moa_lab.evaluate.generate import ConfigRun
+from moa_lab.evaluate.judge import Judgment, prompt_scores
+from moa_lab.evaluate.plots import quality_vs_cost, win_rate_vs_proposers
+from moa_lab.evaluate.stats import bootstrap_ci, first_position_rate, length_controlled, win_rate
+from moa_lab.evaluate.tasks import Task, is_correct
+from moa_lab.jsonl import dumps
+from moa_lab.rendering import View, html_table
+from moa_lab.usage import Usage, usage
 
-LOCAL_CAVEAT = ("These answers and verdicts come from the bundled SmolLM2-135M and Gemma-3-270M: models this small "
-                "answer poorly and judge worse. The numbers demonstrate the method, not the value of MoA. With "
-                "TOGETHER_API_KEY (or TOGETHER_BASE_URL and a real model fleet) the same code runs the real experiment.")
+LOCAL_CAVEAT = (
+    "These answers and verdicts come from the bundled SmolLM2-135M and Gemma-3-270M: models this small "
+    "answer poorly and judge worse. The numbers demonstrate the method, not the value of MoA. With "
+    "TOGETHER_API_KEY (or TOGETHER_BASE_URL and a real model fleet) the same code runs the real experiment."
+)
 
 
 @dataclass
@@ -78,8 +81,19 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-COLUMNS = ("configuration", "calls/prompt", "win rate % [95% CI] prompts", "LC win rate %", "W/T/L/?", "avg length",
-           "exact match", "calls", "tokens", "cost $", "s/prompt")
+COLUMNS = (
+    "configuration",
+    "calls/prompt",
+    "win rate % [95% CI] prompts",
+    "LC win rate %",
+    "W/T/L/?",
+    "avg length",
+    "exact match",
+    "calls",
+    "tokens",
+    "cost $",
+    "s/prompt",
+)
 
 
 def _cells(row: Row, baseline: str) -> dict[str, str]:
@@ -91,10 +105,24 @@ def _cells(row: Row, baseline: str) -> dict[str, str]:
         verdicts = f"{row.wins}/{row.ties}/{row.losses}/{row.unparseable}"
     accuracy = f"{_pct(row.accuracy)}% ({row.correct}/{row.questions})" if row.questions else "-"
     cost = f"{row.cost:.4f}" + (f" (+{row.unpriced} unpriced)" if row.unpriced else "")
-    return dict(zip(COLUMNS, (row.config, str(row.calls_per_prompt), rate, lc, verdicts,
-                              "-" if row.length is None else f"{row.length:.0f}", accuracy, str(row.calls),
-                              str(row.tokens), cost, "-" if row.seconds_per_prompt is None
-                              else f"{row.seconds_per_prompt:.2f}")))
+    return dict(
+        zip(
+            COLUMNS,
+            (
+                row.config,
+                str(row.calls_per_prompt),
+                rate,
+                lc,
+                verdicts,
+                "-" if row.length is None else f"{row.length:.0f}",
+                accuracy,
+                str(row.calls),
+                str(row.tokens),
+                cost,
+                "-" if row.seconds_per_prompt is None else f"{row.seconds_per_prompt:.2f}",
+            ),
+        )
+    )
 
 
 @dataclass(repr=False)
@@ -123,20 +151,29 @@ class EvalReport:
             lines.append(self.caveat)
         lines.append(
             f"Win rate: the judge ({self.judge_model}) compared each configuration's answer with the baseline's "
-            f"({self.baseline}) on each open instruction, {'in both orders' if self.n_orders == 2 else 'in one random order'}; "
+            f"({self.baseline}) on each open instruction, "
+            f"{'in both orders' if self.n_orders == 2 else 'in one random order'}; "
             "a prompt scores 1 (won), 0.5 (tie, or the orders disagreed) or 0, and the win rate is the mean x 100. "
             "The 95% interval is a bootstrap over the prompts. LC: the length-controlled estimate (the win rate "
             "at equal answer lengths; moa_lab.evaluate.stats.length_controlled). W/T/L/?: judge verdicts won, "
-            "tied, lost, and without a verdict.")
-        lines.append(f"Judge: {lost} of its {judged} replies gave no verdict (unparseable, or the call failed); "
-                     f"its calls: {self.judge_usage}.")
+            "tied, lost, and without a verdict."
+        )
+        lines.append(
+            f"Judge: {lost} of its {judged} replies gave no verdict (unparseable, or the call failed); "
+            f"its calls: {self.judge_usage}."
+        )
         if self.first_position is not None:
-            bias = (" It is choosing by position, not by reading: judging both orders turns this into ties."
-                    if self.first_position >= 80 or self.first_position <= 20 else "")
+            bias = (
+                " It is choosing by position, not by reading: judging both orders turns this into ties."
+                if self.first_position >= 80 or self.first_position <= 20
+                else ""
+            )
             lines.append(f"Of its A/B verdicts, {self.first_position:.0f}% picked the answer shown first.{bias}")
         if any(r.questions for r in self.rows):
-            lines.append("Exact match: the objective questions, scored by extracting the number (the last one in "
-                         "the answer) or the letter, with no judge.")
+            lines.append(
+                "Exact match: the objective questions, scored by extracting the number (the last one in "
+                "the answer) or the letter, with no judge."
+            )
         return lines
 
     def table(self) -> View:
@@ -179,24 +216,42 @@ class EvalReport:
 
     def save(self, folder: str | Path) -> dict[str, Path]:
         """Write ``results.md``, ``results.csv``, ``judgments.jsonl`` and the two plots (PNG) into ``folder``."""
-        from .plots import quality_vs_cost, win_rate_vs_proposers
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {name: folder / name for name in ("results.md", "results.csv", "judgments.jsonl",
-                                                  "win_rate_vs_proposers.png", "quality_vs_cost.png")}
+        paths = {
+            name: folder / name
+            for name in (
+                "results.md",
+                "results.csv",
+                "judgments.jsonl",
+                "win_rate_vs_proposers.png",
+                "quality_vs_cost.png",
+            )
+        }
         paths["results.md"].write_text(self.to_markdown(), encoding="utf-8")
         paths["results.csv"].write_text(self.to_csv(), encoding="utf-8")
-        paths["judgments.jsonl"].write_text("".join(dumps(j.to_dict()) + "\n"
-                                                    for j in self.judgments), encoding="utf-8")
+        paths["judgments.jsonl"].write_text(
+            "".join(dumps(j.to_dict()) + "\n" for j in self.judgments), encoding="utf-8"
+        )
         win_rate_vs_proposers(self).savefig(paths["win_rate_vs_proposers.png"], dpi=100)
         quality_vs_cost(self).savefig(paths["quality_vs_cost.png"], dpi=100)
         return paths
 
 
-def summarize(tasks: Sequence[Task], configs: Sequence[Config], runs: Mapping[str, ConfigRun],
-              judgments: Sequence[Judgment], baseline: str, *, judge_model: str, n_orders: int, backend,
-              n_boot: int = 2000, seed: int = 0) -> EvalReport:
+def summarize(
+    tasks: Sequence[Task],
+    configs: Sequence[Config],
+    runs: Mapping[str, ConfigRun],
+    judgments: Sequence[Judgment],
+    baseline: str,
+    *,
+    judge_model: str,
+    n_orders: int,
+    backend,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> EvalReport:
     """The results table from the answers and the judgments (no model call)."""
     scores = prompt_scores(judgments)
     open_ids = [t.id for t in tasks if not t.objective]
@@ -205,8 +260,16 @@ def summarize(tasks: Sequence[Task], configs: Sequence[Config], runs: Mapping[st
     rows = []
     for config in configs:
         run = runs[config.name]
-        row = Row(config.name, config.kind, config.n, config.layers, config.calls, failed=len(run.failed),
-                  usage=run.usage, seconds_per_prompt=run.seconds_per_prompt)
+        row = Row(
+            config.name,
+            config.kind,
+            config.n,
+            config.layers,
+            config.calls,
+            failed=len(run.failed),
+            usage=run.usage,
+            seconds_per_prompt=run.seconds_per_prompt,
+        )
         lengths = [len(run.answers[i]) for i in open_ids if i in run.answers]
         row.length = mean(lengths) if lengths else None
         scored = [t for t in questions if config.kind != "reference" or t.reference is not None]
@@ -219,27 +282,45 @@ def summarize(tasks: Sequence[Task], configs: Sequence[Config], runs: Mapping[st
             values = [scores[config.name, i] for i in scored]
             row.compared, row.win_rate = len(values), win_rate(values)
             row.ci_low, row.ci_high = bootstrap_ci(values, n_boot, seed=seed) or (None, None)
-            row.lc_win_rate = length_controlled(values, [len(run.answers[i]) for i in scored],
-                                                [len(base[i]) for i in scored])
+            row.lc_win_rate = length_controlled(
+                values, [len(run.answers[i]) for i in scored], [len(base[i]) for i in scored]
+            )
         rows.append(row)
-    return EvalReport(rows, baseline, judge_model, n_orders, backend.describe(),
-                      LOCAL_CAVEAT if backend.kind == "local" else None, list(judgments),
-                      usage([j.record for j in judgments]), first_position_rate([j.verdict for j in judgments]))
+    return EvalReport(
+        rows,
+        baseline,
+        judge_model,
+        n_orders,
+        backend.describe(),
+        LOCAL_CAVEAT if backend.kind == "local" else None,
+        list(judgments),
+        usage([j.record for j in judgments]),
+        first_position_rate([j.verdict for j in judgments]),
+    )
 
 
 def answers_view(task: Task, runs: Mapping[str, ConfigRun]) -> View:
     """Every configuration's answer to one task, side by side (a failed prompt shows its error)."""
-    row = {name: run.answers.get(task.id, f"failed: {run.failed.get(task.id, 'no answer')}")
-           for name, run in runs.items()}
+    row = {
+        name: run.answers.get(task.id, f"failed: {run.failed.get(task.id, 'no answer')}") for name, run in runs.items()
+    }
     text = "\n\n".join(f"--- {name} ---\n{answer}" for name, answer in row.items())
     return View(f"<b>{html.escape(task.prompt)}</b>" + html_table(list(row), [row]), f"{task.prompt}\n\n{text}")
 
 
 def judgments_view(judgments: Sequence[Judgment]) -> View:
     """Judgments one per row: task, configuration, which answer was A, the judge's reply, verdict, winner."""
-    rows = [{"task": j.task, "configuration": j.config, "A is": "configuration" if j.config_first else "baseline",
-             "judge's reply": " ".join((j.record.text or j.record.error or "").split())[:80],
-             "verdict": j.verdict or f"none ({j.note})", "winner": j.winner or "-"} for j in judgments]
+    rows = [
+        {
+            "task": j.task,
+            "configuration": j.config,
+            "A is": "configuration" if j.config_first else "baseline",
+            "judge's reply": " ".join((j.record.text or j.record.error or "").split())[:80],
+            "verdict": j.verdict or f"none ({j.note})",
+            "winner": j.winner or "-",
+        }
+        for j in judgments
+    ]
     columns = ("task", "configuration", "A is", "judge's reply", "verdict", "winner")
     text = "\n".join(" | ".join(str(r[c]) for c in columns) for r in rows)
     return View(html_table(columns, rows), text)

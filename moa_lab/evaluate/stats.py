@@ -6,7 +6,7 @@ Scores are per prompt: 1 the configuration won, 0 it lost, 0.5 a tie (or the two
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,7 +16,9 @@ def win_rate(scores: Sequence[float]) -> float | None:
     return 100.0 * float(np.mean(scores)) if len(scores) else None
 
 
-def bootstrap_ci(scores: Sequence[float], n: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_ci(
+    scores: Sequence[float], n: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float] | None:
     """A percentile bootstrap interval of :func:`win_rate`: ``n`` resamples of the prompts, with replacement;
     the middle ``level`` of their win rates. Seeded, so the same scores give the same interval. None without
     scores."""
@@ -30,8 +32,9 @@ def bootstrap_ci(scores: Sequence[float], n: int = 2000, level: float = 0.95, se
     return float(low), float(high)
 
 
-def length_controlled(scores: Sequence[float], config_lengths: Sequence[float], baseline_lengths: Sequence[float],
-                      prior: float = 0.1) -> float | None:
+def length_controlled(
+    scores: Sequence[float], config_lengths: Sequence[float], baseline_lengths: Sequence[float], prior: float = 0.1
+) -> float | None:
     """A length-controlled win rate, in percent: the win rate the configuration would have if its answers were
     as long as the baseline's. A simplified form of AlpacaEval 2.0's length-controlled win rate.
 
@@ -39,8 +42,8 @@ def length_controlled(scores: Sequence[float], config_lengths: Sequence[float], 
     half a win), where ``d`` is the configuration's answer length minus the baseline's (characters) and ``s`` the
     standard deviation of ``d``. ``phi`` takes up what length explains; ``sigmoid(theta)``, the win rate at
     ``d = 0``, is the estimate. A weak Gaussian prior on both (``prior``, the precision) keeps them finite when
-    one side wins everything; with 20 prompts it moves a 75% win rate by about half a point. AlpacaEval also models each instruction's difficulty, which needs
-    many models' answers to the same instructions; this estimate does not.
+    one side wins everything; with 20 prompts it moves a 75% win rate by about half a point. AlpacaEval also models
+    each instruction's difficulty, which needs many models' answers to the same instructions; this estimate does not.
     """
     y = np.asarray(scores, dtype=float)
     if not len(y):

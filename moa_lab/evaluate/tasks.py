@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
-from ..answers import extract_choice, extract_number, number as _number, plain as _plain
-from ..files import read_prompts
+from moa_lab.answers import extract_choice, extract_number
+from moa_lab.answers import number as _number
+from moa_lab.answers import plain as _plain
+from moa_lab.runs.files import read_prompts
 
 KINDS = ("open", "number", "choice", "text")
 
@@ -65,28 +67,43 @@ BUILTIN_QUESTIONS = [
     ("What is 144 divided by 12?" + _REPLY_NUMBER, "number", "12"),
     ("Pens cost 3 dollars each. How many dollars do 7 pens cost?" + _REPLY_NUMBER, "number", "21"),
     ("What is 15 percent of 200?" + _REPLY_NUMBER, "number", "30"),
-    ("Which planet is the largest in the solar system?\nA) Mars\nB) Jupiter\nC) Venus\nD) Mercury" + _REPLY_LETTER,
-     "choice", "B"),
+    (
+        "Which planet is the largest in the solar system?\nA) Mars\nB) Jupiter\nC) Venus\nD) Mercury" + _REPLY_LETTER,
+        "choice",
+        "B",
+    ),
     ("What is the chemical formula of water?\nA) CO2\nB) O2\nC) H2O\nD) NaCl" + _REPLY_LETTER, "choice", "C"),
     ("How many days are there in a leap year?\nA) 365\nB) 364\nC) 366\nD) 360" + _REPLY_LETTER, "choice", "C"),
     ("Which of these animals is a mammal?\nA) Shark\nB) Dolphin\nC) Trout\nD) Octopus" + _REPLY_LETTER, "choice", "B"),
-    ("Which gas do plants take from the air to make sugar?\nA) Carbon dioxide\nB) Oxygen\nC) Nitrogen\nD) Helium"
-     + _REPLY_LETTER, "choice", "A"),
-    ("Who wrote Romeo and Juliet?\nA) Charles Dickens\nB) Jane Austen\nC) Mark Twain\nD) William Shakespeare"
-     + _REPLY_LETTER, "choice", "D"),
+    (
+        "Which gas do plants take from the air to make sugar?\nA) Carbon dioxide\nB) Oxygen\nC) Nitrogen\nD) Helium"
+        + _REPLY_LETTER,
+        "choice",
+        "A",
+    ),
+    (
+        "Who wrote Romeo and Juliet?\nA) Charles Dickens\nB) Jane Austen\nC) Mark Twain\nD) William Shakespeare"
+        + _REPLY_LETTER,
+        "choice",
+        "D",
+    ),
 ]
 
 
 def builtin_tasks(n_instructions: int | None = None, n_questions: int | None = None) -> list[Task]:
     """The first ``n_instructions`` of the 20 built-in instructions (ids ``i01``...) and the first
     ``n_questions`` of the 12 built-in questions (``q01``...: 6 arithmetic, 6 multiple choice); None: all."""
-    for name, value, most in (("n_instructions", n_instructions, len(BUILTIN_INSTRUCTIONS)),
-                              ("n_questions", n_questions, len(BUILTIN_QUESTIONS))):
+    for name, value, most in (
+        ("n_instructions", n_instructions, len(BUILTIN_INSTRUCTIONS)),
+        ("n_questions", n_questions, len(BUILTIN_QUESTIONS)),
+    ):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most):
             raise ValueError(f"{name} must be an integer from 0 to {most} (None: all {most}), got {value!r}")
     open_tasks = [Task(f"i{i:02d}", p) for i, p in enumerate(BUILTIN_INSTRUCTIONS[:n_instructions], start=1)]
-    questions = [Task(f"q{i:02d}", p, kind, answer)
-                 for i, (p, kind, answer) in enumerate(BUILTIN_QUESTIONS[:n_questions], start=1)]
+    questions = [
+        Task(f"q{i:02d}", p, kind, answer)
+        for i, (p, kind, answer) in enumerate(BUILTIN_QUESTIONS[:n_questions], start=1)
+    ]
     if not open_tasks and not questions:
         raise ValueError("n_instructions and n_questions are both 0: nothing to evaluate")
     return open_tasks + questions
@@ -102,21 +119,28 @@ def load_tasks(source: str | os.PathLike | Iterable[str | Mapping]) -> list[Task
         answer, kind, reference = (item.extra.get(k) for k in ("answer", "kind", "reference"))
         if answer is not None:
             if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
-                raise ValueError(f"{item.where}: \"answer\" must be a non-empty string or a number, got {answer!r}")
+                raise ValueError(f'{item.where}: "answer" must be a non-empty string or a number, got {answer!r}')
             answer = str(answer).strip()
             kind = kind or _guess_kind(answer)
             if kind not in KINDS[1:]:
-                raise ValueError(f"{item.where}: \"kind\" must be one of {', '.join(KINDS[1:])}, got {kind!r}")
+                raise ValueError(f'{item.where}: "kind" must be one of {", ".join(KINDS[1:])}, got {kind!r}')
             if kind == "number" and _number(answer) is None:
-                raise ValueError(f"{item.where}: \"answer\" {answer!r} is not a number, but kind is \"number\"")
+                raise ValueError(f'{item.where}: "answer" {answer!r} is not a number, but kind is "number"')
             if kind == "choice" and not re.fullmatch(r"[A-J]", answer.upper()):
-                raise ValueError(f"{item.where}: \"answer\" of a choice must be one letter A-J, got {answer!r}")
+                raise ValueError(f'{item.where}: "answer" of a choice must be one letter A-J, got {answer!r}')
         elif kind not in (None, "open"):
-            raise ValueError(f"{item.where}: \"kind\" {kind!r} needs an \"answer\" to score against")
+            raise ValueError(f'{item.where}: "kind" {kind!r} needs an "answer" to score against')
         if reference is not None and not isinstance(reference, str):
-            raise ValueError(f"{item.where}: \"reference\" must be a string (an answer), got {reference!r}")
-        tasks.append(Task(item.id, item.prompt, kind or "open", answer and (answer.upper() if kind == "choice"
-                                                                          else answer), reference))
+            raise ValueError(f'{item.where}: "reference" must be a string (an answer), got {reference!r}')
+        tasks.append(
+            Task(
+                item.id,
+                item.prompt,
+                kind or "open",
+                answer and (answer.upper() if kind == "choice" else answer),
+                reference,
+            )
+        )
     return tasks
 
 
@@ -143,6 +167,7 @@ def is_correct(task: Task, reply: str | None) -> bool:
         raise ValueError(f"task {task.id!r} is open-ended: it has no answer to score")
     if reply is None:
         return False
-    expected = _plain(task.answer) if task.kind == "text" else (_number(task.answer) if task.kind == "number"
-                                                                else task.answer)
+    expected = (
+        _plain(task.answer) if task.kind == "text" else (_number(task.answer) if task.kind == "number" else task.answer)
+    )
     return extract(task, reply) == expected

@@ -1,6 +1,6 @@
 # Together's 2-layer MoA recipe (../shared/seed/), verbatim: it must run unchanged against `moa-lab serve`.
 import asyncio
-import os
+
 from together import AsyncTogether, Together
 
 client = Together()
@@ -18,6 +18,7 @@ aggregator_system_prompt = """你收到了一组来自不同开源模型的响�
 
 模型的响应："""
 
+
 async def run_llm(model):
     """运行单个 LLM 调用。"""
     response = await async_client.chat.completions.create(
@@ -28,6 +29,7 @@ async def run_llm(model):
     )
     print(model)
     return response.choices[0].message.content
+
 
 async def main():
     results = await asyncio.gather(*[run_llm(model) for model in reference_models])
@@ -43,5 +45,6 @@ async def main():
 
     for chunk in finalStream:
         print(chunk.choices[0].delta.content or "", end="", flush=True)
+
 
 asyncio.run(main())

@@ -26,8 +26,17 @@ def counts() -> dict:
 
 async def main(url: str, n: int, concurrency: int, out: Path) -> dict:
     async def batch(name: str, prompts: list[str]):
-        return await run_batch(prompts, out / name, PROPOSERS, AGGREGATOR, concurrency=concurrency, backend=url,
-                               cache=False, retries=0, progress=False)
+        return await run_batch(
+            prompts,
+            out / name,
+            PROPOSERS,
+            AGGREGATOR,
+            concurrency=concurrency,
+            backend=url,
+            cache=False,
+            retries=0,
+            progress=False,
+        )
 
     await batch("warmup.jsonl", [f"Warm-up question {i}?" for i in range(concurrency)])
     before = counts()
@@ -35,9 +44,16 @@ async def main(url: str, n: int, concurrency: int, out: Path) -> dict:
     summary = await batch("out.jsonl", [f"Question {i}: what is {i} times {i}?" for i in range(n)])
     seconds = time.perf_counter() - t0
     await asyncio.sleep(0)
-    return {"n": n, "done": summary.done, "failed": summary.failed, "calls": summary.usage.calls,
-            "seconds": round(seconds, 2), "before": before, "after": counts(),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {
+        "n": n,
+        "done": summary.done,
+        "failed": summary.failed,
+        "calls": summary.usage.calls,
+        "seconds": round(seconds, 2),
+        "before": before,
+        "after": counts(),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
 
 
 if __name__ == "__main__":

@@ -24,8 +24,12 @@ pytestmark = pytest.mark.load
 
 def drive(url: str, n: int, out: Path) -> dict:
     out.mkdir()
-    done = subprocess.run([sys.executable, str(DRIVER), url, str(n), str(CONCURRENCY), str(out)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(DRIVER), url, str(n), str(CONCURRENCY), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -65,8 +69,9 @@ def test_no_server_outlives_a_notebook_kernel(how):
     outputs: list[str] = []
     try:
         code = "import moa_lab\nb = moa_lab.get_backend('local')\nb.server.start()\nprint(b.server._proc.pid)"
-        reply = kc.execute_interactive(code, timeout=180, output_hook=lambda m: outputs.append(
-            m["content"].get("text", "")))
+        reply = kc.execute_interactive(
+            code, timeout=180, output_hook=lambda m: outputs.append(m["content"].get("text", ""))
+        )
         assert reply["content"]["status"] == "ok", reply["content"]
         tree = _server_tree("".join(outputs))
         assert len(tree) >= 3  # the front and its workers
@@ -119,8 +124,10 @@ def test_an_interrupted_batch_in_a_kernel_stops_and_lets_go_of_its_output(tmp_pa
     with FaultServer(latency=0.1) as server:
         km, kc = start_new_kernel(kernel_name="python3")
         try:
-            code = (f"import moa_lab\nmoa_lab.run_batch_sync([f'Question {{i}}?' for i in range({n})], {str(out)!r}, "
-                    f"['a', 'b'], 'agg', backend={server.url!r}, concurrency=4, progress=False, cache=False)")
+            code = (
+                f"import moa_lab\nmoa_lab.run_batch_sync([f'Question {{i}}?' for i in range({n})], {str(out)!r}, "
+                f"['a', 'b'], 'agg', backend={server.url!r}, concurrency=4, progress=False, cache=False)"
+            )
             msg_id = kc.execute(code)
             deadline = time.monotonic() + 60
             while (not out.exists() or out.read_text().count("\n") < 3) and time.monotonic() < deadline:

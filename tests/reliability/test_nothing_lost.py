@@ -26,8 +26,8 @@ from conftest import MOA, run, write_jsonl
 from fault_server import FaultServer
 
 from moa_lab import run_batch, run_moa
-from moa_lab.files import PROBE_BYTES
 from moa_lab.cache import CacheWarning, ResponseCache
+from moa_lab.runs.files import PROBE_BYTES
 
 P = "What is MoA?"
 ARGS = ["--proposers", "a,b,c,d", "--aggregator", "agg", "--no-progress", "--retries", "0"]
@@ -158,8 +158,11 @@ def test_a_locked_cache_is_turned_off_and_left_alone(fault, remote, tmp_path, mo
     holder.execute("BEGIN EXCLUSIVE")
     monkeypatch.setattr(ResponseCache, "busy_timeout", 0.2)
     try:
-        with pytest.warns(CacheWarning, match=r"could not be opened \(OperationalError: database is locked\); it is "
-                                              r"off for this process.*left as it is"):
+        with pytest.warns(
+            CacheWarning,
+            match=r"could not be opened \(OperationalError: database is locked\); it is "
+            r"off for this process.*left as it is",
+        ):
             cache = ResponseCache(path)
         result = run(run_moa(P, ["a", "b"], "agg", cache=cache, backend=remote))
     finally:
@@ -186,12 +189,20 @@ def test_a_cache_in_a_read_only_folder_is_turned_off_and_left_alone(fault, remot
 def test_a_disk_too_full_for_a_new_cache_does_not_stop_a_run(fault, tmp_path):
     """A process that may not write more than 4 KiB to a file (a full disk, a quota): the new cache file cannot be
     made; the run answers all the same, with a warning, and nothing is set aside."""
-    script = ("import moa_lab, sys\n"
-              f"r = moa_lab.run_moa_sync('Hi', ['a', 'b'], 'agg', backend={fault.url!r})\n"
-              "print(r.text)\n")
+    script = (
+        "import moa_lab, sys\n"
+        f"r = moa_lab.run_moa_sync('Hi', ['a', 'b'], 'agg', backend={fault.url!r})\n"
+        "print(r.text)\n"
+    )
     env = {**os.environ, "MOA_LAB_CACHE": str(tmp_path / "cache.sqlite")}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60,
-                          preexec_fn=_file_size_limit(4096))
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_file_size_limit(4096),
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("agg answers") and "could not be opened" in done.stderr, done.stderr
     assert not list(tmp_path.glob("*corrupt*"))
@@ -210,13 +221,15 @@ def _file_size_limit(limit: int):
     def apply() -> None:  # in the child: a file may not grow past `limit` bytes, as on a disk that is full
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it then fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
 def test_a_full_disk_is_reported_before_any_call(fault, tmp_path):
     out = tmp_path / "out.jsonl"
-    proc = batch_cli(write_jsonl(tmp_path / "in.jsonl", 5), out, fault, tmp_path,
-                     preexec_fn=_file_size_limit(PROBE_BYTES // 2))
+    proc = batch_cli(
+        write_jsonl(tmp_path / "in.jsonl", 5), out, fault, tmp_path, preexec_fn=_file_size_limit(PROBE_BYTES // 2)
+    )
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2, stderr
     assert f"cannot write the results to {str(out)!r}: File too large" in stderr and "nothing was run" in stderr
@@ -227,8 +240,16 @@ def test_a_disk_that_fills_mid_run_stops_the_batch_at_once_keeping_whole_lines(t
     n, concurrency, out = 80, 4, tmp_path / "out.jsonl"
     prompts = write_jsonl(tmp_path / "in.jsonl", n)
     with FaultServer(latency=0.02) as server:
-        proc = batch_cli(prompts, out, server, tmp_path, "--concurrency", str(concurrency), "--no-cache",
-                         preexec_fn=_file_size_limit(PROBE_BYTES + 30_000))
+        proc = batch_cli(
+            prompts,
+            out,
+            server,
+            tmp_path,
+            "--concurrency",
+            str(concurrency),
+            "--no-cache",
+            preexec_fn=_file_size_limit(PROBE_BYTES + 30_000),
+        )
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 1, stderr
         assert f"cannot write to {str(out)!r}: File too large; the batch stopped" in stderr
@@ -285,8 +306,16 @@ def test_an_error_in_on_result_stops_the_whole_batch_at_once(tmp_path):
 
     async def main(server):
         with pytest.raises(RuntimeError, match="callback failed"):
-            await run_batch([f"q{i}" for i in range(40)], tmp_path / "out.jsonl", ["a", "b"], "agg",
-                            concurrency=4, backend=server.url, progress=False, on_result=on_result)
+            await run_batch(
+                [f"q{i}" for i in range(40)],
+                tmp_path / "out.jsonl",
+                ["a", "b"],
+                "agg",
+                concurrency=4,
+                backend=server.url,
+                progress=False,
+                on_result=on_result,
+            )
         await asyncio.sleep(0.2)  # requests sent before the failure reach the server (keep-alive: a little late)
         stopped = len(server.requests)
         await asyncio.sleep(0.5)  # the loop keeps running, as a kernel's does

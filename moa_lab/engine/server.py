@@ -1,9 +1,9 @@
 """The local OpenAI-compatible server: a front on one port over one llama.cpp worker process per model.
 
-The front admits calls (longest expected job first), gives each the cores it may use (:mod:`moa_lab.engine`:
+The front admits calls (longest expected job first), gives each the cores it may use (:mod:`moa_lab.engine.policy`:
 a call alone gets every core, the calls running share them, never more threads than cores), rejects unknown
 models with the list of known ones and bad ``max_tokens`` with a 400, resolves aliases and caps requests without
-max_tokens. The workers (:mod:`moa_lab.worker`) load each model once and answer in OpenAI's form, usage on the
+max_tokens. The workers (:mod:`moa_lab.engine.worker`) load each model once and answer in OpenAI's form, usage on the
 last chunk of streams, a prompt longer than the context as a 400 before the stream starts. A worker that dies
 is logged and started again, and a request it held waits for it and is sent again, once; one that cannot be
 started again is given up on (its model answers 503). Run it with ``moa-lab serve``.
@@ -21,8 +21,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import anyio
 import httpx
@@ -32,26 +32,29 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .engine import Board, ClientGone, Engine, Lease, NoWorker
-from .local import LocalServerError, check_aliases, fingerprint
-from .models import ModelSpec
-from .openai_api import BadRequest, check_chat_body, error_json
-from .supervisor import Worker, status, supervise, watchdog, worker_timeout
+from moa_lab.engine.local import LocalServerError, check_aliases, fingerprint
+from moa_lab.engine.models import ModelSpec
+from moa_lab.engine.policy import Board, ClientGone, Engine, Lease, NoWorker
+from moa_lab.engine.supervisor import Worker, status, supervise, watchdog, worker_timeout
+from moa_lab.openai_api import BadRequest, check_chat_body, error_json
 
-log = logging.getLogger("moa_lab.server")
+log = logging.getLogger("moa_lab.engine.server")
 
 #: Seconds per token relative to SmolLM2, measured on 2 cores (112 vs 61 generated tokens/s); another model's
 #: is its file's size relative to SmolLM2's.
 RELATIVE_COST = {"smollm2-135m": 1.0, "gemma3-270m": 1.8}
 SMOLLM2_BYTES = 100e6
+
+
 def expected_cost(body: dict, per_token: float) -> float:
     """Relative seconds per token × tokens to process: prompt tokens cost about as much as generated ones on a CPU."""
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []) if isinstance(m, dict))
     return per_token * (body["max_tokens"] + prompt_chars / 4)
 
 
-def _error(status: int, message: str, code: str, kind: str = "invalid_request_error",
-           param: str | None = None) -> JSONResponse:
+def _error(
+    status: int, message: str, code: str, kind: str = "invalid_request_error", param: str | None = None
+) -> JSONResponse:
     return JSONResponse(error_json(message, kind, code, param), status)
 
 
@@ -75,8 +78,9 @@ class _Relay(StreamingResponse):
                 await self._cleanup()
 
 
-def build_app(workers: list[Worker], threads: int, board: Board, aliases: Mapping[str, str], max_tokens_cap: int,
-              on_ready=None) -> Starlette:
+def build_app(
+    workers: list[Worker], threads: int, board: Board, aliases: Mapping[str, str], max_tokens_cap: int, on_ready=None
+) -> Starlette:
     names = {w.model: w.model for w in workers} | dict(aliases)
     hung_after = worker_timeout()
     costs = {w.model: RELATIVE_COST.get(w.model) or w.spec.path.stat().st_size / SMOLLM2_BYTES for w in workers}
@@ -86,8 +90,11 @@ def build_app(workers: list[Worker], threads: int, board: Board, aliases: Mappin
     async def lifespan(app):
         state["engine"] = engine = Engine(workers, threads, board)
         state["http"] = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10))
-        tasks = [asyncio.ensure_future(engine.run()), asyncio.ensure_future(supervise(engine)),
-                 asyncio.ensure_future(watchdog(engine, hung_after))]
+        tasks = [
+            asyncio.ensure_future(engine.run()),
+            asyncio.ensure_future(supervise(engine)),
+            asyncio.ensure_future(watchdog(engine, hung_after)),
+        ]
         if on_ready:
             on_ready()
         yield
@@ -97,12 +104,15 @@ def build_app(workers: list[Worker], threads: int, board: Board, aliases: Mappin
 
     # What answers each name (the model, its file's fingerprint, its chat format): a client attached through
     # MOA_LAB_LOCAL_URL keys its answers cache by it, as it would for a server of its own.
-    identity = {w.model: f"{w.model}:{fingerprint(w.spec.path)}:{w.spec.chat_format or 'gguf-template'}"
-                for w in workers}
+    identity = {
+        w.model: f"{w.model}:{fingerprint(w.spec.path)}:{w.spec.chat_format or 'gguf-template'}" for w in workers
+    }
 
     async def models(request: Request) -> JSONResponse:
-        data = [{"id": n, "object": "model", "owned_by": "moa_lab", "root": t, "moa_lab_identity": identity[t]}
-                for n, t in names.items()]
+        data = [
+            {"id": n, "object": "model", "owned_by": "moa_lab", "root": t, "moa_lab_identity": identity[t]}
+            for n, t in names.items()
+        ]
         return JSONResponse({"object": "list", "data": data})
 
     async def status_route(request: Request) -> JSONResponse:
@@ -117,15 +127,23 @@ def build_app(workers: list[Worker], threads: int, board: Board, aliases: Mappin
             return _error(400, "the body must be a JSON object (it is not valid JSON)", "invalid_body", param="body")
         requested = body["model"]
         if requested not in names:
-            return _error(404, f"unknown model {requested!r}; this server has: {', '.join(names)}", "model_not_found",
-                          param="model")
+            return _error(
+                404,
+                f"unknown model {requested!r}; this server has: {', '.join(names)}",
+                "model_not_found",
+                param="model",
+            )
         target = names[requested]
         limit = body.get("max_tokens")
         if limit is None:
             body["max_tokens"] = max_tokens_cap
         elif isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:  # llama.cpp: <= 0 means no limit
-            return _error(400, f"max_tokens must be an integer >= 1 (or left out: {max_tokens_cap}), got {limit!r}",
-                          "invalid_max_tokens", param="max_tokens")
+            return _error(
+                400,
+                f"max_tokens must be an integer >= 1 (or left out: {max_tokens_cap}), got {limit!r}",
+                "invalid_max_tokens",
+                param="max_tokens",
+            )
         cost = expected_cost(body, costs[target])
         try:
             if body.get("stream"):
@@ -136,8 +154,11 @@ def build_app(workers: list[Worker], threads: int, board: Board, aliases: Mappin
         except NoWorker as exc:
             return _error(503, str(exc), "no_worker", "server_error")
 
-    routes = [Route("/v1/models", models), Route("/v1/chat/completions", chat, methods=["POST"]),
-              Route("/moa_lab/status", status_route)]
+    routes = [
+        Route("/v1/models", models),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/moa_lab/status", status_route),
+    ]
     return Starlette(routes=routes, lifespan=lifespan)
 
 
@@ -175,8 +196,9 @@ async def _open_stream(state, target, body, cost, gone) -> Response:
         worker, r, handed_over = lease.worker, None, False
         try:
             try:
-                request = http.build_request("POST", worker.url + "/v1/chat/completions", json=body,
-                                             headers=_headers(lease, queued))
+                request = http.build_request(
+                    "POST", worker.url + "/v1/chat/completions", json=body, headers=_headers(lease, queued)
+                )
                 r = await http.send(request, stream=True)
             except httpx.TransportError as exc:
                 if attempt == 1 and await worker.died():
@@ -226,18 +248,29 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise LocalServerError(f"cannot listen on {host}:{port}: {exc.strerror} "
-                               "(choose another --port, or --port 0 for any free one)") from None
+        raise LocalServerError(
+            f"cannot listen on {host}:{port}: {exc.strerror} (choose another --port, or --port 0 for any free one)"
+        ) from None
     # Listening from now on: a client that connects as soon as the ready file appears (written during start-up,
     # a moment before uvicorn serves the socket) waits in the backlog instead of being refused.
     sock.listen(2048)
     return sock
 
 
-def serve(models: list[ModelSpec], host="127.0.0.1", port=8000, threads=2, aliases=None, max_tokens_cap=1024,
-          ready_file=None, watch_stdin=False, log_dir=None, announce=print) -> None:
+def serve(
+    models: list[ModelSpec],
+    host="127.0.0.1",
+    port=8000,
+    threads=2,
+    aliases=None,
+    max_tokens_cap=1024,
+    ready_file=None,
+    watch_stdin=False,
+    log_dir=None,
+    announce=print,
+) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM (or stdin closes, with ``watch_stdin``).
-    ``models``: checked already (:func:`moa_lab.models.check_models`); one worker process each, started at once
+    ``models``: checked already (:func:`moa_lab.engine.models.check_models`); one worker process each, started at once
     and warmed in parallel. The folder of worker logs is removed at the end, unless ``log_dir`` was given and the
     parent is alive."""
     aliases = check_aliases(aliases or {}, [m.name for m in models])
@@ -266,21 +299,27 @@ def serve(models: list[ModelSpec], host="127.0.0.1", port=8000, threads=2, alias
                 # one of your models that does not load (a truncated or damaged GGUF): the others are served, and
                 # each call to it is answered with a 503 that names it and the cause
                 w.stop()
-                w.failed = f"its model file {str(w.spec.path)!r} could not be loaded (a truncated or damaged GGUF?): {exc}"
+                w.failed = (
+                    f"its model file {str(w.spec.path)!r} could not be loaded (a truncated or damaged GGUF?): {exc}"
+                )
                 log.error("model %s: %s", w.model, w.failed)
 
         def ready() -> None:
             if ready_file:
                 Path(ready_file + ".tmp").write_text(url)
                 Path(ready_file + ".tmp").rename(ready_file)
-            announce(f"moa-lab serve: listening on {url}; {threads} core(s) shared by the calls running, "
-                     f"{len(pool)} llama.cpp worker(s), one per model")
+            announce(
+                f"moa-lab serve: listening on {url}; {threads} core(s) shared by the calls running, "
+                f"{len(pool)} llama.cpp worker(s), one per model"
+            )
             if host not in ("127.0.0.1", "localhost", "::1"):
                 announce(f"WARNING: bound to {host}, not loopback: other machines can reach this server")
             for w in pool:
                 spec = w.spec
-                announce(f"model: {spec.name} ({spec.path}, chat format: {spec.chat_format or 'from the GGUF'})"
-                         + (" NOT SERVED: it could not be loaded (see above)" if w.failed else ""))
+                announce(
+                    f"model: {spec.name} ({spec.path}, chat format: {spec.chat_format or 'from the GGUF'})"
+                    + (" NOT SERVED: it could not be loaded (see above)" if w.failed else "")
+                )
             for name, target in aliases.items():
                 announce(f"alias: {name} -> {target}")
             announce(f"use it: MOA_LAB_BASE_URL={url} python your_script.py")
@@ -289,6 +328,7 @@ def serve(models: list[ModelSpec], host="127.0.0.1", port=8000, threads=2, alias
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
 
         if watch_stdin:  # the embedding process died or closed our stdin: shut down
+
             def watch() -> None:
                 sys.stdin.read()
                 orphaned.set()

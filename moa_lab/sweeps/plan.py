@@ -8,19 +8,21 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from .config_files import load_file
-from .sweep_results import SWEEP_FILE, read_status
-from .unicode import surrogate_error
+from moa_lab.config_files import load_file
+from moa_lab.estimate import estimate
+from moa_lab.unicode import surrogate_error
 
 SPEC_KEYS = ("parameters", "grid", "zip", "seeds")
+#: A point is finished when its folder holds ``status.json``; OUTDIR's ``sweep.json`` records the sweep.
+STATUS_FILE, SWEEP_FILE = "status.json", "sweep.json"
 #: The parameters a sweep sets itself in each point's folder, unless the spec gives them.
 OUTPUTS = {"output_path": "summary", "output_dir": "output"}
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list, tuple),
-          "dict": (dict,)}
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list, tuple), "dict": (dict,)}
 
 
 @dataclass(frozen=True)
@@ -56,18 +58,36 @@ class Sweep:
         """Each point's model calls and bounds (:func:`moa_lab.estimate`) where the notebook's MoA run is given by
         its ``prompt``, ``proposers`` and ``aggregator`` parameters (a notebook may make a few calls more); None
         for other notebooks (a playground, a sweep, an evaluation over a pool). No call."""
-        from .usage import estimate
 
         if not {"prompt", "proposers", "aggregator"} <= set(self.declared):
             return None
-        names = ("proposers", "aggregator", "layers", "temperature", "max_tokens", "system_prompt", "seed", "combine",
-                 "top_k", "window", "roles", "max_references")
+        names = (
+            "proposers",
+            "aggregator",
+            "layers",
+            "temperature",
+            "max_tokens",
+            "system_prompt",
+            "seed",
+            "combine",
+            "top_k",
+            "window",
+            "roles",
+            "max_references",
+        )
         out = []
         for point in self.points:
             args = {k: _value(self.declared, point.parameters, k) for k in names if k in self.declared}
             args.setdefault("layers", 2)
-            out.append(estimate(_value(self.declared, point.parameters, "prompt"), args.pop("proposers"),
-                                args.pop("aggregator"), prices=prices, **args))
+            out.append(
+                estimate(
+                    _value(self.declared, point.parameters, "prompt"),
+                    args.pop("proposers"),
+                    args.pop("aggregator"),
+                    prices=prices,
+                    **args,
+                )
+            )
         return out
 
     def describe(self, prices=None) -> str:
@@ -83,12 +103,15 @@ class Sweep:
             calls = sum(b.calls for b in bounds)
             costs = [b.max_cost for b in bounds]
             cost = "unknown (a model has no price)" if None in costs else f"≤ ${sum(costs):.4f}"
-            lines.append(f"in all: {calls} model calls (at most; fewer from the cache), ≤ "
-                         f"{sum(b.max_prompt_tokens for b in bounds)} prompt + "
-                         f"{sum(b.max_completion_tokens for b in bounds)} completion tokens, cost {cost}")
+            lines.append(
+                f"in all: {calls} model calls (at most; fewer from the cache), ≤ "
+                f"{sum(b.max_prompt_tokens for b in bounds)} prompt + "
+                f"{sum(b.max_completion_tokens for b in bounds)} completion tokens, cost {cost}"
+            )
         else:
-            lines.append("(no estimate: the notebook's run is not given by `prompt`, `proposers` and `aggregator` "
-                         "parameters)")
+            lines.append(
+                "(no estimate: the notebook's run is not given by `prompt`, `proposers` and `aggregator` parameters)"
+            )
         return "\n".join(lines)
 
 
@@ -105,8 +128,18 @@ class SweepSummary:
     table: Any = None
 
     def __str__(self) -> str:
-        return (f"{self.outdir}: {self.done} points done, {self.failed} failed, {self.skipped} finished before, "
-                f"of {self.total}, in {self.seconds:.1f}s")
+        return (
+            f"{self.outdir}: {self.done} points done, {self.failed} failed, {self.skipped} finished before, "
+            f"of {self.total}, in {self.seconds:.1f}s"
+        )
+
+
+def read_status(folder: Path) -> dict | None:
+    """A point's ``status.json`` (written last: the point finished), or None."""
+    try:
+        return json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def read_spec(spec: Mapping | str | os.PathLike) -> dict:
@@ -132,7 +165,7 @@ def notebook_hash(path: Path) -> str:
 
 
 #: Where a notebook named without a folder is looked for, after the current folder: ./notebooks, and moa_lab's own.
-NOTEBOOK_FOLDERS = (Path("notebooks"), Path(__file__).resolve().parents[1] / "notebooks")
+NOTEBOOK_FOLDERS = (Path("notebooks"), Path(__file__).resolve().parents[2] / "notebooks")
 
 
 def _notebook(path) -> Path:
@@ -163,12 +196,16 @@ def _check_pair(py: Path, ipynb: Path) -> None:
     try:
         cells = [[(c.cell_type, c.source.strip()) for c in jupytext.read(str(f)).cells] for f in (py, ipynb)]
     except Exception as exc:  # noqa: BLE001 - jupytext and nbformat raise their own error types
-        raise ValueError(f"notebook {str(py)!r} cannot be read as a jupytext pair: {type(exc).__name__}: {exc}") from None
+        raise ValueError(
+            f"notebook {str(py)!r} cannot be read as a jupytext pair: {type(exc).__name__}: {exc}"
+        ) from None
     if cells[0] != cells[1]:
         first = next((i for i, (a, b) in enumerate(zip(*cells)) if a != b), min(map(len, cells)))
-        raise ValueError(f"{str(py)!r} and {str(ipynb)!r} are out of sync (they differ from cell {first + 1}); papermill "
-                         f"would run the .ipynb's old cells: sync them (make sync, or jupytext --sync {py.name}), or "
-                         "name the .ipynb to run it as it is")
+        raise ValueError(
+            f"{str(py)!r} and {str(ipynb)!r} are out of sync (they differ from cell {first + 1}); papermill "
+            f"would run the .ipynb's old cells: sync them (make sync, or jupytext --sync {py.name}), or "
+            "name the .ipynb to run it as it is"
+        )
 
 
 def _declared(path: Path) -> dict:
@@ -179,19 +216,22 @@ def _declared(path: Path) -> dict:
     except Exception as exc:  # noqa: BLE001 - not JSON, not a notebook
         raise ValueError(f"notebook {str(path)!r} cannot be read: {type(exc).__name__}: {exc}") from None
     if not found:
-        raise ValueError(f"notebook {str(path)!r} has no cell tagged \"parameters\": a sweep has nothing to set")
+        raise ValueError(f'notebook {str(path)!r} has no cell tagged "parameters": a sweep has nothing to set')
     return {name: (p["inferred_type_name"], p["default"]) for name, p in found.items()}
 
 
 def _check_value(notebook: Path, declared: dict, name: str, value: Any) -> None:
     if name not in declared:
-        raise ValueError(f"parameter {name!r} is not in the parameters cell of {notebook.name}; its parameters: "
-                         f"{', '.join(declared)}")
+        raise ValueError(
+            f"parameter {name!r} is not in the parameters cell of {notebook.name}; its parameters: "
+            f"{', '.join(declared)}"
+        )
     kind, default = declared[name]
     allowed = _TYPES.get(kind)
     if allowed is not None and (not isinstance(value, allowed) or isinstance(value, bool) and bool not in allowed):
-        raise ValueError(f"parameter {name!r} of {notebook.name} is {kind} (its cell says {name}: {kind} = "
-                         f"{default}), got {value!r}")
+        raise ValueError(
+            f"parameter {name!r} of {notebook.name} is {kind} (its cell says {name}: {kind} = {default}), got {value!r}"
+        )
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
@@ -262,15 +302,21 @@ def plan_sweep(notebook: str | os.PathLike, spec: Mapping | str | os.PathLike, o
     grid, zipped = _lists(spec, "grid", path, declared), _lists(spec, "zip", path, declared)
     lengths = {len(v) for v in zipped.values()}
     if len(lengths) > 1:
-        raise ValueError(f"zip's lists must have one length, got {', '.join(f'{k}: {len(v)}' for k, v in zipped.items())}")
+        raise ValueError(
+            f"zip's lists must have one length, got {', '.join(f'{k}: {len(v)}' for k, v in zipped.items())}"
+        )
     seeds = spec.get("seeds")
     if seeds is not None:
-        if not isinstance(seeds, (list, tuple)) or not seeds or not all(
-                isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        if (
+            not isinstance(seeds, (list, tuple))
+            or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        ):
             raise ValueError(f"seeds must be a non-empty list of integers, got {seeds!r}")
         if "seed" not in declared:
-            raise ValueError(f"seeds need a `seed` parameter, and {path.name} has none; its parameters: "
-                             f"{', '.join(declared)}")
+            raise ValueError(
+                f"seeds need a `seed` parameter, and {path.name} has none; its parameters: {', '.join(declared)}"
+            )
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds repeat a value: {seeds!r}")
     twice = (set(fixed) & (set(grid) | set(zipped))) | (set(grid) & set(zipped))
@@ -295,8 +341,10 @@ def plan_sweep(notebook: str | os.PathLike, spec: Mapping | str | os.PathLike, o
     changed = None
     if before is not None and set(before) != seen:
         new, gone = len(seen - set(before)), len(set(before) - seen)
-        changed = (f"the spec changed since the last run in {str(outdir)!r}: {new} new point(s), {gone} no longer in "
-                   "it (their folders stay, left out of the table)")
+        changed = (
+            f"the spec changed since the last run in {str(outdir)!r}: {new} new point(s), {gone} no longer in "
+            "it (their folders stay, left out of the table)"
+        )
     return Sweep(path, nb_hash, spec, points, outdir, declared, changed)
 
 
@@ -315,11 +363,15 @@ def _check_outdir(outdir, notebook: Path, nb_hash: str) -> tuple[Path, dict | No
         except ValueError:
             raise ValueError(f"{str(record)!r} is damaged (not JSON); give another OUTDIR") from None
         if before.get("notebook") != str(notebook):
-            raise ValueError(f"OUTDIR {str(outdir)!r} holds another sweep (of {before.get('notebook')}); give another "
-                             "OUTDIR for this one")
+            raise ValueError(
+                f"OUTDIR {str(outdir)!r} holds another sweep (of {before.get('notebook')}); give another "
+                "OUTDIR for this one"
+            )
         if before.get("notebook_hash") != nb_hash:
-            raise ValueError(f"the notebook {notebook.name} changed since the sweep in {str(outdir)!r} ran (its cells "
-                             f"are not the ones its points ran): give another OUTDIR")
+            raise ValueError(
+                f"the notebook {notebook.name} changed since the sweep in {str(outdir)!r} ran (its cells "
+                f"are not the ones its points ran): give another OUTDIR"
+            )
         return outdir, dict(before.get("points") or {})
     if outdir.is_dir() and any(p.name != ".lock" for p in outdir.iterdir()):
         raise ValueError(f"OUTDIR {str(outdir)!r} holds files but no sweep ({SWEEP_FILE}); give an empty or new folder")

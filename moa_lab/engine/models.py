@@ -9,9 +9,9 @@ and models that do not fit in the free memory are refused with a message naming 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 #: Bytes a model needs besides its file (one context's KV cache and buffers at n_ctx 4096, small models).
 OVERHEAD = 256 * 2**20
@@ -106,9 +106,11 @@ def check_models(specs: Iterable[ModelSpec], formats: Sequence[str] | None = Non
     for spec in specs:
         if spec.name in seen:
             first = seen[spec.name]
-            raise ValueError(f"the model name {spec.name!r} is given twice ({first.path} and {spec.path})"
-                             + (f"; {spec.name} is a bundled model" if first.bundled else "")
-                             + ": give each model its own name")
+            raise ValueError(
+                f"the model name {spec.name!r} is given twice ({first.path} and {spec.path})"
+                + (f"; {spec.name} is a bundled model" if first.bundled else "")
+                + ": give each model its own name"
+            )
         seen[spec.name] = spec
         where = f"the model file of {spec.name!r}, {str(spec.path)!r},"
         if not spec.path.exists():
@@ -121,11 +123,15 @@ def check_models(specs: Iterable[ModelSpec], formats: Sequence[str] | None = Non
         except OSError as exc:
             raise ValueError(f"{where} cannot be read: {exc.strerror}") from None
         if magic != b"GGUF":
-            raise ValueError(f"{where} is not a GGUF file (it starts with {magic!r}, not b'GGUF'); llama.cpp loads "
-                             "only GGUF models: convert it, or download the .gguf release of the model")
+            raise ValueError(
+                f"{where} is not a GGUF file (it starts with {magic!r}, not b'GGUF'); llama.cpp loads "
+                "only GGUF models: convert it, or download the .gguf release of the model"
+            )
         if formats is not None and spec.chat_format is not None and spec.chat_format not in formats:
-            raise ValueError(f"unknown chat format {spec.chat_format!r} for the model {spec.name!r}; known: "
-                             f"{', '.join(formats)} (or none: the template in the GGUF file)")
+            raise ValueError(
+                f"unknown chat format {spec.chat_format!r} for the model {spec.name!r}; known: "
+                f"{', '.join(formats)} (or none: the template in the GGUF file)"
+            )
         out.append(spec)
     _check_memory(out)
     return out
@@ -140,9 +146,11 @@ def _check_memory(specs: Sequence[ModelSpec]) -> None:
         size = spec.path.stat().st_size
         needed += size + OVERHEAD
         if needed > free:
-            raise ValueError(f"the model {spec.name!r} ({_gib(size)} in {str(spec.path)!r}) does not fit in the free "
-                             f"memory: {_gib(needed)} needed with the models before it, {_gib(free)} free. Serve fewer "
-                             "or smaller (more quantized) models")
+            raise ValueError(
+                f"the model {spec.name!r} ({_gib(size)} in {str(spec.path)!r}) does not fit in the free "
+                f"memory: {_gib(needed)} needed with the models before it, {_gib(free)} free. Serve fewer "
+                "or smaller (more quantized) models"
+            )
 
 
 def _gib(n: int) -> str:

@@ -1,7 +1,7 @@
 """The embedded engine's policy: every core goes to the calls running, and the threads never exceed the cores.
 
 The front runs at most ``threads`` calls at once (one core each at least) over one llama.cpp worker process per
-model (:mod:`moa_lab.worker`). A call alone gets every core, for its prompt and its tokens; when more calls run,
+model (:mod:`moa_lab.engine.worker`). A call alone gets every core, for its prompt and its tokens; when more calls run,
 the cores are split between them (the costliest first get the odd ones), and when one ends, the others take its
 cores. Oversubscribing llama.cpp is ruinous (2 busy calls × 2 threads on 2 cores ran 10× slower here), so a core
 changes hands only once the call that held it has let go of it: on the :class:`Board`, the front writes what a
@@ -45,8 +45,9 @@ def default_threads() -> int:
     value = os.environ.get("MOA_LAB_WORKERS")
     if value:
         if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"MOA_LAB_WORKERS must be a positive integer (the cores the local server uses), "
-                             f"got {value!r}")
+            raise ValueError(
+                f"MOA_LAB_WORKERS must be a positive integer (the cores the local server uses), got {value!r}"
+            )
         return int(value)
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -67,11 +68,11 @@ class Board:
         self._ints = memoryview(self._map).cast("i")
 
     @classmethod
-    def create(cls, path: Path, cells: int) -> "Board":
+    def create(cls, path: Path, cells: int) -> Board:
         return cls(path, cells, True)
 
     @classmethod
-    def open(cls, path: Path, cells: int) -> "Board":
+    def open(cls, path: Path, cells: int) -> Board:
         return cls(path, cells, False)
 
     def granted(self, cell: int) -> int:
@@ -195,7 +196,7 @@ class Engine:
         self._wakeups.add(wakeup)
         try:
             await asyncio.wait_for(wakeup, 0.25)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if gone is not None and await gone():
                 raise ClientGone from None
 
@@ -258,7 +259,7 @@ class Engine:
             settled = self.balance()
             try:
                 await asyncio.wait_for(self._changed.wait(), 0.25 if settled else SETTLE_POLL)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def in_use(self) -> int:

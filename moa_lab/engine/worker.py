@@ -1,12 +1,12 @@
 """One llama.cpp worker process: one model, loaded once, serving several calls at once with the threads the front
 gives each.
 
-``python -m moa_lab.worker CONFIG.json`` (started by :mod:`moa_lab.server`, on 127.0.0.1). The model's weights
-are loaded once; each call runs in a *slot*: its own llama.cpp context (KV cache) over those weights, made when
-the slot is first used. The front sends the slot in the ``x-moa-slot`` header, and writes the threads the slot
-may use on the shared board (:class:`moa_lab.engine.Board`); the slot reads it before every batch of prompt
-tokens and every generated token, sets its context's threads (``llama_set_n_threads``) and writes back what it
-uses, so that the front never gives a core away before the call that held it let go of it.
+``python -m moa_lab.engine.worker CONFIG.json`` (started by :mod:`moa_lab.engine.server`, on 127.0.0.1). The model's
+weights are loaded once; each call runs in a *slot*: its own llama.cpp context (KV cache) over those weights, made
+when the slot is first used. The front sends the slot in the ``x-moa-slot`` header, and writes the threads the slot
+may use on the shared board (:class:`moa_lab.engine.policy.Board`); the slot reads it before every batch of prompt
+tokens and every generated token, sets its context's threads (``llama_set_n_threads``) and writes back what it uses,
+so that the front never gives a core away before the call that held it let go of it.
 
 Answers are OpenAI's chat completion objects (llama-cpp-python's), with the usage on the last chunk of a stream
 and ``moa_lab.queued`` (seconds the call waited in the front for a core) on the first. A prompt longer than the
@@ -30,8 +30,23 @@ CHUNK = 32
 #: llama-cpp-python server's defaults, which the bundled models were tuned with (its request model's fields).
 DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
 #: Request fields passed to llama.cpp; the others (``n``, ``user``, Together's extras, ...) are ignored.
-FIELDS = {"messages", "temperature", "top_p", "top_k", "min_p", "typical_p", "stop", "seed", "max_tokens",
-          "presence_penalty", "frequency_penalty", "repeat_penalty", "response_format", "logprobs", "top_logprobs"}
+FIELDS = {
+    "messages",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "typical_p",
+    "stop",
+    "seed",
+    "max_tokens",
+    "presence_penalty",
+    "frequency_penalty",
+    "repeat_penalty",
+    "response_format",
+    "logprobs",
+    "top_logprobs",
+}
 
 
 class Cancelled(Exception):
@@ -56,7 +71,7 @@ def _slot_class():
                 if self.cancel is not None and self.cancel.is_set():
                     raise Cancelled
                 self.follow()
-                super().eval(tokens[i: i + CHUNK])
+                super().eval(tokens[i : i + CHUNK])
 
         def follow(self) -> None:
             granted = max(1, self.board.granted(self.cell))
@@ -84,7 +99,7 @@ class Model:
     def __init__(self, config: dict) -> None:
         from llama_cpp import _internals
 
-        from .engine import Board
+        from moa_lab.engine.policy import Board
 
         self.config = config
         self.board = Board.open(Path(config["board"]), config["cells"])
@@ -95,8 +110,14 @@ class Model:
         self.slot(0)
 
     def _new(self):
-        kwargs = dict(model_path=self.config["path"], chat_format=self.config.get("chat_format"),
-                      n_ctx=self.config.get("n_ctx", 4096), n_threads=1, n_threads_batch=1, verbose=False)
+        kwargs = dict(
+            model_path=self.config["path"],
+            chat_format=self.config.get("chat_format"),
+            n_ctx=self.config.get("n_ctx", 4096),
+            n_threads=1,
+            n_threads_batch=1,
+            verbose=False,
+        )
         if not self.slots:
             return self._Slot(**kwargs)
         weights = next(iter(self.slots.values()))._model
@@ -139,8 +160,11 @@ class Model:
                     emit(last)
                 last = chunk
             if last is not None:
-                last["usage"] = {"prompt_tokens": llm.prompt_count, "completion_tokens": llm.completion_count,
-                                 "total_tokens": llm.prompt_count + llm.completion_count}
+                last["usage"] = {
+                    "prompt_tokens": llm.prompt_count,
+                    "completion_tokens": llm.completion_count,
+                    "total_tokens": llm.prompt_count + llm.completion_count,
+                }
                 emit(last)
             return None
         finally:
@@ -154,9 +178,13 @@ def _too_long(exc: ValueError, body: dict):
     if not found:
         return _error(400, str(exc), "invalid_request")
     prompt, window, completion = int(found[1]), int(found[2]), body.get("max_tokens") or 0
-    return _error(400, f"This model's maximum context length is {window} tokens. However, you requested "
-                       f"{prompt + completion} tokens ({prompt} in the messages, {completion} in the completion). "
-                       "Please reduce the length of the messages or completion.", "context_length_exceeded")
+    return _error(
+        400,
+        f"This model's maximum context length is {window} tokens. However, you requested "
+        f"{prompt + completion} tokens ({prompt} in the messages, {completion} in the completion). "
+        "Please reduce the length of the messages or completion.",
+        "context_length_exceeded",
+    )
 
 
 def _error(status: int, message: str, code: str, kind: str = "invalid_request_error"):
@@ -255,7 +283,7 @@ def main(config_path: str) -> None:
     import uvicorn
 
     config = json.loads(Path(config_path).read_text())
-    from .supervisor import die_with_parent
+    from moa_lab.engine.supervisor import die_with_parent
 
     die_with_parent()
     try:
@@ -263,8 +291,11 @@ def main(config_path: str) -> None:
         warm = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
         model.run(0, warm, threading.Event())  # the first call of a fresh process is ~50% slower (page faults)
     except Exception as exc:  # noqa: BLE001 - said in one line: the front shows the end of this log
-        print(f"moa_lab worker: cannot load {config['name']} from {config['path']!r}: {type(exc).__name__}: {exc}",
-              file=sys.stderr, flush=True)
+        print(
+            f"moa_lab worker: cannot load {config['name']} from {config['path']!r}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(1)
     app = build_app(model, config["name"])
     with contextlib.suppress(KeyboardInterrupt):

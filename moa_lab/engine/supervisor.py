@@ -1,4 +1,4 @@
-"""The front's worker processes (:mod:`moa_lab.worker`, one per model): started, watched, started again when they
+"""The front's worker processes (:mod:`moa_lab.engine.worker`, one per model): started, watched, started again when they
 die (at most MAX_RESTARTS times in a row, then given up on: the model answers 503), stopped."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import httpx
 
-from .engine import Engine
-from .local import LocalServerError, tail
-from .models import ModelSpec
+from moa_lab.engine.local import LocalServerError, tail
+from moa_lab.engine.models import ModelSpec
+from moa_lab.engine.policy import Engine
 
-log = logging.getLogger("moa_lab.server")
+log = logging.getLogger("moa_lab.engine.server")
 
 #: Times a dead worker is started again before the front gives up on it (its model then answers 503).
 MAX_RESTARTS = 3
@@ -42,12 +42,20 @@ def _free_port(host: str) -> int:
 
 
 class Worker:
-    """One llama.cpp worker process (:mod:`moa_lab.worker`): one model, loaded once, up to ``slots`` calls at once
-    in cells ``first_cell ..`` of the board. ``generation`` counts its restarts."""
+    """One llama.cpp worker process (:mod:`moa_lab.engine.worker`): one model, loaded once, up to ``slots`` calls at
+    once in cells ``first_cell ..`` of the board. ``generation`` counts its restarts."""
 
-    def __init__(self, index: int, spec: ModelSpec, log_dir: Path, board: Path, slots: int, cells: int,
-                 generation: int = 0) -> None:
-        self.index, self.spec, self.log_dir, self.board, self.slots, self.cells = index, spec, log_dir, board, slots, cells
+    def __init__(
+        self, index: int, spec: ModelSpec, log_dir: Path, board: Path, slots: int, cells: int, generation: int = 0
+    ) -> None:
+        self.index, self.spec, self.log_dir, self.board, self.slots, self.cells = (
+            index,
+            spec,
+            log_dir,
+            board,
+            slots,
+            cells,
+        )
         self.model, self.generation = spec.name, generation
         self.first_cell = index * slots
         self.restarting = False
@@ -57,14 +65,27 @@ class Worker:
         self.url = f"http://127.0.0.1:{self.port}"
         name = f"worker{index}" + (f".{generation}" if generation else "")
         self.log = log_dir / f"{name}.log"
-        config = {"name": spec.name, "path": str(spec.path), "chat_format": spec.chat_format, "n_ctx": 4096,
-                  "port": self.port, "slots": slots, "board": str(board), "cells": cells, "first_cell": self.first_cell}
+        config = {
+            "name": spec.name,
+            "path": str(spec.path),
+            "chat_format": spec.chat_format,
+            "n_ctx": 4096,
+            "port": self.port,
+            "slots": slots,
+            "board": str(board),
+            "cells": cells,
+            "first_cell": self.first_cell,
+        }
         cfg = log_dir / f"{name}.json"
         cfg.write_text(json.dumps(config))
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "moa_lab.worker", str(cfg)],
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         preexec_fn=die_with_parent)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moa_lab.engine.worker", str(cfg)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )
 
     def __repr__(self) -> str:
         return f"llama.cpp worker {self.index} ({self.model}, pid {self.proc.pid})"
@@ -131,8 +152,11 @@ async def watchdog(engine: Engine, timeout: float, every: float = 1.0) -> None:
             answered = await asyncio.gather(*(_answers(http, w) for w in up))
             for worker, ok in zip(up, answered):
                 if not ok and worker.alive and worker in engine.workers:
-                    log.error("%s did not answer its health check in %gs (hung?); killing it, to start it again",
-                              worker, timeout)
+                    log.error(
+                        "%s did not answer its health check in %gs (hung?); killing it, to start it again",
+                        worker,
+                        timeout,
+                    )
                     worker.proc.kill()
 
 
@@ -159,11 +183,16 @@ async def supervise(engine: Engine, every: float = 0.5) -> None:
 
 
 async def _restart(engine: Engine, position: int, dead: Worker) -> None:
-    log.warning("%s exited with code %s; starting it again. The end of its log:\n%s", dead,
-                dead.proc.returncode, tail(dead.log, 10))
+    log.warning(
+        "%s exited with code %s; starting it again. The end of its log:\n%s",
+        dead,
+        dead.proc.returncode,
+        tail(dead.log, 10),
+    )
     try:
-        fresh = await asyncio.to_thread(Worker, dead.index, dead.spec, dead.log_dir, dead.board, dead.slots,
-                                        dead.cells, dead.generation + 1)
+        fresh = await asyncio.to_thread(
+            Worker, dead.index, dead.spec, dead.log_dir, dead.board, dead.slots, dead.cells, dead.generation + 1
+        )
         try:
             await asyncio.to_thread(fresh.wait_ready, time.monotonic() + 180)
         except LocalServerError:
@@ -186,10 +215,32 @@ async def _restart(engine: Engine, position: int, dead: Worker) -> None:
 
 def status(engine: Engine) -> dict:
     """What ``/moa_lab/status`` says: calls running and waiting, threads granted and in use, each worker."""
-    return {"threads": engine.threads, "busy": len(engine.active()), "waiting": len(engine.waiting),
-            "threads_in_use": engine.in_use(), "threads_peak": engine.peak,
-            "calls": [{"model": lease.worker.model, "slot": lease.slot, "granted": lease.granted,
-                       "using": engine.board.using(lease.cell), "released": lease.released} for lease in engine.leases],
-            "workers": [{"index": w.index, "model": w.model, "pid": w.proc.pid, "alive": w.alive,
-                         "busy": sum(lease.worker is w for lease in engine.active()), "generation": w.generation,
-                         "failed": w.failed} for w in engine.workers]}
+    return {
+        "threads": engine.threads,
+        "busy": len(engine.active()),
+        "waiting": len(engine.waiting),
+        "threads_in_use": engine.in_use(),
+        "threads_peak": engine.peak,
+        "calls": [
+            {
+                "model": lease.worker.model,
+                "slot": lease.slot,
+                "granted": lease.granted,
+                "using": engine.board.using(lease.cell),
+                "released": lease.released,
+            }
+            for lease in engine.leases
+        ],
+        "workers": [
+            {
+                "index": w.index,
+                "model": w.model,
+                "pid": w.proc.pid,
+                "alive": w.alive,
+                "busy": sum(lease.worker is w for lease in engine.active()),
+                "generation": w.generation,
+                "failed": w.failed,
+            }
+            for w in engine.workers
+        ],
+    }

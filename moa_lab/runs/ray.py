@@ -28,12 +28,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .budget import Budget, BudgetExceeded
-from .files import BatchItem, FolderLock, OutputFile, read_results
-from .jsonl import dumps
-from .limits import CallLimiter
-from .plan import RunPlan
-from .usage import Usage
+from moa_lab.budget import Budget, BudgetExceeded
+from moa_lab.runs._runner import check_resume, run_items
+from moa_lab.runs.files import BatchItem, FolderLock, OutputFile, read_results
+from moa_lab.jsonl import dumps
+from moa_lab.limits import CallLimiter
+from moa_lab.plan import RunPlan
+from moa_lab.usage import Usage
+from moa_lab.backends import Backend
+from moa_lab.plan import plan_run
+from moa_lab.engine.models import absolute_env
 
 #: Variables a worker gets from the driver: where models are served, and the cache. Never a key.
 PASSED_ON = ("MOA_LAB_CACHE", "MOA_LAB_LOCAL_URL", "MOA_LAB_MODEL_DIR", "MOA_LAB_MODELS", "MOA_LAB_MODEL_URLS",
@@ -141,8 +145,6 @@ class BlockRunner:
     """A Ray Data actor: runs one block of prompts with moa_lab's batch runner and writes its block file."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        from .backends import Backend
-        from .plan import plan_run
 
         os.environ.update(config["env"])
         for name in set(PASSED_ON) - set(config["env"]):
@@ -166,7 +168,6 @@ class BlockRunner:
         return asyncio.run(self._block(items))
 
     async def _block(self, items: list[BatchItem]) -> dict:
-        from .batch import _run
 
         sid, blocks = self.config["sid"], self.outdir / "blocks"
         name = block_name([(i.id, i.prompt) for i in items], sid)
@@ -179,7 +180,7 @@ class BlockRunner:
         limiter = CallLimiter(self.config["actor_concurrency"])
         left = 0
         try:
-            await _run(items, sid, [], plans, output, limiter, False, False, self.config["prices"], None, self.budget)
+            await run_items(items, sid, [], plans, output, limiter, False, False, self.config["prices"], None, self.budget)
         except BudgetExceeded as exc:  # what finished is kept: a smaller block, named by its own prompts
             left = exc.summary.left if exc.summary is not None else len(items)
         finally:
@@ -238,7 +239,6 @@ def _settings_file(outdir: Path, plan: RunPlan, sid: str) -> None:
 async def run_on_ray(items: list[BatchItem], outdir: Path, first: RunPlan, sid: str, summary, *, address, actors,
                      actor_concurrency, block_size, progress, prices, retry_failed, budget, on_result) -> Any:
     """The Ray engine's part of :func:`moa_lab.run_batch`: the checks are done; ``summary`` is filled in."""
-    from .batch import check_resume
 
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "blocks").mkdir(exist_ok=True)
@@ -265,7 +265,6 @@ async def run_on_ray(items: list[BatchItem], outdir: Path, first: RunPlan, sid: 
 async def _on_cluster(todo, outdir, first, sid, summary, address, actors, actor_concurrency, block_size, progress,
                       prices, budget, on_result):
     await first.backend.ready()  # the bundled models: one embedded server, here, for this machine's workers
-    from .models import absolute_env
 
     env = {name: os.environ[name] for name in PASSED_ON if os.environ.get(name)}
     env.update(absolute_env(env))  # a worker runs in its own folder: relative paths would name other files

@@ -7,13 +7,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any
 
-if TYPE_CHECKING:
-    from .sweep_plan import Sweep
-
-STATUS_FILE, SWEEP_FILE = "status.json", "sweep.json"
+from moa_lab.runs.files import read_results
+from moa_lab.sweeps.plan import SWEEP_FILE, Sweep, read_status
 
 
 def _cell(value):
@@ -23,23 +22,33 @@ def _cell(value):
 
 def _summary_metrics(path: Path) -> dict:
     """What a run summary (a notebook's ``output_path``: JSON of one run, or a batch's JSONL) reports."""
-    from .files import read_results
 
     if path.suffix == ".jsonl":
         lines = read_results(path)
         finals = [len(line.get("final") or "") for line in lines if line.get("status") == "ok"]
-        return {"prompts": len(lines), "failed_prompts": sum(line.get("status") != "ok" for line in lines),
-                "calls": sum(line["calls"] for line in lines), "cached_calls": sum(line["cached_calls"] for line in lines),
-                "tokens": sum(line["prompt_tokens"] + line["completion_tokens"] for line in lines),
-                "cost": sum(line["cost"] for line in lines),
-                "final_length": sum(finals) / len(finals) if finals else math.nan}
+        return {
+            "prompts": len(lines),
+            "failed_prompts": sum(line.get("status") != "ok" for line in lines),
+            "calls": sum(line["calls"] for line in lines),
+            "cached_calls": sum(line["cached_calls"] for line in lines),
+            "tokens": sum(line["prompt_tokens"] + line["completion_tokens"] for line in lines),
+            "cost": sum(line["cost"] for line in lines),
+            "final_length": sum(finals) / len(finals) if finals else math.nan,
+        }
     run = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(run, dict) or "calls" not in run:
         return {}
-    return {"calls": run["calls"], "failed_calls": run.get("failed_calls"), "cached_calls": run.get("cached_calls"),
-            "prompt_tokens": run.get("prompt_tokens"), "completion_tokens": run.get("completion_tokens"),
-            "tokens": (run.get("prompt_tokens") or 0) + (run.get("completion_tokens") or 0), "cost": run.get("cost"),
-            "run_seconds": run.get("seconds"), "final_length": len(run.get("final") or "")}
+    return {
+        "calls": run["calls"],
+        "failed_calls": run.get("failed_calls"),
+        "cached_calls": run.get("cached_calls"),
+        "prompt_tokens": run.get("prompt_tokens"),
+        "completion_tokens": run.get("completion_tokens"),
+        "tokens": (run.get("prompt_tokens") or 0) + (run.get("completion_tokens") or 0),
+        "cost": run.get("cost"),
+        "run_seconds": run.get("seconds"),
+        "final_length": len(run.get("final") or ""),
+    }
 
 
 def _evaluation_metrics(path: Path) -> dict:
@@ -56,17 +65,14 @@ def _evaluation_metrics(path: Path) -> dict:
     return out
 
 
-def read_status(folder: Path) -> dict | None:
-    """A point's ``status.json`` (written last: the point finished), or None."""
-    try:
-        return json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _row(folder: Path, point_id: str, parameters: dict, state: dict) -> dict:
-    row = {"point": point_id, **{k: _cell(v) for k, v in parameters.items()},
-           "status": state["status"], "error": state["error"], "seconds": state["seconds"]}
+    row = {
+        "point": point_id,
+        **{k: _cell(v) for k, v in parameters.items()},
+        "status": state["status"],
+        "error": state["error"],
+        "seconds": state["seconds"],
+    }
     values = {**parameters, **state.get("outputs", {})}
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         if isinstance(values.get("output_path"), str) and (folder / values["output_path"]).is_file():
@@ -88,7 +94,7 @@ def table_of(outdir: Path, points) -> Any:
     return pd.DataFrame(rows)
 
 
-def sweep_table(sweep: "Sweep"):
+def sweep_table(sweep: Sweep):
     """One row per finished point (ok or failed), in the spec's order: ``point`` (its folder's name), every
     parameter the sweep gave (lists as JSON), ``status``, ``error``, ``seconds`` (the notebook's wall time),
     then what its summary reports: ``calls``, ``failed_calls``, ``cached_calls``, ``prompt_tokens``,
@@ -98,7 +104,7 @@ def sweep_table(sweep: "Sweep"):
     return table_of(sweep.outdir, [(p.id, p.parameters) for p in sweep.points])
 
 
-def write_table(sweep: "Sweep"):
+def write_table(sweep: Sweep):
     """:func:`sweep_table`, written as ``results.csv`` (and ``results.parquet`` when pyarrow is installed)."""
     import importlib.util
 
@@ -124,7 +130,7 @@ def load_sweep(outdir):
 def parameter_columns(table) -> list[str]:
     """The table's parameter columns (between ``point`` and ``status``)."""
     columns = list(table.columns)
-    return columns[columns.index("point") + 1:columns.index("status")] if "status" in columns else []
+    return columns[columns.index("point") + 1 : columns.index("status")] if "status" in columns else []
 
 
 def plot_sweep(table, by: str, metrics: Sequence[str] = ("seconds", "tokens", "cost"), over: str = "seed"):
@@ -134,13 +140,16 @@ def plot_sweep(table, by: str, metrics: Sequence[str] = ("seconds", "tokens", "c
     import matplotlib.pyplot as plt
 
     if by not in parameter_columns(table):
-        raise ValueError(f"{by!r} is not a parameter of this sweep; its parameters: {', '.join(parameter_columns(table))}")
+        raise ValueError(
+            f"{by!r} is not a parameter of this sweep; its parameters: {', '.join(parameter_columns(table))}"
+        )
     ok = table[table["status"] == "ok"]
     metrics = [m for m in metrics if m in ok and ok[m].notna().any()]
     others = [c for c in parameter_columns(ok) if c not in (by, over) and ok[c].nunique() > 1]
     order = list(dict.fromkeys(ok[by]))  # the spec's order
-    figure, axes = plt.subplots(1, max(len(metrics), 1), squeeze=False, figsize=(4.2 * max(len(metrics), 1), 3.6),
-                                layout="constrained")
+    figure, axes = plt.subplots(
+        1, max(len(metrics), 1), squeeze=False, figsize=(4.2 * max(len(metrics), 1), 3.6), layout="constrained"
+    )
     axes = axes[0]
     groups = ok.groupby(others, sort=False) if others else [((), ok)]
     for number, (key, group) in enumerate(groups):

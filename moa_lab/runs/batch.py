@@ -1,0 +1,121 @@
+"""Many MoA runs over a dataset: a global limit on concurrent calls, a progress bar, one JSONL line per prompt.
+
+The output file is the checkpoint (its format: :mod:`moa_lab.runs.files`): run again with the same output and the
+prompts already there are skipped, once the settings and every id's prompt are checked to be the same. Failed
+prompts are written with their error and retried only with ``retry_failed=True`` (their old lines are removed
+first: never two lines for one id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from moa_lab.budget import Budget
+from moa_lab.estimate import check_budget
+from moa_lab.plan import RunPlan, from_plan, plan_run
+from moa_lab.runs import ray
+from moa_lab.runs._runner import BatchSummary, check_batch_settings, in_shard, resumable, run_items, settings_id
+from moa_lab.runs.files import OutputFile, probe, read_prompts
+from moa_lab.usage import get_prices
+from moa_lab.validation import check_output_path
+from moa_lab._sync import run_sync
+
+
+async def run_batch(
+    prompts: str | os.PathLike | Iterable[str | Mapping],
+    out: str | os.PathLike,
+    proposers=None,
+    aggregator: str | None = None,
+    *,
+    concurrency: int = 16,
+    rps: float | None = None,
+    shard: str | Sequence[int] | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    prices: Mapping | None = None,
+    on_result: Callable[[dict], None] | None = None,
+    plan: RunPlan | None = None,
+    engine: str = "asyncio",
+    ray_address: str | None = "auto",
+    actors: int = 2,
+    actor_concurrency: int = 8,
+    block_size: int = 64,
+    **settings: Any,
+) -> BatchSummary:
+    """Run an MoA for every prompt and append one JSON line per prompt to ``out`` as it finishes.
+
+    ``prompts``: a JSONL or text file, or a list (see :func:`read_prompts`). ``settings``: those of
+    :func:`moa_lab.run_moa` (``layers``, ``max_tokens``, ``quorum``, ``cache``, ``backend``, ...), checked
+    before anything runs; ``plan``: a checked plan whose models, settings and backend every prompt uses (the
+    arguments given change them). Cost: ``plan.calls`` model calls per prompt (none for cached answers), at most
+    ``concurrency`` at once over the whole batch and at most ``rps`` started per second. Prompts already in
+    ``out`` are skipped (failed ones are run again with ``retry_failed``); ``shard="I/N"`` runs one N-th.
+    ``on_result`` gets each line as it is written. A failed prompt is written with its error and does not
+    stop the batch. ``max_cost``/``max_tokens_total`` cap the whole batch (what this call spends): refused before
+    any call if one prompt's run may not fit; once a call could cross it, no prompt starts and no call is made,
+    the prompts cut short or not begun are left (no line: a rerun goes on with them, their finished calls from
+    the cache), and :class:`~moa_lab.budget.BudgetExceeded` is raised with the ``summary``.
+
+    ``engine="ray"`` (``pip install 'moa_lab[ray]'``): the batch runs on a Ray cluster (``ray_address``:
+    ``"auto"``, a running cluster or else a local one; ``"local"``; or an address), in ``actors`` actors of
+    ``actor_concurrency`` calls at once each, ``block_size`` prompts per block; ``out`` is then a folder of block
+    files (see :mod:`moa_lab.runs.ray`); ``on_result`` gets each block's totals; ``concurrency``, ``rps`` and
+    ``shard`` do not apply.
+    """
+    proposers, aggregator, settings = from_plan(plan, proposers, aggregator, settings)
+    items = read_prompts(prompts)
+    first = plan_run(items[0].prompt, proposers, aggregator, **settings)
+    plans = {item.id: replace(first, prompt=item.prompt) for item in items}  # each prompt was checked when read
+    limiter, picked = check_batch_settings(concurrency, rps, shard)
+    prices = get_prices(prices)  # checked before any call, resolved once for every line
+    longest = max(items, key=lambda item: len(item.prompt.encode("utf-8", "surrogatepass")))
+    check_budget(plans[longest.id], prices, runs=len(items))
+    budget = Budget.of(first.settings, prices)
+    if engine == "ray":
+        return await _ray(items, out, first, prices, budget, shard, ray_address, actors, actor_concurrency,
+                          block_size, progress, retry_failed, on_result)
+    if engine != "asyncio":
+        raise ValueError(f"engine must be 'asyncio' (this process) or 'ray' (a Ray cluster), got {engine!r}")
+    path = check_output_path(out)
+    if path is None:
+        raise ValueError("out must be a file path for the results (JSONL)")
+    probe(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    output = OutputFile(path)
+    try:
+        sid = settings_id(first)
+        existing = resumable(output, items, sid)
+        mine = [item for item in items if in_shard(item, picked)]
+        return await run_items(mine, sid, existing, plans, output, limiter, retry_failed, progress, prices, on_result,
+                          budget)
+    finally:
+        output.close()
+
+
+async def _ray(items, out, first, prices, budget, shard, address, actors, actor_concurrency, block_size,
+               progress, retry_failed, on_result) -> BatchSummary:
+    outdir = ray.check_outdir(out)
+    ray.check_ray_options(actors, actor_concurrency, block_size, address)
+    if shard is not None:
+        raise ValueError("shard is for machines without Ray: with engine='ray' the cluster takes every prompt")
+    if importlib.util.find_spec("ray") is None:
+        raise ValueError("engine='ray' needs Ray: pip install 'moa_lab[ray]'")
+    first.backend.portable()  # a key that cannot reach the workers is refused now, before anything is written
+    summary = BatchSummary(outdir, len(items))
+    return await ray.run_on_ray(items, outdir, first, settings_id(first), summary, address=address, actors=actors,
+                                      actor_concurrency=actor_concurrency, block_size=block_size, progress=progress,
+                                      prices=prices, retry_failed=retry_failed, budget=budget, on_result=on_result)
+
+
+def run_batch_sync(*args, **kwargs) -> BatchSummary:
+    """:func:`run_batch` from synchronous code (a script, or a cell without ``await``)."""
+
+    return run_sync(run_batch(*args, **kwargs))

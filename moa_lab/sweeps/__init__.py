@@ -1,0 +1,31 @@
+"""Sweeps: a notebook run once per point of a grid of its parameters, several kernels at once, collected into one
+table. :mod:`moa_lab.sweeps.plan` checks a spec and lists its points (nothing runs); :mod:`moa_lab.sweeps.run` runs
+them (papermill kernels sharing one embedded server and cache); :mod:`moa_lab.sweeps.results` reads the folders
+back into a table and plots it. ``moa_lab.sweep`` is the same API under its first name."""
+
+from moa_lab.sweeps.plan import Point, Sweep, SweepSummary, plan_sweep, read_spec
+from moa_lab.sweeps.results import (
+    load_sweep,
+    plot_quality_vs_cost,
+    plot_sweep,
+    quality_columns,
+    sweep_table,
+    write_table,
+)
+from moa_lab.sweeps.run import run_sweep, run_sweep_sync
+
+__all__ = [
+    "Point",
+    "Sweep",
+    "SweepSummary",
+    "load_sweep",
+    "plan_sweep",
+    "plot_quality_vs_cost",
+    "plot_sweep",
+    "quality_columns",
+    "read_spec",
+    "run_sweep",
+    "run_sweep_sync",
+    "sweep_table",
+    "write_table",
+]
