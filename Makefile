@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-moa_lab
 PROMPT ?= What are some fun things to do in San Francisco?
 
-.PHONY: install demo test bench browser lab sync check-sync clean
+.PHONY: install demo test check lint bench browser lab sync check-sync clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,19 @@ install: $(STAMP)  ## create .venv and install moa_lab with its test tools (comp
 demo: $(STAMP)  ## an MoA answer from the bundled local models, offline
 	$(BIN)/moa-lab ask "$(PROMPT)" --max-tokens 160
 
-test: $(STAMP) browser  ## the whole test suite (what CI runs)
+test: $(STAMP) browser lint  ## lint, types and the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
+
+#: The tests that need neither llama.cpp nor a Jupyter kernel nor Ray (nor a browser, nor the load test).
+FAST := not local and not kernel and not ray and not browser and not load
+
+check: $(STAMP) lint  ## the fast check while you work (under 3 minutes): lint, types, the fast tests
+	$(BIN)/python -m pytest -q -m "$(FAST)"
+
+lint: $(STAMP)  ## ruff (lint and format) and mypy
+	$(BIN)/ruff check moa_lab tests benchmarks tools
+	$(BIN)/ruff format --check moa_lab tests benchmarks tools
+	$(BIN)/mypy
 
 bench: $(STAMP)  ## the benchmarks (a few minutes): prints their ratios, writes benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/run.py

@@ -63,10 +63,9 @@ def iterate(agen: AsyncGenerator[T, None]) -> Iterator[T]:
     One task drives the generator (an HTTP stream must be opened and closed in the same task) and takes
     the next item only when asked. Stopping early cancels that task, which closes the generator at once.
     """
-    loop = _running_loop()
-    own = loop is None
-    if own:
-        loop = asyncio.new_event_loop()
+    running = _running_loop()
+    own = running is None
+    loop = asyncio.new_event_loop() if running is None else running
     asks: asyncio.Queue = asyncio.Queue()
     items: asyncio.Queue = asyncio.Queue()
     end = object()

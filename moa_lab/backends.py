@@ -5,6 +5,8 @@ Chosen once, from arguments then environment (see :func:`get_backend`). The API 
 belongs: Together's key (``TOGETHER_API_KEY``) to Together or to ``TOGETHER_BASE_URL``; the key of another
 OpenAI-compatible server (``MOA_LAB_API_KEY``) to ``MOA_LAB_BASE_URL`` only; a per-model server of
 ``MOA_LAB_MODEL_URLS`` gets the key its entry names (``name=url|ENV_VAR``), else none.
+
+Over 300 lines: one decision, where each model's calls go and which key goes with them, with its URL and key rules.
 """
 
 from __future__ import annotations
@@ -89,7 +91,11 @@ class Backend:
         return (
             "embedded local server with the bundled models "
             f"({', '.join(m for m in self.known_models or () if m not in yours)})"
-            + (f" and yours ({', '.join(f'{m.name} = {m.path}' for m in self.server.user_models)})" if yours else "")
+            + (
+                f" and yours ({', '.join(f'{m.name} = {m.path}' for m in self.server.user_models)})"
+                if self.server is not None and yours
+                else ""
+            )
             + f" on {self.server.threads if self.server is not None else '?'} core(s); set MOA_LAB_BASE_URL, "
             "TOGETHER_BASE_URL or TOGETHER_API_KEY to use another" + extra
         )
@@ -119,9 +125,9 @@ class Backend:
             url, key = self.model_urls[model], self._url_keys.get(model)
         elif self.server is not None:
             await self.ready()
-            url, key = self.server.url, None
+            url, key = self.server.url or "", None
         else:
-            url, key = self.base_url, self._api_key
+            url, key = self.base_url or "", self._api_key
         key = key or _NO_KEY
         for closed in [loop for loop in _CLIENTS if loop.is_closed()]:  # its connections can no longer be used
             del _CLIENTS[closed]
@@ -290,10 +296,7 @@ def _env_models(default_proposers: tuple[str, ...], default_aggregator: str) -> 
 
 
 def get_backend(
-    backend: Backend | str | None = None,
-    *,
-    model_urls: Mapping[str, str] | None = None,
-    api_key: str | None = None,
+    backend: Backend | str | None = None, *, model_urls: Mapping[str, str] | None = None, api_key: str | None = None
 ) -> Backend:
     """Choose where calls go. Costs nothing: no server is started and no model is called here.
 
@@ -318,7 +321,7 @@ def get_backend(
     choice = backend or ("url" if base_url else "together" if key else "local")
     if choice not in ("local", "together", "url"):
         base_url, moa_url, choice = backend, None, "url"
-    own_url = _clean_url(base_url, "MOA_LAB_BASE_URL" if moa_url else "the base URL") if choice == "url" else None
+    own_url = _clean_url(base_url or "", "MOA_LAB_BASE_URL" if moa_url else "the base URL") if choice == "url" else None
     own_key = (api_key or os.environ.get("MOA_LAB_API_KEY") or None) if moa_url else key
     own_env = None if api_key or not own_key else "MOA_LAB_API_KEY" if moa_url else "TOGETHER_API_KEY"
     entries = {

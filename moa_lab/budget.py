@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from moa_lab.records import NOT_STARTED, CallRecord, MoAError
 from moa_lab.settings import Settings
@@ -25,7 +26,7 @@ class BudgetExceeded(MoAError):
     ``steps``); ``budget`` says what was spent; from ``run_batch``, ``summary`` is the batch's summary."""
 
     budget: Budget | None = None
-    summary = None
+    summary: Any = None  # a BatchSummary (moa_lab.runs), set by run_batch
 
 
 @dataclass

@@ -250,6 +250,7 @@ def get_cache(cache: bool | str | os.PathLike | ResponseCache | None = None) -> 
         return None
     if isinstance(checked, ResponseCache):
         return checked
+    assert isinstance(checked, Path)  # check_cache gives False, a ResponseCache or a Path
     with _opened_lock:
         key = checked.resolve()
         if key not in _opened:

@@ -2,6 +2,9 @@
 
 A call never raises for a model's failure: it fills its :class:`CallRecord` (``error`` set, partial text
 kept) and the layers above decide what a failure means. Cancellation is never swallowed.
+
+Over 300 lines: the one place a model is called: attempts and their failures, timeouts, streams, the cache and the
+trace record.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import httpx
 import together
@@ -86,7 +89,8 @@ def _stream_error(exc: together.APIError) -> _Failure:
     """An error event inside a stream (``data: {"error": {...}}``): its message, and its code when it has one
     (retried as that HTTP status would be; an error without a code is not retried)."""
     body = exc.body if isinstance(exc.body, dict) else {"message": exc.body}
-    message = body.get("message") if isinstance(body.get("message"), str) else exc.message
+    given = body.get("message")
+    message = given if isinstance(given, str) else str(exc.message)
     code = body.get("code")
     if isinstance(code, int) and not isinstance(code, bool) and 100 <= code < 600:
         return _status_failure(code, message, where=" in the stream")
@@ -202,7 +206,7 @@ async def chat(
     stream: bool = False,
     budget: Budget | None = None,
     references: Sequence[str] = (),
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Call ``record.model`` with ``messages``; yield the answer's text as it arrives (one chunk if not
     streaming). Fills ``record`` (text, tokens, seconds, attempts, error). One HTTP request per attempt,
     at most ``1 + settings.retries`` attempts; a stream that already yielded text is never retried.
@@ -215,7 +219,7 @@ async def chat(
     try:
         cache = get_cache(settings.cache) if record.seed is not None else None  # opened by the first call
         key = _key(backend, record, messages, settings, cache)
-        hit = cache.get(key) if key else None
+        hit = cache.get(key) if key and cache is not None else None
         if hit is not None:  # answered before: replayed, no model call
             record.cached, record.prompt_tokens, record.completion_tokens = (
                 True,
@@ -250,7 +254,7 @@ async def chat(
                     raise _Failure("the model returned an empty answer", retry=False)
                 record.error = None
                 log.debug("%s: answered, attempt %d, %.2fs", record.where, record.attempts, time.perf_counter() - t0)
-                if key:
+                if key and cache is not None:
                     cache.put(key, record.model, "".join(parts), record.prompt_tokens, record.completion_tokens)
                 return
             except BudgetExceeded:  # refused by the budget: no request was made
@@ -279,7 +283,7 @@ async def chat(
     finally:
         record.text = "".join(parts) if parts else None
         record.seconds = time.perf_counter() - t0
-        if hold is not None:
+        if hold is not None and budget is not None:
             budget.settle(hold, record)
 
 

@@ -1,5 +1,8 @@
 """``moa-lab ask`` (stream an MoA answer, then the per-call summary), ``moa-lab batch``, ``moa-lab sweep`` and
-``moa-lab serve``."""
+``moa-lab serve``.
+
+Over 300 lines: one parser and one short handler per command (ask, batch, sweep, serve); their flags are most of it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from moa_lab.backends import get_backend
@@ -94,9 +98,33 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batch(args: argparse.Namespace) -> int:
-
+def _exit_code(command: str, kept: str, run: Callable[[], int]) -> int:
+    """Run a command that writes its results as it goes (batch, sweep); each way it can end is one message and an
+    exit code: 1 the output could not be written mid-run (what was written is kept) or the embedded server failed,
+    2 bad input or an output that cannot be written (nothing was run), 3 a budget, 130 Ctrl-C."""
     try:
+        return run()
+    except OutputError as exc:  # the output could not be written mid-run: stopped, what was written is kept
+        print(f"moa-lab {command}: {exc}", file=sys.stderr)
+        return 1
+    except BudgetExceeded as exc:  # refused before any call, or stopped at the budget: what was written is kept
+        print(f"moa-lab {command}: {exc}", file=sys.stderr)
+        if exc.summary is not None:
+            print(exc.summary)
+        return 3
+    except (ValueError, OSError) as exc:  # bad input, or an output that cannot be written: nothing was run
+        print(f"moa-lab {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except LocalServerError as exc:
+        print(f"moa-lab {command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nmoa-lab {command}: interrupted; {kept}: run the same command again to go on", file=sys.stderr)
+        return 130
+
+
+def _batch(args: argparse.Namespace) -> int:
+    def run() -> int:
         settings = _run_settings(args)
         prices = read_prices(args.prices) if args.prices else None
         if args.estimate:
@@ -104,17 +132,15 @@ def _batch(args: argparse.Namespace) -> int:
             print(estimate([item.prompt for item in items], prices=prices, **settings))
             return 0
         print(f"[backend] {settings['backend'].describe()}", file=sys.stderr, flush=True)
-        engine = (
-            dict(
+        engine: dict = {}
+        if args.ray:
+            engine = dict(
                 engine="ray",
                 ray_address=args.ray,
                 actors=args.actors,
                 actor_concurrency=args.actor_concurrency,
                 block_size=args.block_size,
             )
-            if args.ray
-            else {}
-        )
         summary = asyncio.run(
             run_batch(
                 args.input,
@@ -129,34 +155,14 @@ def _batch(args: argparse.Namespace) -> int:
                 **settings,
             )
         )
-    except OutputError as exc:  # the output could not be written mid-run: stopped, the lines written are kept
-        print(f"moa-lab batch: {exc}", file=sys.stderr)
-        return 1
-    except BudgetExceeded as exc:  # refused before any call, or stopped at the budget: the lines written are kept
-        print(f"moa-lab batch: {exc}", file=sys.stderr)
-        if exc.summary is not None:
-            print(exc.summary)
-        return 3
-    except (ValueError, OSError) as exc:  # bad input, or an output that cannot be written: nothing was run
-        print(f"moa-lab batch: error: {exc}", file=sys.stderr)
-        return 2
-    except LocalServerError as exc:
-        print(f"moa-lab batch: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(
-            f"\nmoa-lab batch: interrupted; the finished prompts are in {args.output}: run the same command "
-            "again to go on",
-            file=sys.stderr,
-        )
-        return 130
-    print(summary)
-    return 1 if summary.failed else 0
+        print(summary)
+        return 1 if summary.failed else 0
+
+    return _exit_code("batch", f"the finished prompts are in {args.output}", run)
 
 
 def _sweep(args: argparse.Namespace) -> int:
-
-    try:
+    def run() -> int:
         if args.dry_run:
             sweep = plan_sweep(args.notebook, args.spec, args.outdir)
             if sweep.changed:
@@ -174,25 +180,11 @@ def _sweep(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
             )
         )
-    except OutputError as exc:  # OUTDIR could not be written mid-sweep: stopped, the finished points are kept
-        print(f"moa-lab sweep: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, OSError) as exc:  # a bad spec or OUTDIR (or a disk full before it began): nothing was run
-        print(f"moa-lab sweep: error: {exc}", file=sys.stderr)
-        return 2
-    except LocalServerError as exc:
-        print(f"moa-lab sweep: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(
-            f"\nmoa-lab sweep: interrupted; the finished points are in {args.outdir}: run the same command "
-            "again to go on",
-            file=sys.stderr,
-        )
-        return 130
-    print(summary)
-    print(f"table: {Path(args.outdir) / 'results.csv'} ({len(summary.table)} rows)")
-    return 1 if summary.failed else 0
+        print(summary)
+        print(f"table: {Path(args.outdir) / 'results.csv'} ({len(summary.table)} rows)")
+        return 1 if summary.failed else 0
+
+    return _exit_code("sweep", f"the finished points are in {args.outdir}", run)
 
 
 def parse_alias_args(pairs: list[str], files: list[str], models=tuple(BUNDLED_MODELS)) -> dict[str, str]:

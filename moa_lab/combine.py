@@ -18,7 +18,7 @@ import math
 import random
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 
 from moa_lab import calls
 from moa_lab._sync import iterate
@@ -68,7 +68,7 @@ class Aggregation:
         self.settings, self.stream, self.layers, self.budget = settings, stream, list(layers), budget
         self._started = False
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def __aiter__(self) -> AsyncGenerator[str, None]:
         if self._started:
             raise RuntimeError("an Aggregation can be consumed once; call aggregate() again for a new answer")
         self._started = True
@@ -199,7 +199,7 @@ async def combine_layer(
     run = _Steps(prompt, model, layer, backend, settings, stream, on_chunk, on_call, budget, list(layers))
     mode, n, numbers = settings.combine, len(answers), list(range(1, len(answers) + 1))
     if mode == "synthesize" or (n == 0 and mode != "vote"):
-        record = await run.call("synthesize", settings.system_prompt, answers, numbers, last=True)
+        record = await run.call("synthesize", settings.instructions, answers, numbers, last=True)
         return Combination("synthesize", run.records, record.text or "")
     if mode == "vote":
         return _vote(run, answers)
@@ -210,7 +210,7 @@ async def combine_layer(
             part = numbers[i * w : (i + 1) * w]
             step = f"window {i + 1} of {windows}" + (", with the synthesis so far" if text is not None else "")
             record = await run.call(
-                step, settings.system_prompt, [answers[k - 1] for k in part], part, last=i == windows - 1, first=text
+                step, settings.instructions, [answers[k - 1] for k in part], part, last=i == windows - 1, first=text
             )
             text = record.text or ""
         return Combination(
@@ -235,7 +235,7 @@ async def combine_layer(
     top = (picked + [k for k in numbers if k not in picked])[: settings.top_k]
     final = await run.call(
         f"synthesize top {len(top)}",
-        settings.system_prompt,
+        settings.instructions,
         [answers[k - 1] for k in top],
         top,
         last=True,

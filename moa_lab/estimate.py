@@ -55,7 +55,7 @@ def call_bounds(plan: RunPlan) -> list[tuple[str, int, int]]:
     for models in plan.proposers:
         for i, model in enumerate(models):
             role = roles[i] if i < len(roles) else None
-            out.append((model, user + _system_bound(settings.system_prompt, previous, limit, role), limit))
+            out.append((model, user + _system_bound(settings.instructions, previous, limit, role), limit))
         previous = passed_on(settings, len(models))
     for instructions, references in steps(settings, previous):
         out.append((plan.aggregator, user + _system_bound(instructions, references, limit), limit))
@@ -109,11 +109,13 @@ def check_budget(plan: RunPlan, prices: Mapping | None = None, runs: int = 1) ->
     settings = plan.settings
     if settings.max_cost is None and settings.max_tokens_total is None:
         return
-    Budget.of(settings, prices).check_priced([m for layer in plan.proposers for m in layer] + [plan.aggregator])
+    Budget(settings.max_cost, settings.max_tokens_total, prices).check_priced(
+        [m for layer in plan.proposers for m in layer] + [plan.aggregator]
+    )
     bound = estimate(plan, prices=prices)
     what = "one prompt's run" if runs > 1 else "the run"
     over = []
-    if settings.max_cost is not None and bound.max_cost > settings.max_cost:
+    if settings.max_cost is not None and bound.max_cost is not None and bound.max_cost > settings.max_cost:
         over.append(f"may cost up to ${bound.max_cost:.4f}, more than max_cost ${settings.max_cost:g}")
     tokens = bound.max_prompt_tokens + bound.max_completion_tokens
     if settings.max_tokens_total is not None and tokens > settings.max_tokens_total:

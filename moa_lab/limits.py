@@ -84,8 +84,9 @@ current: ContextVar[CallLimiter | None] = ContextVar("moa_lab_call_limiter", def
 @contextlib.contextmanager
 def call_limits(concurrency: int, rps: float | None = None) -> Iterator[CallLimiter]:
     """Limit the model calls made inside the block (tasks started in it included)."""
-    token = current.set(CallLimiter(concurrency, rps))
+    limiter = CallLimiter(concurrency, rps)
+    token = current.set(limiter)
     try:
-        yield current.get()
+        yield limiter
     finally:
         current.reset(token)

@@ -1,6 +1,9 @@
 """The Mixture-of-Agents algorithm (the seed's recipe): proposer layers, then one aggregator.
 
 Pure orchestration: the calls themselves are in :mod:`moa_lab.calls`, the servers in :mod:`moa_lab.backends`.
+
+Over 300 lines: the algorithm's public steps (run_layer, aggregate, combine_answers, run_moa) and their docstrings,
+readable in one file on purpose.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ async def _layer(
             record.references = [i + 1 for i in order]
         role = roles[record.index] if record.index < len(roles) else None
         shown = [previous[i] for i in order] if previous else None
-        messages = build_messages(prompt, shown, settings.system_prompt, role)
+        messages = build_messages(prompt, shown, settings.instructions, role)
         await calls.complete(backend, record, messages, settings, budget, shown or ())
         if on_call is not None:
             on_call(record)
@@ -313,7 +316,7 @@ def early_stop_reason(layer: LayerResult, plan: RunPlan) -> str | None:
     ``plan.similarity``, lexical by default); None to go on (also when ``early_stop`` is None). No model call."""
     settings, layers = plan.settings, len(plan.proposers)
     alike = None if settings.early_stop is None else mean_similarity(layer.answers, settings.similarity)
-    if alike is None or alike < settings.early_stop:
+    if alike is None or settings.early_stop is None or alike < settings.early_stop:
         return None
     measure = "lexical" if settings.similarity is None else getattr(settings.similarity, "__name__", "the given")
     skipped = f"layer {layer.layer + 1}" if layer.layer + 1 == layers else f"layers {layer.layer + 1}-{layers}"

@@ -5,7 +5,7 @@ in which layer, and the call settings. ``run_moa`` uses it; notebooks show it ri
 from __future__ import annotations
 
 import pprint
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -181,7 +181,9 @@ class RunPlan:
         printer.text(str(self))
 
 
-def resolve(plan: RunPlan | Settings | None, backend: Backend | str | None, options: dict) -> tuple[Backend, Settings]:
+def resolve(
+    plan: RunPlan | Settings | None, backend: Backend | str | None, options: Mapping[str, Any]
+) -> tuple[Backend, Settings]:
     """The backend and checked settings of one step: ``options`` change ``plan``'s settings (a plan, a
     :class:`Settings`, or None for the defaults); ``backend`` None takes the plan's, else the environment's."""
     base = plan.settings if isinstance(plan, RunPlan) else plan

@@ -47,7 +47,7 @@ class CallRecord:
         ``"failed"``."""
         if self.ok:
             return "cached" if self.cached else "ok"
-        if self.error.startswith(NOT_STARTED):
+        if (self.error or "").startswith(NOT_STARTED):
             return "not started"
         return "straggler" if self.straggler else "cancelled" if self.error == "cancelled" else "failed"
 

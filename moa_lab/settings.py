@@ -77,6 +77,11 @@ class Settings:
     max_cost: float | None = None
     max_tokens_total: int | None = None
 
+    @property
+    def instructions(self) -> str:
+        """The aggregator's instructions: ``system_prompt``, or the paper's prompt where it is None."""
+        return AGGREGATOR_PROMPT if self.system_prompt is None else self.system_prompt
+
 
 #: The setting names, in order: what ``**options`` may hold.
 NAMES: tuple[str, ...] = tuple(f.name for f in fields(Settings))
@@ -119,16 +124,14 @@ def steps(settings: Settings, references: int) -> list[tuple[str, int]]:
     """The last layer's calls for ``references`` answers, as ``(instructions, references read)``; none for a
     vote. :func:`moa_lab.estimate` bounds each; ``len(steps(...))`` is the last layer's calls."""
     mode, n = settings.combine, references
+    system = settings.instructions
     if mode == "select":
         return [(SELECT_PROMPT, n)]
     if mode == "rank":
-        return [(RANK_PROMPT, n), (settings.system_prompt, min(settings.top_k, n))]
+        return [(RANK_PROMPT, n), (system, min(settings.top_k, n))]
     if mode == "vote":
         return []
     if mode == "sequential":
         w = settings.window
-        return [
-            (settings.system_prompt, min(w, n) if i == 0 else 1 + min(w, n - i * w))
-            for i in range(max(1, math.ceil(n / w)))
-        ]
-    return [(settings.system_prompt, n)]
+        return [(system, min(w, n) if i == 0 else 1 + min(w, n - i * w)) for i in range(max(1, math.ceil(n / w)))]
+    return [(system, n)]

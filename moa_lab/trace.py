@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from moa_lab.records import CallRecord
 
 COLUMNS = ("layer", "model", "status", "seconds", "queued", "prompt_tokens", "completion_tokens", "attempts", "error")
 
 
-def trace_rows(calls: Iterable[CallRecord]) -> list[dict[str, object]]:
+def trace_rows(calls: Iterable[CallRecord]) -> list[dict[str, Any]]:
     """One dict per call with the columns of :data:`COLUMNS`; the aggregator's layer is shown as ``"agg"``;
     ``status`` is ok, cached (no model call), failed, cancelled or straggler (its layer moved on without it)."""
     rows = []

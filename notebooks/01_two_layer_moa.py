@@ -97,7 +97,7 @@ plan
 
 # %%
 from moa_lab import run_layer
-from moa_lab.views.display import layer_table
+from moa_lab.views import layer_table
 
 layer1 = await run_layer(prompt, plan.proposers[0], plan=plan)
 layer_table(layer1)
@@ -113,7 +113,7 @@ layer_table(layer1)
 
 # %%
 from moa_lab import build_messages
-from moa_lab.views.display import messages_view
+from moa_lab.views import messages_view
 
 messages_view(build_messages(prompt, layer1.answers, plan.system_prompt))
 
@@ -140,7 +140,7 @@ async for chunk in final:
 
 # %%
 from moa_lab import MoAResult
-from moa_lab.views.display import plot_timeline, trace_table
+from moa_lab.views import plot_timeline, trace_table
 
 result = MoAResult(prompt, [layer1], final.record)
 trace_table(result)

@@ -100,7 +100,7 @@ plan
 
 # %%
 from moa_lab import run_layer
-from moa_lab.views.display import layer_table
+from moa_lab.views import layer_table
 
 first = await run_layer(prompt, plan.proposers[0], plan=plan)
 proposer_layers = [first]
@@ -119,7 +119,7 @@ layer_table(first)
 from IPython.display import Markdown, display
 
 from moa_lab import build_messages, early_stop_reason
-from moa_lab.views.display import messages_view
+from moa_lab.views import messages_view
 
 for number, models in enumerate(plan.proposers[1:], start=2):
     stop = early_stop_reason(proposer_layers[-1], plan)  # None unless early_stop is set and reached
@@ -165,7 +165,7 @@ else:  # a variant: select, rank, vote or sequential (README: Variants)
 
 # %%
 from moa_lab import MoAResult
-from moa_lab.views.display import plot_timeline, trace_table
+from moa_lab.views import plot_timeline, trace_table
 
 result = MoAResult(prompt, proposer_layers, combination=combination) if combination else \
     MoAResult(prompt, proposer_layers, final.record)

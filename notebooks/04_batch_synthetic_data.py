@@ -72,7 +72,7 @@ max_tokens_total = None  # a hard cap in tokens over the batch; None: none
 
 # %%
 from moa_lab import check_output_path, estimate, plan_run, read_prompts
-from moa_lab.runs.batch import check_batch_settings
+from moa_lab.runs import check_batch_settings
 
 SEED_INSTRUCTIONS = [
     "Give three tips for staying healthy.",
@@ -119,7 +119,7 @@ print(summary)
 
 # %%
 from moa_lab import read_results
-from moa_lab.views.display import batch_table, layer_table
+from moa_lab.views import batch_table, layer_table
 
 order = {item.id: position for position, item in enumerate(items)}
 rows = sorted(read_results(results_file), key=lambda row: order.get(row["id"], len(order)))

@@ -292,6 +292,7 @@ def test_bad_evaluation_settings(remote, call, message):
         call(remote)
 
 
+@pytest.mark.local
 def test_unknown_models_are_refused_on_the_local_backend_before_any_call(local, tmp_path):
     with pytest.raises(ValueError, match="unknown model 'gpt-7' on the local backend"):
         check_configs([single("smollm2-135m"), moa(["gpt-7"], "smollm2-135m")], None, local)

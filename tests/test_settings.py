@@ -9,17 +9,7 @@ import pytest
 from conftest import run, write_jsonl
 
 import moa_lab
-from moa_lab import (
-    DEFAULTS,
-    Settings,
-    aggregate,
-    estimate,
-    plan_run,
-    results_frame,
-    run_batch,
-    run_layer,
-    run_moa,
-)
+from moa_lab import DEFAULTS, Settings, aggregate, estimate, plan_run, results_frame, run_batch, run_layer, run_moa
 from moa_lab.widgets import Playground
 
 P = "Name one colour."

@@ -42,6 +42,7 @@ def kernels_and_servers() -> set[int]:
 
 
 @pytest.mark.local
+@pytest.mark.kernel
 def test_a_2x2_sweep_killed_mid_way_resumes_to_each_point_exactly_once(tmp_path):
     (tmp_path / "spec.yaml").write_text(SPEC)
     outdir = tmp_path / "out"
@@ -96,6 +97,7 @@ def test_a_2x2_sweep_killed_mid_way_resumes_to_each_point_exactly_once(tmp_path)
 
 
 @pytest.mark.local
+@pytest.mark.kernel
 def test_a_failed_point_keeps_its_notebook_and_error_and_runs_again_only_when_asked(tmp_path):
     notebook = tmp_path / "01.ipynb"
     shutil.copy(NOTEBOOKS / "01_two_layer_moa.ipynb", notebook)
@@ -167,6 +169,7 @@ UNUSUAL = ["今日は何をしますか？", "Name a colour 🎨", "line\u2028se
 
 
 @pytest.mark.local
+@pytest.mark.kernel
 def test_prompts_in_cjk_emoji_and_line_separators_travel_to_the_notebook_and_back(tmp_path):
     """Folder names stay ASCII, and each prompt reaches the kernel, sweep.json and the table unchanged. The points
     fail at the notebook's check (temperature 5): a quick round trip through papermill, without a model call."""
@@ -226,6 +229,7 @@ def wait_until(condition, seconds: float = 60) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.kernel
 def test_a_second_sweep_on_the_same_outdir_is_refused_while_the_first_runs(tmp_path, monkeypatch):
     env = no_server(monkeypatch)
     notebook = small_notebook(tmp_path / "hold.ipynb", *HOLD)
@@ -247,6 +251,7 @@ def test_a_second_sweep_on_the_same_outdir_is_refused_while_the_first_runs(tmp_p
 
 
 @pytest.mark.local
+@pytest.mark.kernel
 def test_ctrl_c_leaves_the_running_point_unfinished_and_stops_its_kernel(tmp_path):
     """Ctrl-C reaches the whole foreground process group (the sweep, and before, its embedded server): the sweep
     exits 130, the running point has no status (a rerun runs it), its kernel and the server are gone."""
@@ -285,6 +290,7 @@ def test_ctrl_c_leaves_the_running_point_unfinished_and_stops_its_kernel(tmp_pat
 
 
 @pytest.mark.local
+@pytest.mark.kernel
 def test_the_shared_server_killed_after_a_point_is_started_again_and_relative_models_paths_work(tmp_path, monkeypatch):
     """Your model given by a relative MOA_LAB_MODELS path (the kernels run in their point folders), and the
     sweep's embedded server SIGKILLed after the first point: started again on its port, every point answers."""
@@ -319,6 +325,7 @@ def test_the_shared_server_killed_after_a_point_is_started_again_and_relative_mo
     server.stop()
 
 
+@pytest.mark.kernel
 def test_a_full_disk_stops_the_sweep_with_one_message_and_starts_no_new_kernel(tmp_path, monkeypatch):
     """Files may not grow past 80 KiB (a disk that fills): the second point's notebook cannot be written; the
     sweep stops saying so, that point is left unfinished (nothing torn) and the third never starts."""

@@ -2,6 +2,9 @@
 
 The server itself (a front over one llama.cpp worker process per model, sharing the cores) is
 :mod:`moa_lab.engine.server`; this module starts it as a subprocess on 127.0.0.1 and owns its lifecycle.
+
+Over 300 lines: one resource, the embedded server in this process (start, watch, restart, stop), and the bundled
+models' files.
 """
 
 from __future__ import annotations
@@ -205,7 +208,7 @@ class LocalServer:
             import httpx
 
             try:
-                data = httpx.get(self.url + "/v1/models", timeout=10).json()["data"]
+                data = httpx.get(f"{self.url}/v1/models", timeout=10).json()["data"]
                 self._served = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
             except (httpx.HTTPError, ValueError, KeyError, TypeError):
                 return []  # not answering now: asked again next time
@@ -265,10 +268,10 @@ class LocalServer:
     def start(self) -> str:
         """Start the server if it is not running; return its base URL. Blocks until it answers."""
         files = self.model_files()
-        if self.attached:
+        if self.attached and self.url:
             return self.url
         with self._lock:
-            if self.running:
+            if self.running and self.url:
                 return self.url
             if self._proc is not None:  # it was running and died (killed, out of memory, ...): say so, start anew
                 self.restarts += 1

@@ -21,6 +21,7 @@ import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: Seconds between two looks at the board while a change of threads is under way (a worker acknowledging).
 SETTLE_POLL = 0.003
@@ -105,7 +106,7 @@ class NoWorker(Exception):
 class Lease:
     """One admitted call: its worker, its slot (a cell of the board), its expected cost and its threads."""
 
-    worker: object
+    worker: Any
     slot: int
     cell: int
     cost: float

@@ -7,6 +7,8 @@ max_tokens. The workers (:mod:`moa_lab.engine.worker`) load each model once and 
 last chunk of streams, a prompt longer than the context as a 400 before the stream starts. A worker that dies
 is logged and started again, and a request it held waits for it and is sent again, once; one that cannot be
 started again is given up on (its model answers 503). Run it with ``moa-lab serve``.
+
+Over 300 lines: the front whole: its routes, request checks, the relay of streams, and serve().
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ so that the front never gives a core away before the call that held it let go of
 Answers are OpenAI's chat completion objects (llama-cpp-python's), with the usage on the last chunk of a stream
 and ``moa_lab.queued`` (seconds the call waited in the front for a core) on the first. A prompt longer than the
 context is a 400 with llama.cpp's message, before any byte of a stream.
+
+Over 300 lines: a process of its own: loading a model once, slots, threads that follow the board, and its small HTTP
+app.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class Judgment:
     @property
     def score(self) -> float | None:
         """The configuration's score: 1 for a win, 0.5 for a tie, 0 for a loss; None without a verdict."""
-        return {"config": 1.0, "tie": 0.5, "baseline": 0.0}.get(self.winner)
+        return None if self.winner is None else {"config": 1.0, "tie": 0.5, "baseline": 0.0}.get(self.winner)
 
     def to_dict(self) -> dict:
         return {
@@ -129,7 +129,7 @@ def prompt_scores(judgments: Sequence[Judgment]) -> dict[tuple[str, str], float 
     scores: dict[tuple[str, str], list[float | None]] = {}
     for j in judgments:
         scores.setdefault((j.config, j.task), []).append(j.score)
-    return {key: (None if None in s else sum(s) / len(s)) for key, s in scores.items()}
+    return {key: (None if None in s else sum(v or 0.0 for v in s) / len(s)) for key, s in scores.items()}
 
 
 #: The judge's settings unless changed: greedy (temperature 0), a one-word verdict (16 tokens at most).
@@ -172,7 +172,7 @@ async def judge(
     if baseline not in runs:
         raise ValueError(f"baseline {baseline!r} has no answers; configurations: {', '.join(map(repr, runs))}")
     base = runs[baseline].answers
-    todo = []
+    todo: list[tuple[Judgment, list[dict[str, str]]]] = []
     for name, run in runs.items():
         for task in tasks:
             if name == baseline or task.objective or task.id not in run.answers or task.id not in base:

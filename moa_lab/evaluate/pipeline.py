@@ -26,7 +26,7 @@ def as_tasks(tasks: Sequence[Task] | str | os.PathLike | Iterable[str | Mapping]
         return builtin_tasks()
     if isinstance(tasks, Sequence) and tasks and all(isinstance(t, Task) for t in tasks):
         return list(tasks)
-    return load_tasks(tasks)
+    return load_tasks(tasks)  # type: ignore[arg-type]  # a list of Task was returned above
 
 
 @dataclass(frozen=True)

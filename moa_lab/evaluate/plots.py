@@ -11,9 +11,12 @@ class EvalReport(Protocol):
     """What the plots read of an evaluation's report (:class:`moa_lab.evaluate.EvalReport`; named here by its
     shape, so that the report, which draws them, and the plots do not import each other)."""
 
-    rows: Sequence[Any]
-    baseline: str
-    judge_model: str
+    @property
+    def rows(self) -> Sequence[Any]: ...
+    @property
+    def baseline(self) -> str: ...
+    @property
+    def judge_model(self) -> str: ...
 
 
 SERIES = {"moa": "MoA (different proposers)", "self-moa": "Self-MoA (one model sampled n times)"}

@@ -1,6 +1,9 @@
 """An evaluation's results: one row per configuration (win rate vs the baseline with its bootstrap interval, the
 length-controlled estimate, answer length, exact-match accuracy, calls, tokens, cost, time), as a table, files
-and two plots. Every number is computed here once, from the answers and the judgments; the views only render."""
+and two plots. Every number is computed here once, from the answers and the judgments; the views only render.
+
+Over 300 lines: the report's rows, their statistics and every rendering of them (markdown, CSV, plots).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from statistics import mean
+from typing import Any
 
 from moa_lab.evaluate.configs import Config
 from moa_lab.evaluate.generate import ConfigRun
@@ -68,7 +72,7 @@ class Row:
 
     def to_dict(self) -> dict:
         """Flat: every field, ``usage`` as its ``calls``, ``tokens``, ``cost``, ``unpriced``; then ``accuracy``."""
-        out = {}
+        out: dict[str, Any] = {}
         for name in (f.name for f in fields(self)):
             if name == "usage":
                 out.update(calls=self.calls, tokens=self.tokens, cost=self.cost, unpriced=self.unpriced)
@@ -278,13 +282,11 @@ def summarize(
             mine = [j for j in judgments if j.config == config.name]
             row.wins, row.ties, row.losses = (sum(j.winner == w for j in mine) for w in ("config", "tie", "baseline"))
             row.unparseable = sum(j.verdict is None for j in mine)
-            scored = [i for i in open_ids if scores.get((config.name, i)) is not None]
-            values = [scores[config.name, i] for i in scored]
+            compared = {i: v for i in open_ids if (v := scores.get((config.name, i))) is not None}
+            ids, values = list(compared), list(compared.values())
             row.compared, row.win_rate = len(values), win_rate(values)
             row.ci_low, row.ci_high = bootstrap_ci(values, n_boot, seed=seed) or (None, None)
-            row.lc_win_rate = length_controlled(
-                values, [len(run.answers[i]) for i in scored], [len(base[i]) for i in scored]
-            )
+            row.lc_win_rate = length_controlled(values, [len(run.answers[i]) for i in ids], [len(base[i]) for i in ids])
         rows.append(row)
     return EvalReport(
         rows,

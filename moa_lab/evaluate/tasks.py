@@ -168,6 +168,8 @@ def is_correct(task: Task, reply: str | None) -> bool:
     if reply is None:
         return False
     expected = (
-        _plain(task.answer) if task.kind == "text" else (_number(task.answer) if task.kind == "number" else task.answer)
+        _plain(task.answer or "")
+        if task.kind == "text"
+        else (_number(task.answer or "") if task.kind == "number" else task.answer)
     )
     return extract(task, reply) == expected

@@ -42,6 +42,7 @@ def _item(value: Any, where: str, number: int) -> BatchItem:
     check_prompt(prompt, f'{where}: "prompt"')
     if isinstance(item_id, bool) or not isinstance(item_id, (str, int)) or not str(item_id).strip():
         raise ValueError(f"{where}: \"id\" must be a non-empty string or an integer, got {item_id!r}")
+    assert isinstance(prompt, str)  # check_prompt refused anything else
     return BatchItem(str(item_id), prompt, where, {k: v for k, v in value.items() if k not in ("prompt", "id")})
 
 

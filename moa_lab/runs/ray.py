@@ -12,6 +12,9 @@ with other settings is refused.
 
 API keys are never shipped through Ray: every worker reads them from its own environment (a local cluster's
 workers inherit the driver's). The other moa_lab variables that say where models are served are passed on.
+
+Over 300 lines: the Ray engine whole: joining a cluster, the block actor, the shared budget's actor, block files and
+their resume.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ def connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    quiet = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    quiet: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
     if address in (None, "auto"):
         try:
             ray.init(address="auto", **quiet)

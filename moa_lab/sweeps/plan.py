@@ -1,5 +1,8 @@
 """A sweep's spec, checked and turned into points before anything runs (:func:`plan_sweep`): which notebook, its
-parameters cell, every point's parameters and folder, and whether OUTDIR may hold it. No kernel, no file."""
+parameters cell, every point's parameters and folder, and whether OUTDIR may hold it. No kernel, no file.
+
+Over 300 lines: every check a spec gets before anything runs, and the points it makes.
+"""
 
 from __future__ import annotations
 

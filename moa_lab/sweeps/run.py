@@ -14,6 +14,8 @@ last. A point with a ``status.json`` is finished: a rerun of the same sweep skip
 failed ones again); a point killed mid-way has none and runs again from scratch, so each point is in the table
 once. The kernels share one embedded server (started here, when the backend is the local one) and the answers
 cache, so points that make the same calls make them once. Everything is checked before any kernel starts.
+
+Over 300 lines: running points whole: kernels and their environment, Ctrl-C, the shared server, a full disk.
 """
 
 from __future__ import annotations
@@ -248,7 +250,7 @@ async def _run_points(
     running, limit, kernels = 0, asyncio.Semaphore(jobs), _Kernels()
     disk: list[OSError] = []
     backend = get_backend()
-    server = backend.server if backend.kind == "local" and not backend.server.attached else None
+    server = backend.server if backend.server is not None and not backend.server.attached else None
 
     async def one(point: Point) -> None:
         nonlocal running
@@ -259,7 +261,7 @@ async def _run_points(
                 restarts = server.restarts if server is not None else 0
                 if server is not None:  # a shared server that died is started again (on its port) before a point
                     await backend.ready()
-                    os.environ["MOA_LAB_LOCAL_URL"] = server.url  # the same, unless its port was taken meanwhile
+                    os.environ["MOA_LAB_LOCAL_URL"] = server.url or ""  # the same, unless its port was taken meanwhile
                 running += 1
                 if bar is not None:
                     bar.set_postfix(done=summary.done, failed=summary.failed, running=running)
@@ -282,7 +284,7 @@ async def _run_points(
             else:
                 raise LocalServerError(
                     f"the shared embedded server died twice while point {point.id} ran; it is left "
-                    f"unfinished (run the sweep again to go on); server log: {server.log_path}"
+                    f"unfinished (run the sweep again to go on); server log: {server.log_path if server else None}"
                 )
             try:
                 _write_status(sweep.folder(point), state)

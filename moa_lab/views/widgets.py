@@ -5,6 +5,8 @@ task on the kernel's running event loop, so the kernel stays free; Stop cancels 
 in their slots as each one arrives, the aggregator's answer streams in, and after the run the trace table,
 the timeline and the run's settings (as papermill parameters or a ``run_moa`` call) appear below.
 Needs ``pip install moa_lab[notebooks]`` (ipywidgets, matplotlib).
+
+Over 300 lines: one panel (the playground): its widgets, their callbacks and the run they drive belong together.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from moa_lab.moa import run_plan
 from moa_lab.plan import RunPlan, plan_run
 from moa_lab.prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
 from moa_lab.records import CallRecord, MoAError
+from moa_lab.results import MoAResult
 from moa_lab.settings import COMBINE_MODES, Settings
 from moa_lab.views.display import call_stats, timeline_png, trace_table
 
@@ -47,7 +50,7 @@ def _slot_html(call: CallRecord | None, model: str, index: int, state: str) -> s
     if call is None:
         return f"{head} <i style='color:#777'>{state}</i>"
     if not call.ok:
-        return f"{head} <span style='color:#b00'>failed</span>{_pre(call.error, 'color:#b00')}"
+        return f"{head} <span style='color:#b00'>failed</span>{_pre(call.error or '', 'color:#b00')}"
     return f"{head} <span style='color:#777'>{call_stats(call)}</span>{_pre(call.text or '')}"
 
 
@@ -97,7 +100,9 @@ class Playground:
         self._initial = start.proposers or [list(b.default_proposers)]
         self.task: asyncio.Task | None = None
         self.plan: RunPlan | None = None
-        self.result = self.error = self.first_token_seconds = None
+        self.result: MoAResult | None = None
+        self.error: BaseException | None = None
+        self.first_token_seconds: float | None = None
         self.records: list[CallRecord] = []
         self.final_text = self.message = ""
 
@@ -287,7 +292,7 @@ class Playground:
         self.task.add_done_callback(self._finished)
 
     def _on_stop(self, _=None) -> None:
-        if self.running:
+        if self.running and self.task is not None:
             self.task.cancel()
             self._say("Stopping…")
 
@@ -337,7 +342,8 @@ class Playground:
         self.slots[call.layer - 1][call.index].value = _slot_html(call, call.model, call.index, "")
         finished = sum(c.layer == call.layer and c.role != "aggregator" for c in self.records)
         if finished == len(self.slots[call.layer - 1]):
-            self._layer_running(call.layer + 1, self.plan)
+            if self.plan is not None:
+                self._layer_running(call.layer + 1, self.plan)
 
     def _on_chunk(self, chunk: str, clicked: float) -> None:
         if self.first_token_seconds is None:
@@ -352,7 +358,7 @@ class Playground:
             self._show_trace()  # first: "Done" means everything is on screen
             if task.cancelled():
                 self._say(f"Stopped. {len(self.records)} finished call(s) kept below.", error=True)
-            elif task.exception() is None:
+            elif task.exception() is None and self.result is not None and self.plan is not None:
                 r, cached = self.result, sum(c.cached for c in self.result.trace)
                 from_cache = f" ({cached} from the cache)" if cached else ""
                 for layer in range(len(r.layers), len(self.plan.proposers)):  # skipped by an early stop
@@ -367,9 +373,10 @@ class Playground:
                 self.error = task.exception()
                 self._say(f"Failed: {self.error}", error=True)
                 if self.records and self.records[-1].role == "aggregator" and not self.records[-1].ok:
-                    self.final.value += _pre(self.records[-1].error, "color:#b00")
+                    self.final.value += _pre(self.records[-1].error or "", "color:#b00")
             else:
                 self.error = exc = task.exception()
+                assert exc is not None  # not cancelled, and it raised
                 text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 self._say(f"Error inside the run: {type(exc).__name__}: {exc}\n\n{text}", error=True)
         except Exception as exc:  # noqa: BLE001 - a display bug must not vanish into the loop's log

@@ -20,7 +20,7 @@ from conftest import MOA, NOTEBOOKS, check_table, execute_notebook, run
 
 from moa_lab import LocalServer, aggregate, check_output_path, get_backend, plan_run, run_batch, run_layer, run_moa
 from moa_lab.evaluate import builtin_tasks, evaluate, moa, reference, single, variant, variants
-from moa_lab.runs.batch import settings_id
+from moa_lab.runs import settings_id
 from moa_lab.sweeps import run_sweep
 from moa_lab.widgets import Playground
 
@@ -1174,7 +1174,11 @@ class Ctx:
         self.fault, self.remote, self.dir, self.inputs = fault, remote, folder, set()
 
 
-@pytest.mark.parametrize("surface, case, how, message", BAD, ids=[f"{b[0]}: {b[1]}" for b in BAD])
+@pytest.mark.parametrize(
+    "surface, case, how, message",
+    [pytest.param(*b, marks=pytest.mark.kernel) if b[0] == "papermill" else b for b in BAD],  # papermill: a kernel
+    ids=[f"{b[0]}: {b[1]}" for b in BAD],
+)
 def test_bad_input(fault, remote, tmp_path, surface, case, how, message):
     folder = tmp_path / "work"
     folder.mkdir()

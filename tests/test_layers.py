@@ -1,0 +1,143 @@
+"""The package's architecture, checked: no import circle, and imports flow one way, from the layers a README reader
+sees (README: Design) down to the foundations, never up. Every import counts, deferred or for type checking."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "moa_lab"
+
+#: Lowest first. A module may import from its own layer and the layers below it, never from a layer above.
+LAYERS = {
+    "foundations": [
+        "unicode",
+        "jsonl",
+        "logs",
+        "config_files",
+        "openai_api",
+        "prompts",
+        "similarity",
+        "answers",
+        "rendering",
+        "cache",
+        "limits",
+    ],
+    "settings": ["settings"],
+    "records": ["records", "usage", "trace", "results", "validation"],
+    "engine": ["engine"],
+    "calls": ["backends", "_sync", "budget", "calls", "plan", "estimate"],
+    "recipe": ["combine", "moa"],
+    "runs": ["runs"],
+    "sweeps and evaluate": ["sweeps", "evaluate"],
+    "views": ["views", "sweep", "widgets"],
+    "cli": ["cli", "__main__", "__init__"],
+}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The package's modules that ``name`` imports (a package's __init__ importing its own children excluded)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = (
+                ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+                if node.level
+                else (node.module or "")
+            )
+            for alias in node.names:
+                target = f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                if target in known:
+                    out.add(target)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name in known)
+    return {t for t in out if t != name and not name.startswith(t + ".")}
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    head = parts[1] if len(parts) > 1 else "__init__"
+    for rank, members in enumerate(LAYERS.values()):
+        if head in members:
+            return rank
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS (and to README's Design)")
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: imports(name, path, known) for name, path in known.items()}
+
+
+def test_every_module_has_a_layer_and_imports_only_its_own_or_lower_ones():
+    names = list(LAYERS)
+    upward = [
+        f"{m} ({names[layer_of(m)]}) imports {t} ({names[layer_of(t)]})"
+        for m, targets in graph().items()
+        for t in sorted(targets)
+        if layer_of(t) > layer_of(m)
+    ]
+    assert upward == []
+
+
+def test_no_import_circle():
+    edges, circles, index, low, stack, on = graph(), [], {}, {}, [], set()
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    assert circles == []
+
+
+def test_the_check_finds_a_circle_and_an_upward_import(tmp_path, monkeypatch):
+    """The checks can fail: a package whose settings import the CLI has both."""
+    package = tmp_path / "moa_lab"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text("from moa_lab.cli import main\n")
+    (package / "cli.py").write_text("from moa_lab import settings\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", package)
+    import pytest
+
+    with pytest.raises(AssertionError, match="moa_lab.settings .settings. imports moa_lab.cli .cli."):
+        test_every_module_has_a_layer_and_imports_only_its_own_or_lower_ones()
+    with pytest.raises(AssertionError, match="moa_lab.cli.*moa_lab.settings"):
+        test_no_import_circle()
+
+
+def test_no_module_over_300_lines_without_a_reason_at_its_top():
+    long = [
+        f"{path.relative_to(PACKAGE.parent)} ({n} lines)"
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 300
+        and "Over 300 lines:" not in path.read_text(encoding="utf-8")[:2000]
+    ]
+    assert long == []
