@@ -25,7 +25,7 @@ test: $(STAMP) browser lint  ## lint, types and the whole test suite (what CI ru
 FAST := not local and not kernel and not ray and not browser and not load
 
 check: $(STAMP) lint  ## the fast check while you work (under 3 minutes): lint, types, the fast tests
-	$(BIN)/python -m pytest -q -m "$(FAST)"
+	$(BIN)/python -m pytest -q -n 6 -m "$(FAST)"  # six at once: most of them wait on sockets, not on the cores
 
 lint: $(STAMP)  ## ruff (lint and format) and mypy
 	$(BIN)/ruff check moa_lab tests benchmarks tools

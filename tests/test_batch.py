@@ -155,7 +155,7 @@ def test_a_rewritten_output_is_never_without_its_lock(tmp_path, monkeypatch):
     import fcntl
     import os
 
-    from moa_lab import files
+    from moa_lab.runs import files
 
     out = tmp_path / "out.jsonl"
     output = OutputFile(out)

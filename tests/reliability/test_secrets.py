@@ -150,6 +150,7 @@ def _all_widgets(widget):
         yield from _all_widgets(child)
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("name", ["01_two_layer_moa", "02_three_layer_moa"])
 def test_the_notebooks_unchanged_on_a_remote_backend(keyed, tmp_path, name):
     """With TOGETHER_BASE_URL and a key set, the same notebook runs on the seed's models (an OpenAI-compatible
@@ -164,6 +165,7 @@ def test_the_notebooks_unchanged_on_a_remote_backend(keyed, tmp_path, name):
     assert_no_key(tmp_path, all_text(nb))  # the executed notebook is a file under tmp_path too
 
 
+@pytest.mark.kernel
 def test_the_batch_notebook_on_a_remote_backend(keyed, tmp_path):
     keyed.script(SEED_PROPOSERS[1], "echo-auth")
     nb = execute("04_batch_synthetic_data", tmp_path, n_prompts=3)
@@ -174,6 +176,7 @@ def test_the_batch_notebook_on_a_remote_backend(keyed, tmp_path):
     assert_no_key(tmp_path, all_text(nb))
 
 
+@pytest.mark.kernel
 def test_the_evaluation_notebook_on_a_remote_backend(keyed, tmp_path):
     """Notebook 05 unchanged on a keyed OpenAI-compatible server: the seed's models, Together's prices (so the cost
     is in dollars), no local-models caveat; one proposer's server echoes the Authorization header."""
