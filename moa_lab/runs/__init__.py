@@ -11,5 +11,14 @@ from moa_lab.runs._runner import BatchSummary, check_batch_settings, settings_id
 from moa_lab.runs.batch import run_batch, run_batch_sync
 from moa_lab.runs.files import OutputError, read_prompts, read_results, results_frame
 
-__all__ = ["BatchSummary", "OutputError", "check_batch_settings", "read_prompts", "read_results", "results_frame",
-           "run_batch", "run_batch_sync", "settings_id"]
+__all__ = [
+    "BatchSummary",
+    "OutputError",
+    "check_batch_settings",
+    "read_prompts",
+    "read_results",
+    "results_frame",
+    "run_batch",
+    "run_batch_sync",
+    "settings_id",
+]

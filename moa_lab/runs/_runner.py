@@ -7,25 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import json
-import os
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from moa_lab import limits
-from moa_lab.rendering import progress_bar
-from moa_lab.runs.files import BatchItem, OutputError, OutputFile, probe, prompt_hash, read_prompts
-from moa_lab.moa import run_plan
 from moa_lab.budget import Budget, BudgetExceeded
-from moa_lab.estimate import check_budget
-from moa_lab.plan import BUDGET_SETTINGS, RunPlan, from_plan, plan_run
+from moa_lab.moa import run_plan
+from moa_lab.plan import BUDGET_SETTINGS, RunPlan
 from moa_lab.records import MoAError
+from moa_lab.rendering import progress_bar
 from moa_lab.results import MoAResult, layers_dict, trace_dict
-from moa_lab.usage import Usage, get_prices, usage
-from moa_lab.validation import check_output_path
+from moa_lab.runs.files import BatchItem, OutputError, OutputFile, prompt_hash
+from moa_lab.usage import Usage, usage
 
 
 def parse_shard(shard: str | Sequence[int] | None) -> tuple[int, int] | None:
@@ -77,8 +73,10 @@ class BatchSummary:
 
     def __str__(self) -> str:
         left = f", {self.left} left by the budget" if self.left else ""
-        return (f"{self.path}: {self.done} done, {self.failed} failed, {self.skipped} already there{left}, of "
-                f"{self.total} prompts, in {self.seconds:.1f}s; {self.usage}")
+        return (
+            f"{self.path}: {self.done} done, {self.failed} failed, {self.skipped} already there{left}, of "
+            f"{self.total} prompts, in {self.seconds:.1f}s; {self.usage}"
+        )
 
 
 def _failed_trace(error: BaseException) -> list:
@@ -88,8 +86,9 @@ def _failed_trace(error: BaseException) -> list:
     return [c for layer in layers for c in layer.calls] + steps
 
 
-def _line(item: BatchItem, sid: str, result: MoAResult | None, error: BaseException | None, seconds: float,
-          prices) -> dict:
+def _line(
+    item: BatchItem, sid: str, result: MoAResult | None, error: BaseException | None, seconds: float, prices
+) -> dict:
     """One output line: what ``MoAResult.to_dict`` holds, with the id, status and error; for a failed prompt
     the layers computed before the failure and any partial final text."""
     if result is not None:
@@ -97,13 +96,21 @@ def _line(item: BatchItem, sid: str, result: MoAResult | None, error: BaseExcept
     else:
         assert error is not None  # a line has a result or an error
         final, layers, trace = getattr(error, "partial", ""), getattr(error, "layers", []), _failed_trace(error)
-    return {"id": item.id, "prompt": item.prompt, "prompt_hash": prompt_hash(item.prompt),
-            "status": "ok" if error is None else "failed",
-            "error": None if error is None else (str(error) if isinstance(error, MoAError)
-                                                 else f"{type(error).__name__}: {error}"),
-            "final": final, "seconds": seconds, "settings_id": sid,
-            **(result.decisions() if result is not None else {}),
-            **layers_dict(layers, prices), **trace_dict(trace, prices)}
+    return {
+        "id": item.id,
+        "prompt": item.prompt,
+        "prompt_hash": prompt_hash(item.prompt),
+        "status": "ok" if error is None else "failed",
+        "error": None
+        if error is None
+        else (str(error) if isinstance(error, MoAError) else f"{type(error).__name__}: {error}"),
+        "final": final,
+        "seconds": seconds,
+        "settings_id": sid,
+        **(result.decisions() if result is not None else {}),
+        **layers_dict(layers, prices),
+        **trace_dict(trace, prices),
+    }
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -121,9 +128,11 @@ def check_resume(existing: list[dict], where: Path, items: list[BatchItem], sid:
     included); else ValueError saying what differs."""
     other = sorted({str(v.get("settings_id")) for v in existing} - {sid})
     if other:
-        raise ValueError(f"{str(where)!r} holds results made with other settings, or with other servers or "
-                         f"model files behind the same model names (settings_id {', '.join(other)}, now {sid}); "
-                         "give a new output file, or the same settings to resume")
+        raise ValueError(
+            f"{str(where)!r} holds results made with other settings, or with other servers or "
+            f"model files behind the same model names (settings_id {', '.join(other)}, now {sid}); "
+            "give a new output file, or the same settings to resume"
+        )
     order = {item.id: (position, item) for position, item in enumerate(items)}
     changed = []
     for line in existing:
@@ -136,14 +145,26 @@ def check_resume(existing: list[dict], where: Path, items: list[BatchItem], sid:
         raise ValueError(
             f"{str(where)!r} holds answers to other prompts under the same ids ({len(changed)} id(s) differ): "
             f"id {item.id!r} was {_short(str(line.get('prompt')))} there but is {_short(item.prompt)} in "
-            f"{item.where}. Prompts without an \"id\" are numbered by their line, so adding or removing a line "
+            f'{item.where}. Prompts without an "id" are numbered by their line, so adding or removing a line '
             "renumbers the ones after it. Give a new output file (answers made before come from the cache, with "
-            "no call), or give every prompt its own \"id\"")
+            'no call), or give every prompt its own "id"'
+        )
     return existing
 
 
-async def run_items(items, sid: str, existing, plans: dict[str, RunPlan], output: OutputFile, limiter, retry_failed, progress,
-               prices, on_result, budget: Budget | None = None):
+async def run_items(
+    items,
+    sid: str,
+    existing,
+    plans: dict[str, RunPlan],
+    output: OutputFile,
+    limiter,
+    retry_failed,
+    progress,
+    prices,
+    on_result,
+    budget: Budget | None = None,
+):
     first = plans[items[0].id] if items else next(iter(plans.values()))
     if retry_failed and any(v["status"] != "ok" for v in existing):
         existing = [v for v in existing if v["status"] == "ok"]
@@ -177,16 +198,23 @@ async def run_items(items, sid: str, existing, plans: dict[str, RunPlan], output
                 output.append(line)
             except OSError as exc:
                 written = summary.done + summary.failed
-                raise OutputError(exc.errno, f"cannot write to {str(output.path)!r}: {exc.strerror}; the batch "
-                                  f"stopped ({written} new lines kept, {summary.skipped} there before); run it again "
-                                  "to go on") from None
+                raise OutputError(
+                    exc.errno,
+                    f"cannot write to {str(output.path)!r}: {exc.strerror}; the batch "
+                    f"stopped ({written} new lines kept, {summary.skipped} there before); run it again "
+                    "to go on",
+                ) from None
             summary.done += error is None
             summary.failed += error is not None
             trace = result.trace if result is not None else _failed_trace(error) if error is not None else []
             summary.usage.add(usage(trace, prices))
             if bar is not None:
-                bar.set_postfix(done=summary.done, failed=summary.failed,
-                                tokens=summary.usage.prompt_tokens + summary.usage.completion_tokens, refresh=False)
+                bar.set_postfix(
+                    done=summary.done,
+                    failed=summary.failed,
+                    tokens=summary.usage.prompt_tokens + summary.usage.completion_tokens,
+                    refresh=False,
+                )
                 bar.update(1)
             if on_result is not None:
                 on_result(line)
@@ -201,9 +229,11 @@ async def run_items(items, sid: str, existing, plans: dict[str, RunPlan], output
             bar.close()
     if reached:
         summary.left = len(todo) - summary.done - summary.failed
-        error = BudgetExceeded(f"the batch stopped at its budget ({budget}): {summary.done} prompt(s) done, "
-                               f"{summary.failed} failed, {summary.left} left for a rerun with a larger budget "
-                               f"(their finished calls come from the cache); first refused: {reached[0].args[0]}")
+        error = BudgetExceeded(
+            f"the batch stopped at its budget ({budget}): {summary.done} prompt(s) done, "
+            f"{summary.failed} failed, {summary.left} left for a rerun with a larger budget "
+            f"(their finished calls come from the cache); first refused: {reached[0].args[0]}"
+        )
         error.budget, error.summary = budget, summary
         raise error
     return summary

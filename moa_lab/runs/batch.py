@@ -8,16 +8,13 @@ first: never two lines for one id).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import importlib.util
-import json
 import os
-import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
+from moa_lab._sync import run_sync
 from moa_lab.budget import Budget
 from moa_lab.estimate import check_budget
 from moa_lab.plan import RunPlan, from_plan, plan_run
@@ -26,7 +23,6 @@ from moa_lab.runs._runner import BatchSummary, check_batch_settings, in_shard, r
 from moa_lab.runs.files import OutputFile, probe, read_prompts
 from moa_lab.usage import get_prices
 from moa_lab.validation import check_output_path
-from moa_lab._sync import run_sync
 
 
 async def run_batch(
@@ -80,8 +76,21 @@ async def run_batch(
     check_budget(plans[longest.id], prices, runs=len(items))
     budget = Budget.of(first.settings, prices)
     if engine == "ray":
-        return await _ray(items, out, first, prices, budget, shard, ray_address, actors, actor_concurrency,
-                          block_size, progress, retry_failed, on_result)
+        return await _ray(
+            items,
+            out,
+            first,
+            prices,
+            budget,
+            shard,
+            ray_address,
+            actors,
+            actor_concurrency,
+            block_size,
+            progress,
+            retry_failed,
+            on_result,
+        )
     if engine != "asyncio":
         raise ValueError(f"engine must be 'asyncio' (this process) or 'ray' (a Ray cluster), got {engine!r}")
     path = check_output_path(out)
@@ -94,14 +103,28 @@ async def run_batch(
         sid = settings_id(first)
         existing = resumable(output, items, sid)
         mine = [item for item in items if in_shard(item, picked)]
-        return await run_items(mine, sid, existing, plans, output, limiter, retry_failed, progress, prices, on_result,
-                          budget)
+        return await run_items(
+            mine, sid, existing, plans, output, limiter, retry_failed, progress, prices, on_result, budget
+        )
     finally:
         output.close()
 
 
-async def _ray(items, out, first, prices, budget, shard, address, actors, actor_concurrency, block_size,
-               progress, retry_failed, on_result) -> BatchSummary:
+async def _ray(
+    items,
+    out,
+    first,
+    prices,
+    budget,
+    shard,
+    address,
+    actors,
+    actor_concurrency,
+    block_size,
+    progress,
+    retry_failed,
+    on_result,
+) -> BatchSummary:
     outdir = ray.check_outdir(out)
     ray.check_ray_options(actors, actor_concurrency, block_size, address)
     if shard is not None:
@@ -110,9 +133,22 @@ async def _ray(items, out, first, prices, budget, shard, address, actors, actor_
         raise ValueError("engine='ray' needs Ray: pip install 'moa_lab[ray]'")
     first.backend.portable()  # a key that cannot reach the workers is refused now, before anything is written
     summary = BatchSummary(outdir, len(items))
-    return await ray.run_on_ray(items, outdir, first, settings_id(first), summary, address=address, actors=actors,
-                                      actor_concurrency=actor_concurrency, block_size=block_size, progress=progress,
-                                      prices=prices, retry_failed=retry_failed, budget=budget, on_result=on_result)
+    return await ray.run_on_ray(
+        items,
+        outdir,
+        first,
+        settings_id(first),
+        summary,
+        address=address,
+        actors=actors,
+        actor_concurrency=actor_concurrency,
+        block_size=block_size,
+        progress=progress,
+        prices=prices,
+        retry_failed=retry_failed,
+        budget=budget,
+        on_result=on_result,
+    )
 
 
 def run_batch_sync(*args, **kwargs) -> BatchSummary:

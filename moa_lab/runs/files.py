@@ -14,9 +14,10 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from moa_lab.jsonl import dumps, split_lines
 from moa_lab.validation import check_prompt
@@ -37,11 +38,11 @@ def _item(value: Any, where: str, number: int) -> BatchItem:
     if isinstance(value, str):
         value = {"prompt": value}
     if not isinstance(value, Mapping):
-        raise ValueError(f"{where}: expected a prompt string or an object with \"prompt\", got {value!r}")
+        raise ValueError(f'{where}: expected a prompt string or an object with "prompt", got {value!r}')
     prompt, item_id = value.get("prompt"), value.get("id", number)
     check_prompt(prompt, f'{where}: "prompt"')
     if isinstance(item_id, bool) or not isinstance(item_id, (str, int)) or not str(item_id).strip():
-        raise ValueError(f"{where}: \"id\" must be a non-empty string or an integer, got {item_id!r}")
+        raise ValueError(f'{where}: "id" must be a non-empty string or an integer, got {item_id!r}')
     assert isinstance(prompt, str)  # check_prompt refused anything else
     return BatchItem(str(item_id), prompt, where, {k: v for k, v in value.items() if k not in ("prompt", "id")})
 
@@ -55,8 +56,10 @@ def _read_lines(path: Path) -> list[str]:
     try:
         return split_lines(data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8") from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8"
+        ) from None
 
 
 #: A prompts file with one of these extensions is JSONL; any other is plain text, one prompt per line.
@@ -156,8 +159,11 @@ def probe(path: Path) -> None:
             scratch.write(b"\0" * PROBE_BYTES)
             scratch.flush()
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot write the results to {str(path)!r}: {exc.strerror} in {str(folder)!r} "
-                                 f"(a full disk, or a read-only folder?); nothing was run") from None
+        raise OSError(
+            exc.errno,
+            f"cannot write the results to {str(path)!r}: {exc.strerror} in {str(folder)!r} "
+            f"(a full disk, or a read-only folder?); nothing was run",
+        ) from None
 
 
 class FolderLock:
@@ -172,8 +178,10 @@ class FolderLock:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
-            raise ValueError(f"{str(folder)!r} is in use by another {what} (it holds {folder / self.NAME}); wait for "
-                             "it to end, or give another folder") from None
+            raise ValueError(
+                f"{str(folder)!r} is in use by another {what} (it holds {folder / self.NAME}); wait for "
+                "it to end, or give another folder"
+            ) from None
 
     def close(self) -> None:
         os.close(self.fd)
@@ -196,8 +204,11 @@ class OutputFile:
         data = Path(self.path).read_bytes()
         keep = data.rfind(b"\n") + 1
         if keep < len(data):
-            warnings.warn(f"{str(self.path)!r}: cut off a torn last line ({len(data) - keep} bytes) left by a run "
-                          "that was stopped while writing; that prompt runs again", stacklevel=3)
+            warnings.warn(
+                f"{str(self.path)!r}: cut off a torn last line ({len(data) - keep} bytes) left by a run "
+                "that was stopped while writing; that prompt runs again",
+                stacklevel=3,
+            )
             os.ftruncate(self.fd, keep)
         lines = []
         for number, line in enumerate(split_lines(data[:keep].decode("utf-8", "replace")), start=1):
@@ -205,8 +216,10 @@ class OutputFile:
                 value = json.loads(line)
                 value["id"], value["status"]  # noqa: B018 - a line of ours has both
             except (json.JSONDecodeError, TypeError, KeyError):
-                raise ValueError(f"{self.path}:{number} is not a batch output line; give a new output file, or "
-                                 "the one a batch run wrote") from None
+                raise ValueError(
+                    f"{self.path}:{number} is not a batch output line; give a new output file, or "
+                    "the one a batch run wrote"
+                ) from None
             lines.append(value)
         return lines
 
@@ -226,7 +239,7 @@ class OutputFile:
         try:
             view = memoryview(data)
             while view:  # a short write (a disk filling up) is followed by one that fails with the real cause
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.fd, view) :]
         except OSError:
             os.ftruncate(self.fd, size)  # never leave a torn line behind
             raise

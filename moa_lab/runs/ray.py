@@ -31,20 +31,28 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from moa_lab.backends import Backend
 from moa_lab.budget import Budget, BudgetExceeded
-from moa_lab.runs._runner import check_resume, run_items
-from moa_lab.runs.files import BatchItem, FolderLock, OutputFile, read_results
+from moa_lab.engine.models import absolute_env
 from moa_lab.jsonl import dumps
 from moa_lab.limits import CallLimiter
-from moa_lab.plan import RunPlan
+from moa_lab.plan import RunPlan, plan_run
+from moa_lab.runs._runner import check_resume, run_items
+from moa_lab.runs.files import BatchItem, FolderLock, OutputFile, read_results
 from moa_lab.usage import Usage
-from moa_lab.backends import Backend
-from moa_lab.plan import plan_run
-from moa_lab.engine.models import absolute_env
 
 #: Variables a worker gets from the driver: where models are served, and the cache. Never a key.
-PASSED_ON = ("MOA_LAB_CACHE", "MOA_LAB_LOCAL_URL", "MOA_LAB_MODEL_DIR", "MOA_LAB_MODELS", "MOA_LAB_MODEL_URLS",
-             "MOA_LAB_PROPOSERS", "MOA_LAB_AGGREGATOR", "MOA_LAB_BASE_URL", "TOGETHER_BASE_URL")
+PASSED_ON = (
+    "MOA_LAB_CACHE",
+    "MOA_LAB_LOCAL_URL",
+    "MOA_LAB_MODEL_DIR",
+    "MOA_LAB_MODELS",
+    "MOA_LAB_MODEL_URLS",
+    "MOA_LAB_PROPOSERS",
+    "MOA_LAB_AGGREGATOR",
+    "MOA_LAB_BASE_URL",
+    "TOGETHER_BASE_URL",
+)
 #: A local cluster's object store: small (moa_lab moves text, not tensors); Ray's default takes 30% of memory.
 LOCAL_OBJECT_STORE = 128 * 2**20
 
@@ -77,8 +85,9 @@ def check_ray_options(actors, actor_concurrency, block_size, address) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if address is not None and (not isinstance(address, str) or not address.strip()):
-        raise ValueError(f"ray_address must be 'auto', 'local' or a cluster address (ray://HOST:PORT, HOST:PORT), "
-                         f"got {address!r}")
+        raise ValueError(
+            f"ray_address must be 'auto', 'local' or a cluster address (ray://HOST:PORT, HOST:PORT), got {address!r}"
+        )
 
 
 def connect(address: str | None) -> bool:
@@ -155,8 +164,14 @@ class BlockRunner:
         self.config = config
         self.outdir = Path(config["outdir"])
         backend = Backend.from_portable(config["backend"])  # its keys from this worker's own environment
-        self.plan = plan_run("-", config["proposers"], config["aggregator"], layers=config["layers"],
-                             settings=config["settings"], backend=backend)
+        self.plan = plan_run(
+            "-",
+            config["proposers"],
+            config["aggregator"],
+            layers=config["layers"],
+            settings=config["settings"],
+            backend=backend,
+        )
         self.budget = None
         if config["keeper"] is not None:
             s = config["settings"]
@@ -166,8 +181,10 @@ class BlockRunner:
         (pids / str(os.getpid())).write_text(str(time.time()))  # tests find and kill workers by these
 
     def __call__(self, batch: dict) -> dict:
-        items = [BatchItem(str(i), str(p), f"block row {n + 1}") for n, (i, p) in enumerate(zip(batch["id"],
-                                                                                              batch["prompt"]))]
+        items = [
+            BatchItem(str(i), str(p), f"block row {n + 1}")
+            for n, (i, p) in enumerate(zip(batch["id"], batch["prompt"]))
+        ]
         return asyncio.run(self._block(items))
 
     async def _block(self, items: list[BatchItem]) -> dict:
@@ -183,7 +200,9 @@ class BlockRunner:
         limiter = CallLimiter(self.config["actor_concurrency"])
         left = 0
         try:
-            await run_items(items, sid, [], plans, output, limiter, False, False, self.config["prices"], None, self.budget)
+            await run_items(
+                items, sid, [], plans, output, limiter, False, False, self.config["prices"], None, self.budget
+            )
         except BudgetExceeded as exc:  # what finished is kept: a smaller block, named by its own prompts
             left = exc.summary.left if exc.summary is not None else len(items)
         finally:
@@ -204,10 +223,19 @@ def _stats(name: str, items, lines: list[dict], left: int) -> dict:
     used = Usage()
     for line in lines:
         used.add(Usage.from_dict(line))
-    return {"block": [name], "prompts": [len(items)], "done": [sum(v["status"] == "ok" for v in lines)],
-            "failed": [sum(v["status"] != "ok" for v in lines)], "left": [left], "calls": [used.calls],
-            "cached": [used.cached], "prompt_tokens": [used.prompt_tokens],
-            "completion_tokens": [used.completion_tokens], "cost": [used.cost], "unpriced": [used.unpriced]}
+    return {
+        "block": [name],
+        "prompts": [len(items)],
+        "done": [sum(v["status"] == "ok" for v in lines)],
+        "failed": [sum(v["status"] != "ok" for v in lines)],
+        "left": [left],
+        "calls": [used.calls],
+        "cached": [used.cached],
+        "prompt_tokens": [used.prompt_tokens],
+        "completion_tokens": [used.completion_tokens],
+        "cost": [used.cost],
+        "unpriced": [used.unpriced],
+    }
 
 
 def _write_parquet(lines: list[dict], path: Path) -> None:
@@ -215,8 +243,21 @@ def _write_parquet(lines: list[dict], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = ("id", "prompt", "status", "error", "final", "seconds", "settings_id", "calls", "failed_calls",
-               "cached_calls", "prompt_tokens", "completion_tokens", "cost")
+    columns = (
+        "id",
+        "prompt",
+        "status",
+        "error",
+        "final",
+        "seconds",
+        "settings_id",
+        "calls",
+        "failed_calls",
+        "cached_calls",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+    )
     table = {c: [line.get(c) for line in lines] for c in columns}
     table["layers"] = [dumps(line.get("layers", [])) for line in lines]
     table["trace"] = [dumps(line.get("trace", [])) for line in lines]
@@ -231,16 +272,33 @@ def _settings_file(outdir: Path, plan: RunPlan, sid: str) -> None:
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8")).get("settings_id")
         if old != sid:
-            raise ValueError(f"{str(outdir)!r} holds results made with other settings, or with other servers or model "
-                             f"files behind the same model names (settings_id {old}, now {sid}); give a new folder, "
-                             "or the same settings to resume")
+            raise ValueError(
+                f"{str(outdir)!r} holds results made with other settings, or with other servers or model "
+                f"files behind the same model names (settings_id {old}, now {sid}); give a new folder, "
+                "or the same settings to resume"
+            )
         return
     settings = {k: v for k, v in plan.to_dict().items() if k != "prompt"}
     path.write_text(dumps({"settings_id": sid, "settings": settings}, indent=1) + "\n", encoding="utf-8")
 
 
-async def run_on_ray(items: list[BatchItem], outdir: Path, first: RunPlan, sid: str, summary, *, address, actors,
-                     actor_concurrency, block_size, progress, prices, retry_failed, budget, on_result) -> Any:
+async def run_on_ray(
+    items: list[BatchItem],
+    outdir: Path,
+    first: RunPlan,
+    sid: str,
+    summary,
+    *,
+    address,
+    actors,
+    actor_concurrency,
+    block_size,
+    progress,
+    prices,
+    retry_failed,
+    budget,
+    on_result,
+) -> Any:
     """The Ray engine's part of :func:`moa_lab.run_batch`: the checks are done; ``summary`` is filled in."""
 
     outdir.mkdir(parents=True, exist_ok=True)
@@ -259,14 +317,40 @@ async def run_on_ray(items: list[BatchItem], outdir: Path, first: RunPlan, sid: 
         summary.skipped = len(items) - len(todo)
         if not todo:
             return summary
-        return await _on_cluster(todo, outdir, first, sid, summary, address, actors, actor_concurrency, block_size,
-                                 progress, prices, budget, on_result)
+        return await _on_cluster(
+            todo,
+            outdir,
+            first,
+            sid,
+            summary,
+            address,
+            actors,
+            actor_concurrency,
+            block_size,
+            progress,
+            prices,
+            budget,
+            on_result,
+        )
     finally:
         lock.close()
 
 
-async def _on_cluster(todo, outdir, first, sid, summary, address, actors, actor_concurrency, block_size, progress,
-                      prices, budget, on_result):
+async def _on_cluster(
+    todo,
+    outdir,
+    first,
+    sid,
+    summary,
+    address,
+    actors,
+    actor_concurrency,
+    block_size,
+    progress,
+    prices,
+    budget,
+    on_result,
+):
     await first.backend.ready()  # the bundled models: one embedded server, here, for this machine's workers
 
     env = {name: os.environ[name] for name in PASSED_ON if os.environ.get(name)}
@@ -277,8 +361,22 @@ async def _on_cluster(todo, outdir, first, sid, summary, address, actors, actor_
     server = first.backend.server if first.backend.kind == "local" and not first.backend.server.attached else None
     try:
         with server.watch() if server is not None else contextlib.nullcontext():  # restarted on its port if it dies
-            return await asyncio.to_thread(_execute, todo, outdir, first, sid, summary, env, actors,
-                                           actor_concurrency, block_size, progress, prices, budget, on_result)
+            return await asyncio.to_thread(
+                _execute,
+                todo,
+                outdir,
+                first,
+                sid,
+                summary,
+                env,
+                actors,
+                actor_concurrency,
+                block_size,
+                progress,
+                prices,
+                budget,
+                on_result,
+            )
     finally:
         if started:
             import ray
@@ -286,28 +384,47 @@ async def _on_cluster(todo, outdir, first, sid, summary, address, actors, actor_
             ray.shutdown()
 
 
-def _execute(todo, outdir, first, sid, summary, env, actors, actor_concurrency, block_size, progress, prices, budget,
-             on_result):
+def _execute(
+    todo, outdir, first, sid, summary, env, actors, actor_concurrency, block_size, progress, prices, budget, on_result
+):
     import ray
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = bool(progress)
     keeper = None
     if budget is not None:
-        keeper = ray.remote(_BudgetKeeper).options(num_cpus=0).remote(budget.max_cost, budget.max_tokens_total,
-                                                                        dict(budget.prices))
+        keeper = (
+            ray.remote(_BudgetKeeper)
+            .options(num_cpus=0)
+            .remote(budget.max_cost, budget.max_tokens_total, dict(budget.prices))
+        )
     settings = first.settings
     if not isinstance(settings.cache, (bool, Path)):  # a ResponseCache object: its file
         settings = replace(settings, cache=settings.cache.path)
     if isinstance(settings.cache, Path):
         settings = replace(settings, cache=settings.cache.expanduser().resolve())  # the same file from any folder
-    config = {"outdir": str(outdir), "sid": sid, "env": env, "backend": first.backend.portable(),
-              "proposers": first.proposers, "aggregator": first.aggregator,
-              "layers": first.layers, "settings": settings, "prices": dict(prices), "keeper": keeper,
-              "actor_concurrency": actor_concurrency}
+    config = {
+        "outdir": str(outdir),
+        "sid": sid,
+        "env": env,
+        "backend": first.backend.portable(),
+        "proposers": first.proposers,
+        "aggregator": first.aggregator,
+        "layers": first.layers,
+        "settings": settings,
+        "prices": dict(prices),
+        "keeper": keeper,
+        "actor_concurrency": actor_concurrency,
+    }
     rows = ray.data.from_items([{"id": item.id, "prompt": item.prompt} for item in todo])
-    results = rows.map_batches(BlockRunner, fn_constructor_kwargs={"config": config}, batch_size=block_size,
-                               compute=ray.data.ActorPoolStrategy(size=actors), batch_format="numpy", num_cpus=0.5)
+    results = rows.map_batches(
+        BlockRunner,
+        fn_constructor_kwargs={"config": config},
+        batch_size=block_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        batch_format="numpy",
+        num_cpus=0.5,
+    )
     # a lost worker: Ray Data restarts its actor and runs its block again (max_restarts=-1, max_task_retries=-1)
     t0 = time.perf_counter()
     left, blocks, finished = 0, -(-len(todo) // block_size), 0
@@ -316,22 +433,37 @@ def _execute(todo, outdir, first, sid, summary, env, actors, actor_concurrency, 
         summary.done += int(row["done"])
         summary.failed += int(row["failed"])
         left += int(row["left"])
-        summary.usage.add(Usage(int(row["calls"]), int(row["calls"]) - int(row["cached"]), int(row["cached"]),
-                                0, 0, int(row["prompt_tokens"]), int(row["completion_tokens"]), float(row["cost"]),
-                                int(row["unpriced"])))
+        summary.usage.add(
+            Usage(
+                int(row["calls"]),
+                int(row["calls"]) - int(row["cached"]),
+                int(row["cached"]),
+                0,
+                0,
+                int(row["prompt_tokens"]),
+                int(row["completion_tokens"]),
+                float(row["cost"]),
+                int(row["unpriced"]),
+            )
+        )
         if on_result is not None:
             on_result({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
         if progress:  # moa_lab's totals beside Ray Data's own progress bars
-            print(f"[moa_lab] block {finished} of about {blocks} written: {summary.done} done, {summary.failed} "
-                  f"failed, {summary.skipped} already there, of {summary.total}; {summary.usage}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[moa_lab] block {finished} of about {blocks} written: {summary.done} done, {summary.failed} "
+                f"failed, {summary.skipped} already there, of {summary.total}; {summary.usage}",
+                file=sys.stderr,
+                flush=True,
+            )
     summary.seconds = time.perf_counter() - t0
     if left:
         summary.left = left
         spent = ray.get(keeper.spent.remote()) if keeper is not None else ""
-        error = BudgetExceeded(f"the batch stopped at its budget ({spent}): {summary.done} prompt(s) done, "
-                               f"{summary.failed} failed, {left} left for a rerun with a larger budget (their "
-                               "finished calls come from the cache)")
+        error = BudgetExceeded(
+            f"the batch stopped at its budget ({spent}): {summary.done} prompt(s) done, "
+            f"{summary.failed} failed, {left} left for a rerun with a larger budget (their "
+            "finished calls come from the cache)"
+        )
         error.summary = summary
         raise error
     return summary
@@ -377,4 +509,4 @@ def mend_dropped(outdir: Path, sid: str) -> None:
         if kept:
             _write_kept(kept, outdir, sid)  # the same name and lines if it was written already
         aside.unlink()
-        (outdir / "blocks" / f"{aside.name[1:-len(DROPPED)]}.parquet").unlink(missing_ok=True)
+        (outdir / "blocks" / f"{aside.name[1 : -len(DROPPED)]}.parquet").unlink(missing_ok=True)
