@@ -87,8 +87,8 @@ def _ask(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         print(
-            "\nmoa-lab ask: interrupted; the answers already made are in the answers cache (the same command "
-            "again replays them)",
+            "\nmoa-lab ask: interrupted"
+            + ("" if args.no_cache else "; the answers that finished are cached: the same command again replays them"),
             file=sys.stderr,
         )
         return 130
