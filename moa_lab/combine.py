@@ -24,7 +24,8 @@ from moa_lab import calls
 from moa_lab._sync import iterate
 from moa_lab.answers import final_answer
 from moa_lab.budget import Budget, BudgetExceeded
-from moa_lab.prompts import RANK_PROMPT, SELECT_PROMPT, references_prompt
+from moa_lab.conversation import Prompt
+from moa_lab.prompts import RANK_PROMPT, SELECT_PROMPT, build_messages
 from moa_lab.records import CallRecord, Combination, LayerResult, MoAError
 from moa_lab.settings import COMBINE_MODES, Settings, passed_on, steps
 
@@ -137,9 +138,7 @@ class _Steps:
         order = reference_order(len(answers), record.seed, shuffle and self.settings.shuffle_references)
         record.references = [numbers[i] for i in order]
         shown = ([first] if first is not None else []) + [answers[i] for i in order]
-        messages = [{"role": "user", "content": self.prompt}]
-        if shown:
-            messages.insert(0, {"role": "system", "content": references_prompt(instructions, shown)})
+        messages = build_messages(self.prompt, shown, instructions)
         aggregation = Aggregation(
             self.backend, record, messages, self.settings, self.stream and last, budget=self.budget, references=shown
         )
@@ -178,7 +177,7 @@ def _numbers_in(reply: str, count: int) -> list[int]:
 
 
 async def combine_layer(
-    prompt: str,
+    prompt: Prompt,
     answers: Sequence[str],
     model: str,
     *,

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from moa_lab.budget import Budget, BudgetExceeded
+from moa_lab.conversation import PromptInput, is_conversation, turns
 from moa_lab.plan import RunPlan, from_plan, plan_run
 from moa_lab.settings import passed_on, steps
 from moa_lab.usage import TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS_PER_REQUEST, _bytes, get_prices
@@ -50,7 +51,11 @@ def call_bounds(plan: RunPlan) -> list[tuple[str, int, int]]:
     layer (with its roles, reading what the layer before passes on), then the last layer's calls for its
     ``combine`` mode (see :func:`moa_lab.combine.steps`). An early stop only makes fewer."""
     settings, limit = plan.settings, plan.max_tokens or 0
-    user = _bytes(plan.prompt) + TEMPLATE_TOKENS_PER_REQUEST + TEMPLATE_TOKENS_PER_MESSAGE
+    # the conversation's turns (a string: one); a system message of its own is joined to the call's ("\n\n")
+    user = TEMPLATE_TOKENS_PER_REQUEST + sum(
+        _bytes(m["content"]) + TEMPLATE_TOKENS_PER_MESSAGE + (2 if m["role"] == "system" else 0)
+        for m in turns(plan.prompt)
+    )
     roles, out, previous = settings.roles or (), [], 0
     for models in plan.proposers:
         for i, model in enumerate(models):
@@ -63,7 +68,7 @@ def call_bounds(plan: RunPlan) -> list[tuple[str, int, int]]:
 
 
 def estimate(
-    prompt: str | Sequence[str] | RunPlan,
+    prompt: PromptInput | Sequence[PromptInput] | RunPlan,
     proposers=None,
     aggregator: str | None = None,
     *,
@@ -71,7 +76,8 @@ def estimate(
     plan: RunPlan | None = None,
     **settings,
 ) -> Estimate:
-    """How many calls a run (or a batch: a list of prompts) makes, with upper bounds of tokens and cost.
+    """How many calls a run (or a batch: a list of prompts, strings or conversations) makes, with upper bounds of
+    tokens and cost.
     Arguments as for :func:`moa_lab.plan_run` (or one :class:`~moa_lab.RunPlan`; ``plan=``: a plan's models and
     settings for every prompt); no model is called. Every ``combine`` mode's calls are counted (a vote makes
     none; ``"rank"`` two; ``"sequential"`` one per window), and what ``roles`` and ``max_references`` change.
@@ -81,14 +87,14 @@ def estimate(
     re-read by the next layer counts ``max_tokens`` again (exact for the same tokenizer).
     """
     proposers, aggregator, settings = from_plan(plan, proposers, aggregator, settings)
-    prompts = [prompt] if isinstance(prompt, (str, RunPlan)) else list(prompt)
+    prompts = [prompt] if isinstance(prompt, (str, RunPlan)) or is_conversation(prompt) else list(prompt)
     if not prompts:
         raise ValueError("estimate needs at least one prompt")
     table = get_prices(prices)
     calls = prompt_tokens = completion_tokens = 0
     cost, unpriced = 0.0, set()
     for item in prompts:
-        plan = item if isinstance(item, RunPlan) else plan_run(item, proposers, aggregator, **settings)
+        plan = item if isinstance(item, RunPlan) else plan_run(item, proposers, aggregator, **settings)  # type: ignore[arg-type]
         for model, tokens_in, tokens_out in call_bounds(plan):
             calls += 1
             prompt_tokens += tokens_in

@@ -18,6 +18,7 @@ from moa_lab import calls
 from moa_lab.backends import Backend
 from moa_lab.budget import Budget, BudgetExceeded
 from moa_lab.combine import Aggregation, call_seed, combine_layer, reference_order
+from moa_lab.conversation import PromptInput
 from moa_lab.estimate import check_budget
 from moa_lab.plan import RunPlan, plan_run, resolve
 from moa_lab.prompts import build_messages
@@ -44,7 +45,7 @@ OnCall = Callable[[CallRecord], None]
 
 
 async def run_layer(
-    prompt: str,
+    prompt: PromptInput,
     models: Sequence[str],
     *,
     previous: Sequence[str] | None = None,
@@ -70,7 +71,7 @@ async def run_layer(
     ``kept``) as in :class:`Settings`; ``max_cost``/``max_tokens_total``: this layer's budget.
     """
     backend, settings = resolve(plan, backend, options)
-    check_prompt(prompt)
+    question = check_prompt(prompt)
     models = check_models(models, backend, "models")
     check_min_ok(settings.min_ok, len(models))
     check_quorum(settings.quorum, len(models), settings.min_ok)
@@ -81,7 +82,7 @@ async def run_layer(
     budget = Budget.of(settings)
     if budget is not None:
         budget.check_priced(models)
-    return await _layer(prompt, models, previous, layer, backend, settings, on_call, budget)
+    return await _layer(question, models, previous, layer, backend, settings, on_call, budget)
 
 
 async def _layer(
@@ -151,7 +152,7 @@ async def _wait_for_answers(tasks, records, quorum: int | None, deadline: float 
 
 
 def aggregate(
-    prompt: str,
+    prompt: PromptInput,
     answers: Sequence[str],
     model: str,
     *,
@@ -170,19 +171,21 @@ def aggregate(
     given, else 2 after one proposer layer (1 without answers), as in ``run_moa``. Settings as for
     :func:`run_layer` (``plan``, then ``options``). One model call (none when the answer is cached).
     """
-    backend, settings, model, answers, layer, budget = _last_step(prompt, answers, model, layer, plan, backend, options)
+    question, backend, settings, model, answers, layer, budget = _last_step(
+        prompt, answers, model, layer, plan, backend, options
+    )
     record = CallRecord(layer, 0, model, role="aggregator", seed=call_seed(settings.seed, layer, 0), step="synthesize")
     order = reference_order(len(answers), record.seed, settings.shuffle_references)
     record.references = [i + 1 for i in order] if answers else None
     shown = [answers[i] for i in order]
-    messages = build_messages(prompt, shown, settings.system_prompt)
+    messages = build_messages(question, shown, settings.system_prompt)
     return Aggregation(backend, record, messages, settings, stream, budget=budget, references=shown)
 
 
 def _last_step(prompt, answers, model, layer, plan, backend, options):
-    """The checked inputs of the last layer's step: backend, settings, model, answers, layer and budget."""
+    """The checked inputs of the last layer's step: prompt, backend, settings, model, answers, layer and budget."""
     backend, settings = resolve(plan, backend, options)
-    check_prompt(prompt)
+    prompt = check_prompt(prompt)
     (model,) = check_models([model], backend, "model")
     answers = check_answers(answers, allow_empty=True)
     if layer is None:
@@ -191,11 +194,11 @@ def _last_step(prompt, answers, model, layer, plan, backend, options):
     budget = Budget.of(settings)
     if budget is not None:
         budget.check_priced([model])
-    return backend, settings, model, answers, layer, budget
+    return prompt, backend, settings, model, answers, layer, budget
 
 
 async def combine_answers(
-    prompt: str,
+    prompt: PromptInput,
     answers: Sequence[str],
     model: str,
     *,
@@ -212,10 +215,12 @@ async def combine_answers(
     :class:`Combination` (``text``, ``calls``, ``chosen``, ``note``). ``layer`` as for :func:`aggregate`. Cost:
     one call (``synthesize``, ``select``), two (``rank``), one per window (``sequential``) or none (``vote``),
     one after another, the last streamed to ``on_chunk``."""
-    backend, settings, model, answers, layer, budget = _last_step(prompt, answers, model, layer, plan, backend, options)
+    question, backend, settings, model, answers, layer, budget = _last_step(
+        prompt, answers, model, layer, plan, backend, options
+    )
     check_references(replace(settings, max_references=None), [len(answers)] if answers else [])
     return await combine_layer(
-        prompt,
+        question,
         answers,
         model,
         layer=layer,
@@ -229,10 +234,11 @@ async def combine_answers(
 
 
 async def run_moa(
-    prompt: str,
+    prompt: PromptInput | None = None,
     proposers: Sequence[str] | Sequence[Sequence[str]] | None = None,
     aggregator: str | None = None,
     *,
+    messages: PromptInput | None = None,
     layers: int | None = None,
     settings: Settings | None = None,
     stream: bool = True,
@@ -243,6 +249,10 @@ async def run_moa(
 ) -> MoAResult:
     """The whole MoA: ``layers - 1`` proposer layers, then the aggregator (``layers=3`` is the seed's
     "3 layers": proposers, one refinement layer, aggregator; ``layers=1`` is the aggregator alone).
+
+    ``prompt``: a string, or a conversation (OpenAI-style chat messages ending with the user's turn; also as
+    ``messages=``): every call sees the whole conversation, the user's own system message first in its system
+    message, before the references (see :mod:`moa_lab.conversation`).
 
     ``proposers``: one list for every layer, or one list per proposer layer (then ``layers`` may be
     left out). ``None`` for ``proposers``, ``aggregator`` or ``max_tokens``: the backend's default.
@@ -259,7 +269,9 @@ async def run_moa(
     Raises :class:`MoAError` (:class:`~moa_lab.budget.BudgetExceeded` at a budget); its ``layers`` keep what
     was computed, so nothing is lost.
     """
-    plan = plan_run(prompt, proposers, aggregator, layers=layers, settings=settings, backend=backend, **options)
+    plan = plan_run(
+        prompt, proposers, aggregator, messages=messages, layers=layers, settings=settings, backend=backend, **options
+    )
     return await run_plan(plan, stream=stream, on_call=on_call, on_chunk=on_chunk)
 
 

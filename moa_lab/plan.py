@@ -10,16 +10,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from moa_lab.backends import Backend, get_backend
+from moa_lab.conversation import Prompt, PromptInput
 from moa_lab.prompts import AGGREGATOR_PROMPT, AGGREGATOR_PROMPT_ZH
 from moa_lab.settings import DEFAULTS, Settings, passed_on, steps
 from moa_lab.validation import (
     check_min_ok,
     check_models,
-    check_prompt,
     check_quorum,
     check_references,
     check_settings,
     layer_plan,
+    pick_prompt,
 )
 
 #: The settings of the variants (how the last layer combines, what proposers see, early stop, budgets), in order.
@@ -58,7 +59,7 @@ class RunPlan:
     nothing to build; ``calls`` says how many model calls the run makes. Pass it on as ``plan=`` to
     :func:`moa_lab.run_layer`, :func:`moa_lab.aggregate` or the playground, instead of its settings one by one."""
 
-    prompt: str
+    prompt: Prompt
     proposers: list[list[str]]
     aggregator: str
     backend: Backend
@@ -213,10 +214,11 @@ def from_plan(plan: RunPlan | None, proposers, aggregator, arguments: dict) -> t
 
 
 def plan_run(
-    prompt: str,
+    prompt: PromptInput | None = None,
     proposers: Sequence[str] | Sequence[Sequence[str]] | None = None,
     aggregator: str | None = None,
     *,
+    messages: PromptInput | None = None,
     layers: int | None = None,
     settings: Settings | None = None,
     backend: Backend | str | None = None,
@@ -232,7 +234,7 @@ def plan_run(
     file is opened.
     """
     backend, checked = resolve(settings, backend, options)
-    check_prompt(prompt)
+    prompt = pick_prompt(prompt, messages)
     plan = layer_plan(backend.default_proposers if proposers is None else proposers, layers, backend)
     fewest = min((len(p) for p in plan), default=checked.min_ok)
     check_min_ok(checked.min_ok, fewest)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from moa_lab.conversation import Prompt, turns
+
 #: The paper's aggregate-and-synthesize prompt (Wang et al. 2024, Table 1), in English.
 AGGREGATOR_PROMPT_EN = (
     "You have been provided with a set of responses from various open-source models to the latest user query. "
@@ -58,14 +60,18 @@ DECEPTIVE_ROLE = (
 
 
 def build_messages(
-    prompt: str, previous: Sequence[str] | None, system_prompt: str, role: str | None = None
+    prompt: Prompt, previous: Sequence[str] | None, system_prompt: str, role: str | None = None
 ) -> list[dict[str, str]]:
-    """The chat messages of one call: the user prompt alone in layer 1, with the references after it.
-    ``role`` (a proposer's own system prompt) comes first in the system message."""
-    messages = [{"role": "user", "content": prompt}]
-    system = [role] if role else []
+    """The chat messages of one call: the prompt (a string, or a whole conversation) with the references in the
+    system message. Its system message holds, in order: the conversation's own system message(s) (those at its
+    start), ``role`` (a proposer's own system prompt), then the numbered references; for a string prompt in layer 1
+    there is none (the seed's call)."""
+    messages = turns(prompt)
+    own = 0
+    while own < len(messages) - 1 and messages[own]["role"] == "system":
+        own += 1
+    system = [m["content"] for m in messages[:own]] + ([role] if role else [])
     if previous:
         system.append(references_prompt(system_prompt, previous))
-    if system:
-        messages.insert(0, {"role": "system", "content": "\n\n".join(system)})
-    return messages
+    rest = messages[own:]
+    return ([{"role": "system", "content": "\n\n".join(system)}] if system else []) + rest

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from moa_lab.conversation import Prompt, last_user, turns
 from moa_lab.jsonl import dumps
 from moa_lab.records import CallRecord, Combination, LayerResult
 from moa_lab.trace import format_trace
@@ -24,7 +25,7 @@ class MoAResult:
     last call (None for a vote). ``early_stop``: why the run stopped adding proposer layers, if it did.
     """
 
-    prompt: str
+    prompt: Prompt
     layers: list[LayerResult]
     final: CallRecord | None = None
     seconds: float = 0.0
@@ -44,6 +45,13 @@ class MoAResult:
         if self.combination is not None:
             return self.combination.text
         return self.final.text or "" if self.final is not None else ""
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The conversation so far: the prompt's turns (a string: one user turn), then the final answer as the
+        assistant's. Add the next user turn and run it: ``run_moa(messages=result.messages + [{"role": "user",
+        "content": "..."}])``."""
+        return turns(self.prompt) + [{"role": "assistant", "content": self.text}]
 
     @property
     def steps(self) -> list[CallRecord]:
@@ -85,7 +93,8 @@ class MoAResult:
         """JSON-ready: the prompt, the final text, per-layer models, answers, errors, tokens and cost, the
         run's totals and the full trace (each call with its estimated cost)."""
         return {
-            "prompt": self.prompt,
+            "prompt": last_user(self.prompt),  # a conversation's last user turn; the whole one in "messages"
+            **({} if isinstance(self.prompt, str) else {"messages": [dict(m) for m in self.prompt]}),
             "final": self.text,
             "seconds": self.seconds,
             **self.decisions(),

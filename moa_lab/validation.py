@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from moa_lab.cache import check_cache
+from moa_lab.conversation import Prompt, check_conversation
 from moa_lab.prompts import AGGREGATOR_PROMPT
 from moa_lab.settings import COMBINE_MODES, DEFAULTS, NAMES, Settings
 from moa_lab.unicode import surrogate_error
@@ -27,10 +28,26 @@ def check_text(text: str, what: str) -> str:
     return text
 
 
-def check_prompt(prompt, what: str = "prompt") -> str:
+def check_prompt(prompt, what: str = "prompt") -> Prompt:
+    """A run's input: a non-empty string, or a conversation (a list of chat messages: :mod:`moa_lab.conversation`),
+    returned checked (a conversation as a tuple of ``{"role", "content"}`` with string contents)."""
+    if isinstance(prompt, (list, tuple)):
+        return check_conversation(prompt, what)
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError(f"{what} must be a non-empty string, got {prompt!r}")
+        raise ValueError(
+            f"{what} must be a non-empty string, got {prompt!r} (or a list of chat messages, "
+            "[{'role': 'user', 'content': '...'}])"
+        )
     return check_text(prompt, what)
+
+
+def pick_prompt(prompt, messages) -> Prompt:
+    """``prompt=`` or ``messages=`` (one of the two), checked."""
+    if messages is None:
+        return check_prompt(prompt)
+    if prompt is not None:
+        raise ValueError("give prompt= or messages=, not both (a conversation's last user message is its prompt)")
+    return check_conversation(messages, "messages")
 
 
 def check_system_prompt(system_prompt) -> str:

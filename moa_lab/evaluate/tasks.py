@@ -130,6 +130,8 @@ def load_tasks(source: str | os.PathLike | Iterable[str | Mapping]) -> list[Task
                 raise ValueError(f'{item.where}: "answer" of a choice must be one letter A-J, got {answer!r}')
         elif kind not in (None, "open"):
             raise ValueError(f'{item.where}: "kind" {kind!r} needs an "answer" to score against')
+        if not isinstance(item.prompt, str):
+            raise ValueError(f'{item.where}: a task is one "prompt" string ("messages" are for run_batch)')
         if reference is not None and not isinstance(reference, str):
             raise ValueError(f'{item.where}: "reference" must be a string (an answer), got {reference!r}')
         tasks.append(

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from moa_lab import limits
 from moa_lab.budget import Budget, BudgetExceeded
+from moa_lab.conversation import last_user, prompt_hash, prompt_text
 from moa_lab.moa import run_plan
 from moa_lab.plan import BUDGET_SETTINGS, RunPlan
 from moa_lab.records import MoAError
 from moa_lab.rendering import progress_bar
 from moa_lab.results import MoAResult, layers_dict, trace_dict
-from moa_lab.runs.files import BatchItem, OutputError, OutputFile, prompt_hash
+from moa_lab.runs.files import BatchItem, OutputError, OutputFile
 from moa_lab.usage import Usage, usage
 
 
@@ -98,7 +99,8 @@ def _line(
         final, layers, trace = getattr(error, "partial", ""), getattr(error, "layers", []), _failed_trace(error)
     return {
         "id": item.id,
-        "prompt": item.prompt,
+        "prompt": last_user(item.prompt),  # a conversation's last user turn; the whole one in "messages"
+        **({} if isinstance(item.prompt, str) else {"messages": [dict(m) for m in item.prompt]}),
         "prompt_hash": prompt_hash(item.prompt),
         "status": "ok" if error is None else "failed",
         "error": None
@@ -144,7 +146,7 @@ def check_resume(existing: list[dict], where: Path, items: list[BatchItem], sid:
         _, line, item = min(changed, key=lambda c: c[0] or 0)  # the first in the input (each has a position)
         raise ValueError(
             f"{str(where)!r} holds answers to other prompts under the same ids ({len(changed)} id(s) differ): "
-            f"id {item.id!r} was {_short(str(line.get('prompt')))} there but is {_short(item.prompt)} in "
+            f"id {item.id!r} was {_short(str(line.get('prompt')))} there but is {_short(prompt_text(item.prompt))} in "
             f'{item.where}. Prompts without an "id" are numbered by their line, so adding or removing a line '
             "renumbers the ones after it. Give a new output file (answers made before come from the cache, with "
             'no call), or give every prompt its own "id"'

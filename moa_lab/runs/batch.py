@@ -16,6 +16,7 @@ from typing import Any
 
 from moa_lab._sync import run_sync
 from moa_lab.budget import Budget
+from moa_lab.conversation import prompt_key
 from moa_lab.estimate import check_budget
 from moa_lab.plan import RunPlan, from_plan, plan_run
 from moa_lab.runs import ray
@@ -72,7 +73,7 @@ async def run_batch(
     plans = {item.id: replace(first, prompt=item.prompt) for item in items}  # each prompt was checked when read
     limiter, picked = check_batch_settings(concurrency, rps, shard)
     prices = get_prices(prices)  # checked before any call, resolved once for every line
-    longest = max(items, key=lambda item: len(item.prompt.encode("utf-8", "surrogatepass")))
+    longest = max(items, key=lambda item: len(prompt_key(item.prompt).encode("utf-8", "surrogatepass")))
     check_budget(plans[longest.id], prices, runs=len(items))
     budget = Budget.of(first.settings, prices)
     if engine == "ray":

@@ -9,7 +9,6 @@ flight. A torn last line (a full disk, a power cut) is cut off when the file is 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import tempfile
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moa_lab.conversation import Prompt, check_conversation
 from moa_lab.jsonl import dumps, split_lines
 from moa_lab.validation import check_prompt
 
@@ -29,7 +29,7 @@ class BatchItem:
     the line's other fields (``extra``: e.g. an expected answer, for :mod:`moa_lab.evaluate`)."""
 
     id: str
-    prompt: str
+    prompt: Prompt
     where: str
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -38,13 +38,21 @@ def _item(value: Any, where: str, number: int) -> BatchItem:
     if isinstance(value, str):
         value = {"prompt": value}
     if not isinstance(value, Mapping):
-        raise ValueError(f'{where}: expected a prompt string or an object with "prompt", got {value!r}')
-    prompt, item_id = value.get("prompt"), value.get("id", number)
-    check_prompt(prompt, f'{where}: "prompt"')
+        raise ValueError(f'{where}: expected a prompt string or an object with "prompt" or "messages", got {value!r}')
+    item_id = value.get("id", number)
+    prompt: Prompt
+    if "messages" in value:
+        if "prompt" in value:
+            raise ValueError(f'{where}: give "prompt" or "messages", not both')
+        prompt = check_conversation(value["messages"], f'{where}: "messages"')
+    else:
+        prompt = check_prompt(value.get("prompt"), f'{where}: "prompt"')
+        if not isinstance(prompt, str):
+            raise ValueError(f'{where}: "prompt" must be a string (a conversation goes in "messages")')
     if isinstance(item_id, bool) or not isinstance(item_id, (str, int)) or not str(item_id).strip():
         raise ValueError(f'{where}: "id" must be a non-empty string or an integer, got {item_id!r}')
-    assert isinstance(prompt, str)  # check_prompt refused anything else
-    return BatchItem(str(item_id), prompt, where, {k: v for k, v in value.items() if k not in ("prompt", "id")})
+    extra = {k: v for k, v in value.items() if k not in ("prompt", "messages", "id")}
+    return BatchItem(str(item_id), prompt, where, extra)
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -102,12 +110,6 @@ def read_prompts(source: str | os.PathLike | Iterable[str | Mapping]) -> list[Ba
             raise ValueError(f"{item.where}: id {item.id!r} repeats the one at {seen[item.id]}; ids must be unique")
         seen[item.id] = item.where
     return items
-
-
-def prompt_hash(prompt: str) -> str:
-    """A short fingerprint of a prompt's text (16 hex digits of its SHA-256): each output line records it, a
-    resume checks it, and shards are chosen by it."""
-    return hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def read_results(path: str | os.PathLike, *, as_frame: bool = False):

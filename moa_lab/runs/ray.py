@@ -33,6 +33,7 @@ from typing import Any
 
 from moa_lab.backends import Backend
 from moa_lab.budget import Budget, BudgetExceeded
+from moa_lab.conversation import Prompt, prompt_key
 from moa_lab.engine.models import absolute_env
 from moa_lab.jsonl import dumps
 from moa_lab.limits import CallLimiter
@@ -57,10 +58,10 @@ PASSED_ON = (
 LOCAL_OBJECT_STORE = 128 * 2**20
 
 
-def block_name(ids_and_prompts: list[tuple[str, str]], sid: str) -> str:
+def block_name(ids_and_prompts: list[tuple[str, Prompt]], sid: str) -> str:
     """A block's file name: a hash of its prompts (id and text) and the settings id."""
     digest = hashlib.sha256(sid.encode())
-    for pid, prompt in sorted(ids_and_prompts):
+    for pid, prompt in sorted((i, prompt_key(p)) for i, p in ids_and_prompts):
         digest.update(b"\0" + pid.encode("utf-8", "surrogatepass") + b"\1" + prompt.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:20]
 
@@ -182,8 +183,8 @@ class BlockRunner:
 
     def __call__(self, batch: dict) -> dict:
         items = [
-            BatchItem(str(i), str(p), f"block row {n + 1}")
-            for n, (i, p) in enumerate(zip(batch["id"], batch["prompt"]))
+            BatchItem(str(i), tuple(json.loads(str(p))) if c else str(p), f"block row {n + 1}")
+            for n, (i, p, c) in enumerate(zip(batch["id"], batch["prompt"], batch["conversation"]))
         ]
         return asyncio.run(self._block(items))
 
@@ -416,7 +417,9 @@ def _execute(
         "keeper": keeper,
         "actor_concurrency": actor_concurrency,
     }
-    rows = ray.data.from_items([{"id": item.id, "prompt": item.prompt} for item in todo])
+    rows = ray.data.from_items(  # a conversation travels as its JSON
+        [{"id": i.id, "prompt": prompt_key(i.prompt), "conversation": not isinstance(i.prompt, str)} for i in todo]
+    )
     results = rows.map_batches(
         BlockRunner,
         fn_constructor_kwargs={"config": config},
@@ -492,7 +495,7 @@ DROPPED = ".dropped"
 
 
 def _write_kept(kept: list[dict], outdir: Path, sid: str) -> Path:
-    name = block_name([(line["id"], line["prompt"]) for line in kept], sid)
+    name = block_name([(line["id"], tuple(line.get("messages") or ()) or line["prompt"]) for line in kept], sid)
     final = outdir / "blocks" / f"{name}.jsonl"
     tmp = final.with_name(f".{name}.tmp")
     tmp.write_text("".join(dumps(line) + "\n" for line in kept), encoding="utf-8")

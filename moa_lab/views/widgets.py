@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import ipywidgets as w
 
 from moa_lab.backends import Backend, get_backend
+from moa_lab.conversation import PromptInput, last_user, turns
 from moa_lab.moa import run_plan
 from moa_lab.plan import RunPlan, plan_run
 from moa_lab.prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
@@ -72,7 +73,7 @@ class Playground:
 
     def __init__(
         self,
-        prompt: str | None = None,
+        prompt: PromptInput | None = None,
         proposers: Sequence[str] | Sequence[Sequence[str]] | None = None,
         aggregator: str | None = None,
         *,
@@ -93,6 +94,9 @@ class Playground:
         self.backend = b = get_backend(backend)
         base = plan.settings if plan is not None else Settings(max_tokens=None)  # the backend's default length
         start = plan_run(prompt, proposers, aggregator, layers=layers, settings=base, backend=b, **options)
+        #: The conversation's turns before the prompt box's (a conversation given as ``prompt``; "Next turn"
+        #: adds the last run's prompt and answer): every run sees them.
+        self.history: list[dict[str, str]] = turns(start.prompt)[:-1]
         self.settings: Settings = start.settings  # what the form's values change, run by run
         if start.layers > MAX_LAYERS:
             raise ValueError(f"layers={start.layers}: the playground shows at most {MAX_LAYERS} layers")
@@ -106,7 +110,10 @@ class Playground:
         self.records: list[CallRecord] = []
         self.final_text = self.message = ""
 
-        self.prompt = w.Textarea(start.prompt, description="Prompt", style=_WIDE, rows=3, layout=_full())
+        self.prompt = w.Textarea(last_user(start.prompt), description="Prompt", style=_WIDE, rows=3, layout=_full())
+        self.history_view = w.HTML()
+        self.next_turn_button = w.Button(description="Next turn", icon="reply", disabled=True)
+        self.next_turn_button.on_click(lambda _: self.next_turn())
         self.layers = w.IntSlider(start.layers, min=1, max=MAX_LAYERS, description="Layers", style=_WIDE)
         self.layers_help = w.HTML()
         self.proposer_box = w.VBox()
@@ -170,6 +177,7 @@ class Playground:
         self.widget = w.VBox(
             [
                 w.HTML(f"<b>MoA playground</b> · {html.escape(b.describe())}"),
+                self.history_view,
                 self.prompt,
                 w.HBox([self.layers, self.layers_help]),
                 self.proposer_box,
@@ -180,7 +188,7 @@ class Playground:
                     [w.VBox([w.HBox([self.language, self.reset_button]), self.system_prompt])],
                     titles=("Aggregator system prompt (the paper's)",),
                 ),
-                w.HBox([self.run_button, self.stop_button, self.status]),
+                w.HBox([self.run_button, self.stop_button, self.next_turn_button, self.status]),
                 self.layer_tabs,
                 w.HTML("<b>Aggregator</b>"),
                 self.final,
@@ -191,6 +199,7 @@ class Playground:
             ]
         )
         self._show_settings()
+        self._show_history()
 
     def _repr_mimebundle_(self, **kwargs):
         """The panel; as text (papermill, a terminal): what the form holds."""
@@ -244,13 +253,32 @@ class Playground:
             tags.value = [*tags.value, name.strip()]
             add.value = ""
 
+    def next_turn(self) -> None:
+        """Go on with the conversation: the last run's prompt and final answer join the earlier turns, and the
+        prompt box is emptied for the next user turn (which every model then reads after them)."""
+        if self.result is None:
+            raise ValueError("no finished run to go on from: run one first")
+        self.history = self.result.messages
+        self.prompt.value = ""
+        self.next_turn_button.disabled = True
+        self._show_history()
+
+    def _show_history(self) -> None:
+        rows = [
+            f"<div style='margin:2px 0'><b>{m['role']}</b>: {html.escape(m['content'])}</div>" for m in self.history
+        ]
+        self.history_view.value = (
+            f"<details open><summary>Earlier turns ({len(rows)})</summary>{''.join(rows)}</details>" if rows else ""
+        )
+
     def _reset_prompt(self) -> None:
         self.system_prompt.value = SYSTEM_PROMPTS[self.language.value]
 
     def make_plan(self) -> RunPlan:
         """The form's settings, checked (ValueError naming a bad value). Calls no model."""
+        prompt = self.prompt.value
         return plan_run(
-            self.prompt.value,
+            [*self.history, {"role": "user", "content": prompt}] if self.history else prompt,
             [list(t.value) for t in self.proposers[: self.layers.value - 1]] or None,
             self.aggregator.value.strip(),
             layers=self.layers.value,
@@ -365,6 +393,7 @@ class Playground:
                     for i, slot in enumerate(self.slots[layer]):
                         slot.value = _slot_html(None, self.plan.proposers[layer][i], i, "skipped (early stop)")
                 notes = "".join(f"\n{note}" for note in r.notes)
+                self.next_turn_button.disabled = False
                 self._say(
                     f"Done: {len(r.trace)} calls{from_cache} in {r.seconds:.1f} s; first token "
                     f"{self.first_token_seconds or 0:.2f} s after Run.{notes}"
