@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, TypedDict, Union
+from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from moa_lab.prompts import AGGREGATOR_PROMPT, RANK_PROMPT, SELECT_PROMPT
 from moa_lab.similarity import Similarity
@@ -76,6 +76,21 @@ class Settings:
     similarity: Similarity | None = field(default=None, compare=False)
     max_cost: float | None = None
     max_tokens_total: int | None = None
+
+    def to_dict(self, *, only_changed: bool = True) -> dict[str, Any]:
+        """JSON-ready, as a recipe file holds them (:mod:`moa_lab.recipe`): the settings that differ from the
+        defaults (all of them with ``only_changed=False``); ``similarity`` (a function) and a ``cache`` object are
+        left out (a cache given as true, false or a path is kept)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            if f.name == "similarity" or (f.name == "cache" and not isinstance(value, (bool, str, type(None)))):
+                continue
+            if not only_changed or value != getattr(DEFAULTS, f.name):
+                out[f.name] = list(value) if f.name == "roles" and value is not None else value
+        return out
 
     @property
     def instructions(self) -> str:
