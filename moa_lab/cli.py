@@ -15,6 +15,7 @@ from pathlib import Path
 
 from moa_lab.backends import get_backend
 from moa_lab.budget import BudgetExceeded
+from moa_lab.chat import run_chat
 from moa_lab.engine.local import BUNDLED_MODELS, SEED_ALIASES, LocalServerError, check_aliases, model_path
 from moa_lab.engine.models import ModelSpec, chat_formats, check_models, parse_models
 from moa_lab.engine.policy import default_threads, thread_policy
@@ -22,7 +23,8 @@ from moa_lab.estimate import estimate
 from moa_lab.jsonl import dumps
 from moa_lab.logs import verbose
 from moa_lab.moa import run_moa
-from moa_lab.prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
+from moa_lab.prompts import AGGREGATOR_PROMPT_ZH
+from moa_lab.recipe import Recipe
 from moa_lab.records import MoAError
 from moa_lab.runs.batch import run_batch
 from moa_lab.runs.files import OutputError, read_prompts
@@ -36,16 +38,23 @@ def _models(text: str) -> list[str]:
     return [m.strip() for m in text.split(",") if m.strip()]
 
 
+#: What each run flag is when it is not given: a flag that differs from it overrides a --recipe's value.
+_NOT_GIVEN = {
+    **DEFAULTS.to_dict(only_changed=False),
+    **dict.fromkeys(("proposers", "aggregator", "layers", "backend", "max_tokens", "system_prompt", "cache")),
+}
+
+
 def _run_settings(args: argparse.Namespace) -> dict:
     """The run settings shared by ``ask`` and ``batch``, as keyword arguments of run_moa / run_batch."""
     proposers = None
     if args.proposers:
         proposers = args.proposers[0] if len(args.proposers) == 1 else args.proposers
-    return dict(
+    cli = dict(
         proposers=proposers,
         aggregator=args.aggregator,
         layers=args.layers,
-        system_prompt=AGGREGATOR_PROMPT_ZH if args.chinese_prompt else AGGREGATOR_PROMPT_EN,
+        system_prompt=AGGREGATOR_PROMPT_ZH if args.chinese_prompt else None,
         temperature=args.temperature,
         max_tokens=args.max_tokens,
         seed=args.seed,
@@ -55,7 +64,7 @@ def _run_settings(args: argparse.Namespace) -> dict:
         timeout=args.timeout,
         retries=args.retries,
         cache=False if args.no_cache else (args.cache or None),
-        backend=get_backend(args.backend),
+        backend=args.backend,
         combine=args.combine,
         top_k=args.top_k,
         window=args.window,
@@ -66,6 +75,10 @@ def _run_settings(args: argparse.Namespace) -> dict:
         max_cost=args.max_cost,
         max_tokens_total=args.max_tokens_total,
     )
+    if args.recipe:  # the recipe's values, changed by the flags given
+        given = {k: v for k, v in cli.items() if v != _NOT_GIVEN.get(k)}
+        cli = {**Recipe.from_file(args.recipe, backend=args.backend).arguments(), **given}
+    return {**cli, "backend": get_backend(cli.get("backend"))}
 
 
 def _ask(args: argparse.Namespace) -> int:
@@ -96,6 +109,15 @@ def _ask(args: argparse.Namespace) -> int:
     print(dumps(result.to_dict(), indent=1) if args.json else result.summary())
     print(f"\n{result.usage()}; {result.seconds:.2f}s wall time")
     return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    try:
+        settings = _run_settings(args)
+    except ValueError as exc:
+        print(f"moa-lab chat: error: {exc}", file=sys.stderr)
+        return 2
+    return run_chat(settings)
 
 
 def _exit_code(command: str, kept: str, run: Callable[[], int]) -> int:
@@ -211,6 +233,12 @@ def parse_alias_args(pairs: list[str], files: list[str], models=tuple(BUNDLED_MO
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--recipe",
+        default=None,
+        metavar="FILE",
+        help="a recipe file (YAML or JSON: models and settings); the flags given change its values",
+    )
     p.add_argument("--layers", type=int, default=None, help="layers incl. the aggregator (default 2)")
     p.add_argument(
         "--proposers",
@@ -408,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(ask)
     ask.add_argument("--json", action="store_true", help="print the whole result as JSON after the answer")
     ask.set_defaults(func=_ask)
+
+    chat = sub.add_parser("chat", help="a conversation with an MoA in the terminal (/trace, /reset, /quit)")
+    add_run_args(chat)
+    chat.set_defaults(func=_chat)
 
     batch = sub.add_parser("batch", help="an MoA answer for every prompt of a file, one JSON line each (resumable)")
     batch.add_argument("input", help='prompts: JSONL ({"prompt": ..., "id": ...} per line) or one per line')

@@ -30,7 +30,8 @@ LAYERS = {
     "runs": ["runs"],
     "sweeps and evaluate": ["sweeps", "evaluate"],
     "views": ["views", "sweep", "widgets"],
-    "cli": ["cli", "__main__", "__init__"],
+    "endpoint": ["endpoint"],
+    "cli": ["chat", "cli", "__main__", "__init__"],
 }
 
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import html
+import os
 import time
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ipywidgets as w
@@ -25,6 +27,7 @@ from moa_lab.conversation import PromptInput, last_user, turns
 from moa_lab.moa import run_plan
 from moa_lab.plan import RunPlan, plan_run
 from moa_lab.prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
+from moa_lab.recipe import Recipe
 from moa_lab.records import CallRecord, MoAError
 from moa_lab.results import MoAResult
 from moa_lab.settings import COMBINE_MODES, Settings
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 SYSTEM_PROMPTS = {"English": AGGREGATOR_PROMPT_EN, "中文": AGGREGATOR_PROMPT_ZH}
 MAX_LAYERS = 6
 _PRE = "white-space:pre-wrap;margin:0;font-size:0.9em;line-height:1.35"
-_FORMATS = ("papermill parameters", "run_moa(...) call")
+_FORMATS = ("papermill parameters", "run_moa(...) call", "recipe file (YAML)")
 _WIDE = {"description_width": "90px"}
 
 
@@ -431,7 +434,16 @@ class Playground:
         """The last run's settings as papermill parameters (a dict) or a ``run_moa(...)`` call; '' before a run."""
         if self.plan is None:
             return ""
+        if fmt == _FORMATS[2]:
+            return "# save as my.yaml; then: moa-lab ask --recipe my.yaml PROMPT\n" + Recipe.from_plan(self.plan).text()
         return self.plan.to_code() if fmt == _FORMATS[1] else self.plan.parameters_text()
+
+    def save_recipe(self, path: str | os.PathLike) -> Path:
+        """Save the last run's recipe (its models and settings, without the prompt) as YAML, or JSON for a
+        ``.json`` name: ``moa-lab ask --recipe``, ``moa-lab serve --recipe`` and the notebooks load it."""
+        if self.plan is None:
+            raise ValueError("no run yet: run one first, then save its recipe")
+        return Recipe.from_plan(self.plan).save(path)
 
     def _show_settings(self) -> None:
         text = self.settings_text(self.copy_format.value)
