@@ -121,13 +121,14 @@ class Backend:
     async def client(self, model: str) -> AsyncTogether:
         """The SDK client for ``model`` on the running event loop (clients are made once per loop, URL and key),
         holding the key that belongs to where the model's calls go (see the module's doc), or none."""
+        url: str | None
         if model in self.model_urls:
             url, key = self.model_urls[model], self._url_keys.get(model)
         elif self.server is not None:
             await self.ready()
-            url, key = self.server.url or "", None
-        else:
-            url, key = self.base_url or "", self._api_key
+            url, key = self.server.url or "", self.server.api_key
+        else:  # None for Together: the SDK's own URL (an empty one would be no URL at all)
+            url, key = self.base_url or None, self._api_key
         key = key or _NO_KEY
         for closed in [loop for loop in _CLIENTS if loop.is_closed()]:  # its connections can no longer be used
             del _CLIENTS[closed]
@@ -215,7 +216,8 @@ class Backend:
 
     def secrets(self) -> tuple[str, ...]:
         """Every key this backend holds, for scrubbing error text only."""
-        return tuple(k for k in (self._api_key, *self._url_keys.values()) if k)
+        server_key = self.server.api_key if self.server is not None else None
+        return tuple(k for k in (self._api_key, *self._url_keys.values(), server_key) if k)
 
 
 def _clean_url(url: str, what: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -374,6 +375,23 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         help="aliases from a file: a JSON object or NAME=MODEL lines",
     )
     p.add_argument("--seed-aliases", action="store_true", help="alias the seed's Together model names")
+    p.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="serve a recipe file as the model moa/NAME (repeatable; moa/default: the default models)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require this bearer key on every request (better: set MOA_LAB_SERVE_KEY, which ps cannot show); "
+        "needed to listen beyond 127.0.0.1",
+    )
+    p.add_argument("--keep-runs", type=int, default=256, help="MoA run records kept (default %(default)s)")
+    p.add_argument(
+        "--concurrency", type=int, default=16, help="model calls at once over every MoA run (default %(default)s)"
+    )
     p.add_argument("--max-tokens-cap", type=int, default=1024, help="max_tokens for requests that set none")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
@@ -393,7 +411,8 @@ def serve_models(args: argparse.Namespace) -> list:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from moa_lab.engine.server import serve  # uvicorn and starlette are needed only here
+    from moa_lab.endpoint import MoAEndpoint, load_recipes  # uvicorn and starlette are needed only here
+    from moa_lab.engine.server import serve
 
     try:
         thread_policy()
@@ -407,6 +426,12 @@ def run_serve(args: argparse.Namespace) -> int:
         aliases = (dict(SEED_ALIASES) if args.seed_aliases else {}) | parse_alias_args(
             args.alias, args.alias_file, [m.name for m in models]
         )
+        if args.keep_runs < 1 or args.concurrency < 1:
+            raise ValueError(
+                f"--keep-runs and --concurrency must be at least 1, got {args.keep_runs}, {args.concurrency}"
+            )
+        recipes = load_recipes(args.recipe, [m.name for m in models] + list(aliases))
+        endpoint = MoAEndpoint(recipes, concurrency=args.concurrency, keep_runs=args.keep_runs)
         serve(
             models,
             args.host,
@@ -418,6 +443,8 @@ def run_serve(args: argparse.Namespace) -> int:
             args.watch_stdin,
             args.log_dir,
             announce=lambda s: print(s, flush=True),
+            extension=endpoint,
+            api_key=args.api_key or os.environ.get("MOA_LAB_SERVE_KEY") or None,
         )
     except (ValueError, LocalServerError) as exc:
         print(f"moa-lab serve: error: {exc}", file=sys.stderr)

@@ -150,7 +150,8 @@ class LocalServer:
     ``models``: your own GGUF models besides the bundled ones, as ``NAME=PATH[:CHAT_FORMAT]`` entries or
     :class:`~moa_lab.engine.models.ModelSpec` (default: ``MOA_LAB_MODELS``); checked here, before anything starts.
     ``url``: a server that another process runs and owns (a sweep's, shared by its kernels: ``MOA_LAB_LOCAL_URL``);
-    it is used as it is, never started or stopped here.
+    it is used as it is, never started or stopped here; ``api_key``: the key it requires (``MOA_LAB_LOCAL_KEY``);
+    ``served``: its ``/v1/models`` list when known already (else asked once).
     """
 
     def __init__(
@@ -161,6 +162,8 @@ class LocalServer:
         startup_timeout: float = 180.0,
         url: str | None = None,
         models: Sequence[str | ModelSpec] | None = None,
+        api_key: str | None = None,
+        served: list[dict] | None = None,
     ) -> None:
         if url is not None and (not isinstance(url, str) or not url.startswith(("http://127.", "http://localhost"))):
             raise ValueError(
@@ -190,7 +193,9 @@ class LocalServer:
         self.log_path: Path | None = None
         self.restarts = 0
         self._port = 0  # the port it had: a restart takes it again when it is free, so the URL stays the same
-        self._served: list[dict] | None = None  # an attached server's /v1/models, asked once
+        self._served: list[dict] | None = served  # an attached server's /v1/models, asked once
+        #: The key an attached server requires (``moa-lab serve --api-key``; ``MOA_LAB_LOCAL_KEY``), sent to it only.
+        self.api_key = api_key
         self._proc: subprocess.Popen | None = None
         self._files: dict[str, Path] | None = None
         self._lock = threading.Lock()
@@ -208,7 +213,8 @@ class LocalServer:
             import httpx
 
             try:
-                data = httpx.get(f"{self.url}/v1/models", timeout=10).json()["data"]
+                auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+                data = httpx.get(f"{self.url}/v1/models", headers=auth, timeout=10).json()["data"]
                 self._served = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
             except (httpx.HTTPError, ValueError, KeyError, TypeError):
                 return []  # not answering now: asked again next time
@@ -380,6 +386,16 @@ _shared: dict[str, LocalServer] = {}  # by MOA_LAB_LOCAL_URL: servers other proc
 _default_lock = threading.Lock()
 
 
+def attach(url: str, api_key: str | None, served: list[dict]) -> LocalServer:
+    """Register the server at ``url`` (run by this process: ``moa-lab serve`` serving recipes) as the one
+    ``MOA_LAB_LOCAL_URL`` names, its models known already (``served``: its ``/v1/models`` list), so that no call
+    to itself is needed to learn them."""
+    server = LocalServer(url=url, api_key=api_key, served=served)
+    with _default_lock:
+        _shared[server.url or url] = server
+    return server
+
+
 def default_server() -> LocalServer:
     """The process-wide embedded server (not started until first used; stopped at interpreter exit) for the
     models of ``MOA_LAB_MODELS`` (set it before the first call that needs it; another value gets another server),
@@ -388,7 +404,7 @@ def default_server() -> LocalServer:
         shared = os.environ.get("MOA_LAB_LOCAL_URL") or None
         if shared:
             if shared not in _shared:
-                _shared[shared] = LocalServer(url=shared)
+                _shared[shared] = LocalServer(url=shared, api_key=os.environ.get("MOA_LAB_LOCAL_KEY") or None)
             return _shared[shared]
         models = os.environ.get("MOA_LAB_MODELS", "").strip()
         if models not in _default:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import shutil
@@ -44,6 +45,7 @@ log = logging.getLogger("moa_lab.engine.server")
 
 #: Seconds per token relative to SmolLM2, measured on 2 cores (112 vs 61 generated tokens/s); another model's
 #: is its file's size relative to SmolLM2's.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 RELATIVE_COST = {"smollm2-135m": 1.0, "gemma3-270m": 1.8}
 SMOLLM2_BYTES = 100e6
 
@@ -80,9 +82,37 @@ class _Relay(StreamingResponse):
                 await self._cleanup()
 
 
+class KeyRequired:
+    """ASGI: every request must carry ``Authorization: Bearer KEY`` (else a 401 in OpenAI's error form)."""
+
+    def __init__(self, app, key: str) -> None:
+        self.app, self.expected = app, f"Bearer {key}".encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                message = "this server requires an API key: send it as 'Authorization: Bearer KEY'"
+                await _error(401, message, "invalid_api_key")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def build_app(
-    workers: list[Worker], threads: int, board: Board, aliases: Mapping[str, str], max_tokens_cap: int, on_ready=None
+    workers: list[Worker],
+    threads: int,
+    board: Board,
+    aliases: Mapping[str, str],
+    max_tokens_cap: int,
+    on_ready=None,
+    extension=None,
+    url: str = "",
+    api_key: str | None = None,
 ) -> Starlette:
+    """The front. ``extension``: more models served here (the MoA endpoint, :mod:`moa_lab.endpoint`): its
+    ``models()`` are listed, a request for a model it ``handles()`` goes to its ``chat(request, body)``, its
+    ``routes()`` are added; ``start(url, served, api_key)`` and ``close()`` bracket the server's life.
+    ``api_key``: every request must carry it."""
     names = {w.model: w.model for w in workers} | dict(aliases)
     hung_after = worker_timeout()
     costs = {w.model: RELATIVE_COST.get(w.model) or w.spec.path.stat().st_size / SMOLLM2_BYTES for w in workers}
@@ -97,9 +127,13 @@ def build_app(
             asyncio.ensure_future(supervise(engine)),
             asyncio.ensure_future(watchdog(engine, hung_after)),
         ]
+        if extension is not None:
+            extension.start(url, served(), api_key)
         if on_ready:
             on_ready()
         yield
+        if extension is not None:
+            await extension.close()
         for task in tasks:
             task.cancel()
         await state["http"].aclose()
@@ -110,12 +144,15 @@ def build_app(
         w.model: f"{w.model}:{fingerprint(w.spec.path)}:{w.spec.chat_format or 'gguf-template'}" for w in workers
     }
 
-    async def models(request: Request) -> JSONResponse:
-        data = [
+    def served() -> list[dict]:
+        return [
             {"id": n, "object": "model", "owned_by": "moa_lab", "root": t, "moa_lab_identity": identity[t]}
             for n, t in names.items()
         ]
-        return JSONResponse({"object": "list", "data": data})
+
+    async def models(request: Request) -> JSONResponse:
+        more = extension.models() if extension is not None else []
+        return JSONResponse({"object": "list", "data": served() + more})
 
     async def status_route(request: Request) -> JSONResponse:
         return JSONResponse(status(state["engine"]))
@@ -128,10 +165,13 @@ def build_app(
         except ValueError:  # not JSON (or not UTF-8)
             return _error(400, "the body must be a JSON object (it is not valid JSON)", "invalid_body", param="body")
         requested = body["model"]
+        if extension is not None and extension.handles(requested):
+            return await extension.chat(request, body)
         if requested not in names:
+            more = [m["id"] for m in extension.models()] if extension is not None else []
             return _error(
                 404,
-                f"unknown model {requested!r}; this server has: {', '.join(names)}",
+                f"unknown model {requested!r}; this server has: {', '.join([*names, *more])}",
                 "model_not_found",
                 param="model",
             )
@@ -160,8 +200,10 @@ def build_app(
         Route("/v1/models", models),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/moa_lab/status", status_route),
+        *(extension.routes() if extension is not None else []),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    return KeyRequired(app, api_key) if api_key else app  # type: ignore[return-value]
 
 
 def _headers(lease: Lease, queued: float) -> dict:
@@ -270,12 +312,19 @@ def serve(
     watch_stdin=False,
     log_dir=None,
     announce=print,
+    extension=None,
+    api_key: str | None = None,
 ) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM (or stdin closes, with ``watch_stdin``).
     ``models``: checked already (:func:`moa_lab.engine.models.check_models`); one worker process each, started at once
     and warmed in parallel. The folder of worker logs is removed at the end, unless ``log_dir`` was given and the
     parent is alive."""
     aliases = check_aliases(aliases or {}, [m.name for m in models])
+    if host not in LOOPBACK and not api_key:
+        raise LocalServerError(
+            f"refusing to listen on {host} without an API key: other machines could use these models (and the "
+            "recipes' upstream keys); give --api-key, or set MOA_LAB_SERVE_KEY, or keep the default 127.0.0.1"
+        )
     sock = bind(host, port)  # before loading anything: a busy port fails at once
     url = f"http://{host}:{sock.getsockname()[1]}"
     own_dir = not log_dir
@@ -314,8 +363,12 @@ def serve(
                 f"moa-lab serve: listening on {url}; {threads} core(s) shared by the calls running, "
                 f"{len(pool)} llama.cpp worker(s), one per model"
             )
-            if host not in ("127.0.0.1", "localhost", "::1"):
-                announce(f"WARNING: bound to {host}, not loopback: other machines can reach this server")
+            if host not in LOOPBACK:
+                announce(f"WARNING: bound to {host}, not loopback: other machines can reach this server (key required)")
+            if api_key:
+                announce("every request must carry the API key (Authorization: Bearer ...)")
+            for entry in extension.models() if extension is not None else []:
+                announce(f"MoA model: {entry['id']} (a recipe: {len(entry['moa_lab_recipe'])} setting(s) given)")
             for w in pool:
                 spec = w.spec
                 announce(
@@ -326,7 +379,9 @@ def serve(
                 announce(f"alias: {name} -> {target}")
             announce(f"use it: MOA_LAB_BASE_URL={url} python your_script.py")
 
-        app = build_app(pool, threads, board, aliases, max_tokens_cap, on_ready=ready)
+        app = build_app(
+            pool, threads, board, aliases, max_tokens_cap, ready, extension=extension, url=url, api_key=api_key
+        )
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
 
         if watch_stdin:  # the embedding process died or closed our stdin: shut down

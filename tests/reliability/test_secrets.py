@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import os
 import subprocess
 import time
 
@@ -210,7 +211,11 @@ def test_the_embedded_server_listens_on_loopback_only(local):
 @pytest.mark.local
 def test_serve_on_another_address_says_so(tmp_path):
     proc = subprocess.Popen(
-        MOA + ["serve", "--host", "0.0.0.0", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        MOA + ["serve", "--host", "0.0.0.0", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "MOA_LAB_SERVE_KEY": "a-serve-key"},  # beyond loopback only with a key
     )
     try:
         banner = [proc.stdout.readline() for _ in range(3)]
@@ -263,6 +268,13 @@ def test_a_key_variable_that_is_not_set_is_refused_before_any_call(monkeypatch, 
     ):
         moa_lab.get_backend(fault.url)
     assert fault.requests == []
+
+
+def test_togethers_key_goes_to_togethers_own_url(monkeypatch):
+    """The together backend's client has the SDK's URL (Together's API), never an empty one."""
+    monkeypatch.setenv("TOGETHER_API_KEY", KEY)
+    client = run(moa_lab.get_backend().client("Qwen/Qwen2-72B-Instruct"))
+    assert str(client.base_url).startswith(moa_lab.backends.TOGETHER_URLS) and client.api_key == KEY
 
 
 @pytest.mark.local

@@ -1,0 +1,98 @@
+"""OpenAI's chat-completion response forms, as the endpoint writes them (a completion, a stream chunk, usage), and
+the request fields an MoA cannot honour."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from moa_lab.openai_api import BadRequest
+from moa_lab.usage import Usage
+
+
+def usage_json(used: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": used.prompt_tokens,
+        "completion_tokens": used.completion_tokens,
+        "total_tokens": used.prompt_tokens + used.completion_tokens,
+    }
+
+
+def completion(run_id: str, created: int, model: str, text: str, used: Usage, extra: dict) -> dict[str, Any]:
+    """A ``chat.completion`` object: the final answer as the assistant's message, the run's usage, and ``moa_lab``
+    (the run's id, its calls)."""
+    return {
+        "id": f"chatcmpl-{run_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": usage_json(used),
+        "moa_lab": extra,
+    }
+
+
+def chunk(run_id: str, created: int, model: str, delta: dict, finish: str | None = None, **more: Any) -> str:
+    """One SSE event of a ``chat.completion.chunk``."""
+    body = {
+        "id": f"chatcmpl-{run_id}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **more,
+    }
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+def usage_chunk(run_id: str, created: int, model: str, used: Usage, extra: dict) -> str:
+    """The last chunk of a stream that asked for ``stream_options.include_usage``: no choices, the usage."""
+    body = {
+        "id": f"chatcmpl-{run_id}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage_json(used),
+        "moa_lab": extra,
+    }
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+def error_event(message: str, kind: str, code: str | int) -> str:
+    """An error inside a stream (the status was sent already), in OpenAI's form."""
+    return f"data: {json.dumps({'error': {'message': message, 'type': kind, 'param': None, 'code': code}})}\n\n"
+
+
+def refuse_unsupported(body: dict) -> None:
+    """BadRequest naming a field an MoA cannot honour: ``n`` > 1, ``tools`` / ``functions`` / a forced
+    ``tool_choice``, ``logprobs``; a bad ``stream_options`` or ``max_tokens``."""
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n != 1):
+        raise BadRequest(f"'n' must be 1: an MoA run makes one final answer (got {n!r})", "n")
+    for name in ("tools", "functions"):
+        if body.get(name):
+            raise BadRequest(f"'{name}' is not supported: an MoA answers with text, it does not call tools", name)
+    choice = body.get("tool_choice")
+    if choice not in (None, "none", "auto"):
+        raise BadRequest(f"'tool_choice' {choice!r} is not supported: an MoA does not call tools", "tool_choice")
+    if body.get("logprobs"):
+        raise BadRequest("'logprobs' is not supported: the final answer is several models' work", "logprobs")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequest(f"'stream_options' must be an object, got {options!r}", "stream_options")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise BadRequest(f"'{name}' must be an integer >= 1, got {value!r}", name)
+
+
+def stop_list(body: dict) -> list[str]:
+    stop = body.get("stop")
+    return [stop] if isinstance(stop, str) and stop else [s for s in stop or [] if s]
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """``text`` up to the first of ``stops`` (and whether one was found)."""
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(found)], True) if found else (text, False)
