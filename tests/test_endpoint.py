@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 import together
+import yaml
 from conftest import MOA
 from fault_server import FaultServer
 
@@ -82,7 +83,7 @@ def served(tmp_path_factory):
         }
         args = []
         for name, recipe in recipes.items():
-            (folder / f"{name}.yaml").write_text(Recipe(**_split(recipe)).text())
+            (folder / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
             args += ["--recipe", f"{name}={folder / f'{name}.yaml'}"]
         cache = folder / "cache.sqlite"
         env = {"MOA_LAB_SERVE_KEY": KEY, "TOGETHER_API_KEY": UPSTREAM, "MOA_LAB_CACHE": str(cache)}
@@ -92,14 +93,6 @@ def served(tmp_path_factory):
         proc.terminate()
         served.log = proc.communicate(timeout=30)[0]
         assert KEY not in served.log and UPSTREAM not in served.log
-
-
-def _split(recipe: dict) -> dict:
-    keys = ("proposers", "aggregator", "layers", "backend")
-    return {
-        **{k: recipe[k] for k in keys if k in recipe},
-        "options": {k: v for k, v in recipe.items() if k not in keys},
-    }
 
 
 def test_the_openai_sdk_sync_async_and_streamed_with_usage(served):
@@ -157,7 +150,7 @@ def test_a_second_turn_through_the_endpoint_equals_run_moa_with_messages(served,
     monkeypatch.setenv("MOA_LAB_LOCAL_URL", served.url)
     monkeypatch.setenv("MOA_LAB_LOCAL_KEY", KEY)
     monkeypatch.setenv("MOA_LAB_CACHE", str(served.cache))
-    result = asyncio.run(run_moa(messages=second, **Recipe(**_split(TINY)).arguments()))
+    result = asyncio.run(run_moa(messages=second, **Recipe.from_dict(TINY).arguments()))
     assert result.text == two
     assert all(c.cached for c in result.trace)
     record = served.record(run_id)["result"]
