@@ -1166,6 +1166,70 @@ BAD = [
         cli("ask", "Hi", "--proposers", "a", "--role", "x", "--role", ""),
         "roles gives 2 system prompt(s), one per proposer, but the largest layer has 1 proposer(s)",
     ),
+    (
+        "API",
+        "a conversation ending with the assistant",
+        api(
+            lambda b: run_moa(
+                messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], backend=b
+            )
+        ),
+        "the last message of messages must be the user's (the turn the run answers), got a 'assistant' message",
+    ),
+    (
+        "API",
+        "a conversation with an image part",
+        api(lambda b: run_moa([{"role": "user", "content": [{"type": "image_url"}]}], ["a"], "g", backend=b)),
+        "prompt[0].content[0] must be a text part",
+    ),
+    (
+        "API",
+        "a tool message",
+        api(lambda b: plan_run(messages=[{"role": "tool", "content": "x"}], backend=b)),
+        "messages[0].role must be one of system, developer, user, assistant, got 'tool' (tool calls are not supported)",
+    ),
+    (
+        "API",
+        "both prompt= and messages=",
+        api(lambda b: plan_run("a", messages=[{"role": "user", "content": "b"}], backend=b)),
+        "give prompt= or messages=, not both",
+    ),
+    (
+        "batch file",
+        "a line with both prompt and messages",
+        batch_file('{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}\n'),
+        'in.jsonl:1: give "prompt" or "messages", not both',
+    ),
+    (
+        "batch file",
+        "messages whose content is a lone surrogate",
+        batch_file('{"messages": [{"role": "user", "content": "\\ud800"}]}\n'),
+        'in.jsonl:1: "messages"[0].content',
+    ),
+    (
+        "CLI",
+        "ask: a recipe with a misspelt setting",
+        cli("ask", "Hi", "--recipe", "r.yaml", files={"r.yaml": "proposers: [a]\ntemprature: 0.2\n"}),
+        "r.yaml: unknown key 'temprature'; a recipe's keys are: proposers, aggregator, layers, backend, temperature",
+    ),
+    (
+        "CLI",
+        "ask: a recipe that gives a name twice",
+        cli("ask", "Hi", "--recipe", "r.json", files={"r.json": '{"aggregator": "a", "aggregator": "b"}'}),
+        "the name 'aggregator' is given twice in one mapping",
+    ),
+    (
+        "CLI",
+        "chat: a recipe with a bad value",
+        cli("chat", "--recipe", "r.yaml", files={"r.yaml": "proposers: [a]\ntemperature: 9\n"}),
+        "r.yaml: temperature must be a number in [0, 2], got 9",
+    ),
+    (
+        "serve",
+        "a recipe without NAME=",
+        cli("serve", "--recipe", "r.yaml", backend=False),
+        "--recipe 'r.yaml': expected NAME=FILE",
+    ),
 ]
 
 
