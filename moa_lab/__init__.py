@@ -30,6 +30,7 @@ from moa_lab.prompts import (
     build_messages,
     references_prompt,
 )
+from moa_lab.recipe import Recipe
 from moa_lab.records import CallRecord, Combination, LayerResult, MoAError
 from moa_lab.results import MoAResult
 from moa_lab.runs.batch import BatchSummary, run_batch, run_batch_sync
@@ -53,6 +54,7 @@ def run_layer_sync(*args, **kwargs) -> LayerResult:
 
 
 __all__ = [
+    "Recipe",
     "BatchSummary",
     "BudgetExceeded",
     "CallLimiter",

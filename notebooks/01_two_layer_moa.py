@@ -60,6 +60,8 @@ seed: int = 0  # each call's seed is seed + 1000 × layer + index: another seed,
 max_tokens = None  # per call; None: 512 as in the seed, or 64 on the bundled local models
 system_prompt = None  # the aggregator's instructions; None: the paper's prompt (moa_lab.AGGREGATOR_PROMPT_EN)
 output_path: str = "runs/01_two_layer_moa.json"  # a JSON summary of the run; "" for none
+follow_up: str = "Which one of those would you pick on a rainy day?"  # the conversation's second turn
+recipe = None  # a recipe file (YAML/JSON: models and settings, e.g. saved from the playground); None: the above
 
 # %% [markdown]
 # ## Check the parameters, choose the backend
@@ -74,12 +76,17 @@ output_path: str = "runs/01_two_layer_moa.json"  # a JSON summary of the run; ""
 #
 # Nothing else changes between backends. The same notebook runs on Together once `TOGETHER_API_KEY` is set
 # (start Jupyter from that shell).
+#
+# A `recipe` file, if given, holds the models and settings instead (the prompt stays this notebook's).
 
 # %%
-from moa_lab import check_output_path, plan_run
+from moa_lab import Recipe, check_output_path, plan_run
 
-plan = plan_run(prompt, proposers, aggregator, layers=2, temperature=temperature, max_tokens=max_tokens,
-                seed=seed, system_prompt=system_prompt)
+if recipe:
+    plan = Recipe.from_file(recipe).plan(prompt)
+else:
+    plan = plan_run(prompt, proposers, aggregator, layers=2, temperature=temperature, max_tokens=max_tokens,
+                    seed=seed, system_prompt=system_prompt)
 summary_file = check_output_path(output_path)
 plan
 
@@ -167,6 +174,35 @@ if summary_file:
 print(f"{len(result.trace)} calls, {result.seconds:.1f} s from the first call's start to the last call's end")
 
 # %% [markdown]
+# ## A second turn: MoA in a conversation
+#
+# A chat goes on: the user asks a follow-up about the answer. `result.messages` is the conversation so far (the
+# question, then the final answer as the assistant's turn). Add the next user turn and run MoA on the whole
+# conversation: every proposer reads all of it, and so does the aggregator, with the proposers' new answers
+# numbered in its system message as before. (A system message of your own, at the start of a conversation, is
+# kept: it comes first in every call's system message, before the references.)
+#
+# `Recipe.from_plan(plan)` is this run without its prompt (its models and settings), and `.plan(messages=...)`
+# applies it to the conversation: the same 5 calls, on the new turn.
+
+# %%
+from moa_lab import Recipe, run_plan
+
+conversation = result.messages + [{"role": "user", "content": follow_up}]
+turn2 = Recipe.from_plan(plan).plan(messages=conversation)
+messages_view(build_messages(turn2.prompt, ["(each proposer's new answer)"], plan.system_prompt))
+
+# %%
+second = await run_plan(turn2, on_chunk=lambda text: print(text, end="", flush=True))
+print(f"\n\n{second.usage()}")
+
+# %% [markdown]
+# The same recipe can be a model that any OpenAI client calls, conversations included:
+# `moa-lab serve --recipe mine=my.yaml` serves it as `moa/mine` on `/v1/chat/completions`, and
+# `moa-lab chat --recipe my.yaml` is this conversation in a terminal (`Recipe.from_plan(plan).save("my.yaml")`
+# writes the file; the playground's "Settings as" box shows it too).
+
+# %% [markdown]
 # ## Playground
 #
 # The same run as a panel, pre-filled with this notebook's parameters: change a setting, press **Run**, and
@@ -187,6 +223,7 @@ Playground(plan=plan)
 # - It takes about *the slowest proposer + the aggregator*: MoA trades latency (and calls) for quality.
 # - `plan_run` checks everything first; `plan=plan` passes its settings to each step; failed calls are
 #   recorded with their cause and never passed on; answers are cached, so a re-run costs nothing.
+# - A conversation is one more run: `result.messages` plus the next user turn, and every call reads it all.
 #
 # **Where next:** notebook 02 adds refinement layers (3 or more), 03 is the playground alone, 04 runs MoA over a
 # dataset (synthetic data), and 05 measures whether MoA beats a single model.

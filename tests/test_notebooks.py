@@ -8,7 +8,7 @@ import pytest
 from conftest import all_text, text_of
 from conftest import execute_notebook as execute
 
-from moa_lab import AGGREGATOR_PROMPT_ZH
+from moa_lab import AGGREGATOR_PROMPT_ZH, Recipe, plan_run
 
 pytestmark = pytest.mark.kernel  # every test runs a notebook under papermill
 
@@ -56,7 +56,8 @@ def test_two_layer_defaults(tmp_path):
     text = all_text(nb)
     assert "embedded local server" in text  # the backend cell says which backend and why
     assert "asyncio.run refused: asyncio.run() cannot be called from a running event loop" in text
-    assert "5 calls (0 from the cache, 0 failed)" in text  # the usage of the run, cell by cell
+    assert text.count("5 calls (0 from the cache, 0 failed)") == 2  # the run, then its second turn, cell by cell
+    assert "Which one of those would you pick on a rainy day?" in text  # the second turn's messages, shown
     assert "5 calls (5 from the cache, 0 failed)" in text  # the seed's asyncio.run(main()) form: the same run again
     assert has_output(nb, "text/html") and has_output(nb, "image/png")  # tables and the timeline
     assert has_output(nb, WIDGET) and "MoA playground" in text_of(panel_cell(nb))  # the Playground section
@@ -65,15 +66,15 @@ def test_two_layer_defaults(tmp_path):
 @pytest.mark.local
 def test_two_layer_changed_parameters(tmp_path):
     summary_path = tmp_path / "out" / "two.json"
+    recipe = Recipe.from_plan(
+        plan_run("x", [G, S], G, backend="local", temperature=0.2, max_tokens=24, system_prompt=AGGREGATOR_PROMPT_ZH)
+    ).save(tmp_path / "recipe.yaml")  # the models and settings from a recipe file
     execute(
         "01_two_layer_moa",
         tmp_path,
         prompt="Name three colours.",
-        proposers=[G, S],
-        aggregator=G,
-        temperature=0.2,
-        max_tokens=24,
-        system_prompt=AGGREGATOR_PROMPT_ZH,
+        recipe=str(recipe),
+        follow_up="Which one is warmest? 🌞",
         output_path=str(summary_path),
     )
     summary = json.loads(summary_path.read_text())
