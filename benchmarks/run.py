@@ -1,6 +1,6 @@
 """Run the benchmarks (all, or those named) and write their ratios as a markdown table: ``make bench``.
 
-    python benchmarks/run.py [overhead batch straggler cache local sweep ray] [--out benchmarks/RESULTS.md]
+    python benchmarks/run.py [overhead batch straggler cache local sweep ray endpoint] [--out benchmarks/RESULTS.md]
 
 One benchmark alone: name it (e.g. `python benchmarks/run.py straggler --out /tmp/s.md`).
 
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_batch  # noqa: E402
 import bench_cache  # noqa: E402
+import bench_endpoint  # noqa: E402
 import bench_local  # noqa: E402
 import bench_overhead  # noqa: E402
 import bench_ray  # noqa: E402
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "local": bench_local,
     "sweep": bench_sweep,
     "ray": bench_ray,
+    "endpoint": bench_endpoint,
 }
 
 
