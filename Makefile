@@ -19,7 +19,8 @@ demo: $(STAMP)  ## an MoA answer from the bundled local models, offline
 	$(BIN)/moa-lab ask "$(PROMPT)" --max-tokens 160
 
 test: $(STAMP) browser lint  ## lint, types and the whole test suite (what CI runs)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q -n 6 -m "$(FAST)"  # the fast tests at once (they wait on sockets), as make check
+	$(BIN)/python -m pytest -m "not ($(FAST))"  # then the ones that share the cores: llama.cpp, kernels, Ray...
 
 #: The tests that need neither llama.cpp nor a Jupyter kernel nor Ray (nor a browser, nor the load test).
 FAST := not local and not kernel and not ray and not browser and not load

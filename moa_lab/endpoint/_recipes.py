@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ def load_recipes(specs: Sequence[str], served: Sequence[str]) -> dict[str, Recip
     """``NAME=FILE`` entries as recipes, each checked as ``plan_run`` checks a run: on the local backend against
     the models this server serves (``served``: bundled, yours, aliases), elsewhere against its own backend. A
     recipe ``default`` (the backend's default models and settings) is added unless one is given. ValueError naming
-    the bad entry."""
+    the bad entry (a default recipe that the environment makes unusable is left out, saying why)."""
     local = Backend(
         "local",
         known_models=tuple(served),
@@ -37,6 +38,9 @@ def load_recipes(specs: Sequence[str], served: Sequence[str]) -> dict[str, Recip
         backend = local if get_backend(wanted).kind == "local" else None  # None: the recipe's own
         recipes[name] = Recipe.from_dict(raw, where=path, backend=backend, name=name)
     if "default" not in recipes:
-        backend = local if get_backend().kind == "local" else None
-        recipes["default"] = Recipe.from_dict({}, where="the default recipe", backend=backend, name="default")
+        try:
+            backend = local if get_backend().kind == "local" else None
+            recipes["default"] = Recipe.from_dict({}, where="the default recipe", backend=backend, name="default")
+        except ValueError as exc:  # the environment names no usable backend: the models are served all the same
+            print(f"moa-lab serve: moa/default is not served: {exc}", file=sys.stderr)
     return recipes

@@ -28,6 +28,7 @@ from moa_lab.evaluate.judge import (
 )
 from moa_lab.evaluate.pipeline import EvalEstimate, as_tasks, estimate_evaluation, evaluate, evaluate_sync
 from moa_lab.evaluate.report import LOCAL_CAVEAT, EvalReport, Row, answers_view, judgments_view, order_effect, summarize
+from moa_lab.evaluate.significance import PairedTest, maj_at_k, majority, mcnemar, mcnemar_p, paired_bootstrap
 from moa_lab.evaluate.stats import bootstrap_ci, first_position_rate, length_controlled, win_rate
 from moa_lab.evaluate.tasks import (
     BUILTIN_INSTRUCTIONS,
@@ -40,6 +41,12 @@ from moa_lab.evaluate.tasks import (
 )
 
 __all__ = [
+    "PairedTest",
+    "maj_at_k",
+    "majority",
+    "mcnemar",
+    "mcnemar_p",
+    "paired_bootstrap",
     "BUILTIN_INSTRUCTIONS",
     "BUILTIN_QUESTIONS",
     "Config",
