@@ -38,14 +38,18 @@ class Served:
     def __init__(self, url: str, fault: FaultServer, cache: Path, proc: subprocess.Popen, folder: Path) -> None:
         self.url, self.fault, self.cache, self.proc, self.folder = url, fault, cache, proc, folder
 
-    def post(self, body: dict, key: str | None = KEY, **kw) -> httpx.Response:
+    def post(self, body: dict, key: str | None = KEY, timeout: float = 120) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.post(self.url + "/v1/chat/completions", json=body, headers=headers, timeout=120, **kw)
+        return httpx.post(self.url + "/v1/chat/completions", json=body, headers=headers, timeout=timeout)
 
     def record(self, run_id: str) -> dict:
         r = httpx.get(f"{self.url}/moa_lab/runs/{run_id}", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
         assert r.status_code == 200, r.text
         return r.json()
+
+    def runs(self) -> list[dict]:
+        r = httpx.get(f"{self.url}/moa_lab/runs", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+        return r.json()["data"]
 
     def wait_status(self, run_id: str, *statuses: str, within: float = 30) -> dict:
         deadline = time.monotonic() + within
@@ -250,6 +254,17 @@ def test_the_stream_stays_alive_while_the_proposers_run_and_a_gone_client_cancel
         time.sleep(0.1)
     assert served.fault.active == 0  # no call goes on for a client that is gone
     assert UPSTREAM not in json.dumps(served.record(run_id))
+
+    # the same without streaming: a client that gives up waiting
+    served.fault.script("a", "ping").script("b", "ping")
+    with pytest.raises(httpx.ReadTimeout):
+        served.post({**body, "stream": False}, timeout=1.0)
+    runs = [r for r in served.runs() if r["status"] != "ok"]
+    assert served.wait_status(runs[-1]["id"], "cancelled")["status"] == "cancelled"
+    deadline = time.monotonic() + 10
+    while served.fault.active and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert served.fault.active == 0
     # the recipe's upstream gets the key a run would send it (TOGETHER_API_KEY with a URL), never the client's
     assert set(served.fault.authorizations()) == {f"Bearer {UPSTREAM}"}
 

@@ -7,8 +7,9 @@ with SSE comments every ``keepalive`` seconds while the proposers run (clients w
 ``stop`` cuts the final answer; ``n`` > 1, tools and ``logprobs`` are refused with a 400 naming the field; other
 fields are ignored, as OpenAI-compatible servers do. ``usage`` counts every call of the run. The run's record (every
 layer's answers, every call's time and tokens) is kept for the server's life, the last ``keep_runs`` of them, at
-``GET /moa_lab/runs/{id}``; the id is in the ``x-moa-lab-run-id`` header and the body's ``moa_lab.run_id``. Every
-run shares one calls limit and the answers cache; a client that disconnects cancels its run (its calls stop).
+``GET /moa_lab/runs/{id}`` (``GET /moa_lab/runs`` lists them); the id is in the ``x-moa-lab-run-id`` header and
+the body's ``moa_lab.run_id``. Every run shares one calls limit and the answers cache; a client that disconnects
+cancels its run (its calls stop).
 """
 
 from __future__ import annotations
@@ -103,7 +104,12 @@ class MoAEndpoint:
         await asyncio.gather(*self.active.values(), return_exceptions=True)
 
     def routes(self) -> list[Route]:
-        return [Route("/moa_lab/runs/{run_id}", self.run_record)]
+        return [Route("/moa_lab/runs", self.run_list), Route("/moa_lab/runs/{run_id}", self.run_record)]
+
+    async def run_list(self, request: Request) -> Response:
+        """The runs kept, oldest first: each one's id, model, status and when it started."""
+        keys = ("id", "model", "status", "created")
+        return JSONResponse({"object": "list", "data": [{k: r.get(k) for k in keys} for r in self.runs.values()]})
 
     async def run_record(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -152,7 +158,7 @@ class MoAEndpoint:
         if body.get("stream"):
             events = self._events(plan, run_id, created, body)
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-        task = self._start(plan, run_id, None)
+        task = self._start(plan, run_id, model, None)
         gone = asyncio.ensure_future(_client_gone(request))
         try:
             await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -175,7 +181,9 @@ class MoAEndpoint:
             completion(run_id, created, model, text, result.usage(), self._extra(run_id, result)), headers=headers
         )
 
-    def _start(self, plan: RunPlan, run_id: str, on_chunk) -> asyncio.Task:
+    def _start(self, plan: RunPlan, run_id: str, model: str, on_chunk) -> asyncio.Task:
+        """The run as a task of its own (cancelled when its client leaves), recorded as it ends."""
+
         async def run() -> MoAResult:
             limits.current.set(self.limiter)  # every run shares the server's calls limit
             try:
@@ -184,13 +192,10 @@ class MoAEndpoint:
                 self._finish(run_id, "cancelled", None, "the client disconnected: the run was cancelled")
                 raise
             except BaseException as exc:
-                self._finish(run_id, "failed", exc, failure_message(plan_model(run_id), exc))
+                self._finish(run_id, "failed", exc, failure_message(model, exc))
                 raise
             self._finish(run_id, "ok", result, None)
             return result
-
-        def plan_model(rid: str) -> str:
-            return str(self.runs.get(rid, {}).get("model", "moa"))
 
         task = asyncio.ensure_future(run())
         self.active[run_id] = task
@@ -203,7 +208,7 @@ class MoAEndpoint:
         model, stops = body["model"], stop_list(body)
         hold = max((len(s) for s in stops), default=1) - 1  # kept back: it may be the start of a stop string
         queue: asyncio.Queue[str] = asyncio.Queue()
-        task = self._start(plan, run_id, queue.put_nowait)
+        task = self._start(plan, run_id, model, queue.put_nowait)
         pending, stopped = "", False
 
         def emit(piece: str, final: bool = False) -> str | None:
