@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from moa_lab._sync import run_sync
 from moa_lab.backends import get_backend
 from moa_lab.budget import BudgetExceeded
 from moa_lab.chat import run_chat
@@ -21,6 +22,8 @@ from moa_lab.engine.local import BUNDLED_MODELS, SEED_ALIASES, LocalServerError,
 from moa_lab.engine.models import ModelSpec, chat_formats, check_models, parse_models
 from moa_lab.engine.policy import default_threads, thread_policy
 from moa_lab.estimate import estimate
+from moa_lab.evaluate.benchmark import KINDS as BENCHMARKS
+from moa_lab.evaluate.benchmark import estimate_benchmark, run_benchmark
 from moa_lab.jsonl import dumps
 from moa_lab.logs import verbose
 from moa_lab.moa import run_moa
@@ -119,6 +122,32 @@ def _chat(args: argparse.Namespace) -> int:
         print(f"moa-lab chat: error: {exc}", file=sys.stderr)
         return 2
     return run_chat(settings)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    def run() -> int:
+        recipe = Recipe.from_file(args.recipe, name=args.name) if args.recipe else Recipe(name=args.name)
+        options = {} if args.max_tokens is None else {"max_tokens": args.max_tokens}
+        if args.dry_run:
+            prices = read_prices(args.prices) if args.prices else None
+            print(estimate_benchmark(args.kind, args.data, recipe, k=args.k, prices=prices, **options))
+            return 0
+        report = run_sync(
+            run_benchmark(
+                args.kind,
+                args.data,
+                args.outdir,
+                recipe,
+                k=args.k,
+                progress=not args.no_progress,
+                concurrency=args.concurrency,
+                **options,
+            )
+        )
+        print(report)
+        return 1 if report.failed else 0
+
+    return _exit_code("eval", f"the finished answers are in {args.outdir}", run)
 
 
 def _exit_code(command: str, kept: str, run: Callable[[], int]) -> int:
@@ -508,6 +537,22 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--block-size", type=int, default=64, help="--ray: prompts per block (default %(default)s)")
     add_run_args(batch)
     batch.set_defaults(func=_batch)
+
+    ev = sub.add_parser(
+        "eval", help="a recipe through a benchmark file: its answer format out, a table for checkable sets"
+    )
+    ev.add_argument("kind", choices=BENCHMARKS, help="the benchmark's file format")
+    ev.add_argument("data", help="the benchmark's file (your copy: AlpacaEval JSON, MT-Bench question.jsonl, JSONL)")
+    ev.add_argument("outdir", help="answers (a batch file each, resumable), the benchmark's own format, report.json")
+    ev.add_argument("--recipe", default=None, metavar="FILE", help="models and settings (default: the backend's)")
+    ev.add_argument("--k", type=int, default=1, help="gsm8k/choice: samples per question, for maj@k (default 1)")
+    ev.add_argument("--name", default=None, help="the generator / model_id written in the answer files")
+    ev.add_argument("--max-tokens", type=int, default=None, help="per answer (default: the recipe's)")
+    ev.add_argument("--concurrency", type=int, default=16, help="model calls at once (default 16)")
+    ev.add_argument("--prices", default=None, metavar="FILE", help="prices for --dry-run's cost bound")
+    ev.add_argument("--dry-run", action="store_true", help="print the calls and token/cost bounds; run nothing")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_eval)
 
     sweep = sub.add_parser("sweep", help="run a notebook for every point of a parameter grid; one table of results")
     sweep.add_argument("notebook", help="the notebook (.ipynb, or the .py of a jupytext pair)")

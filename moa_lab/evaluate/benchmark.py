@@ -1,0 +1,245 @@
+"""A recipe through one of the field's benchmarks: its file in, every answer made as a resumable batch, its own
+answer format out, and for checkable sets a table with intervals, p-values and maj@k (``moa-lab eval``).
+
+- ``gsm8k`` / ``choice``: ``k`` samples of the whole MoA per question (seeds ``seed``, ``seed + 1``, ...; one
+  batch file each). Three answers come from every run at no extra call: the **first proposer** alone (the single
+  model), the **vote** of the first layer's answers, and the **MoA**'s final answer; each is scored by exact match
+  (:mod:`moa_lab.answers`), with a bootstrap interval, McNemar's exact test against the single model, and
+  maj@k over the samples (k = 1, 2, 4, ...).
+- ``alpaca-eval``: one MoA answer per instruction, written as ``model_outputs.json`` for
+  ``alpaca_eval --model_outputs``.
+- ``mt-bench``: two turns per question (the second run sees the first turn's final answer, as a conversation),
+  written as FastChat's answer JSONL (``model_answer/NAME.jsonl``) for its judge.
+
+Cost: ``plan.calls`` per run; ``k`` runs per question for the checkable sets, two per question for MT-Bench.
+:func:`estimate_benchmark` bounds it before any call. Run again to resume (each batch file is a checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from moa_lab.answers import extract_choice, extract_number
+from moa_lab.estimate import Estimate, estimate
+from moa_lab.evaluate.formats import (
+    Item,
+    read_alpaca_eval,
+    read_choice,
+    read_gsm8k,
+    read_mt_bench,
+    write_alpaca_outputs,
+    write_mt_bench_answers,
+)
+from moa_lab.evaluate.significance import maj_at_k, majority, mcnemar
+from moa_lab.evaluate.stats import bootstrap_ci
+from moa_lab.jsonl import dumps
+from moa_lab.recipe import Recipe, resolve_recipe
+from moa_lab.runs.batch import run_batch
+from moa_lab.runs.files import read_results
+
+READERS: dict[str, Callable[[str | os.PathLike], list[Item]]] = {
+    "gsm8k": read_gsm8k,
+    "choice": read_choice,
+    "alpaca-eval": read_alpaca_eval,
+    "mt-bench": read_mt_bench,
+}
+KINDS = tuple(READERS)
+
+
+def check_kind(kind: str) -> str:
+    if kind not in READERS:
+        raise ValueError(f"unknown benchmark {kind!r}; moa_lab reads: {', '.join(KINDS)}")
+    return kind
+
+
+def _check_k(kind: str, k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1 (samples per question), got {k!r}")
+    if k > 1 and kind not in ("gsm8k", "choice"):
+        raise ValueError(f"k={k}: several samples per question are for the checkable sets (gsm8k, choice), not {kind}")
+    return k
+
+
+def _seed(recipe: Recipe, j: int) -> dict[str, Any]:
+    base = recipe.options.get("seed", 0)
+    return {"seed": None if base is None else base + j}
+
+
+def estimate_benchmark(
+    kind: str, data: str | os.PathLike, recipe: Recipe | str | os.PathLike, *, k: int = 1, prices=None, **options: Any
+) -> Estimate:
+    """The calls and the bound of tokens (and cost, where priced) of :func:`run_benchmark`, calling nothing."""
+    items, recipe_ = READERS[check_kind(kind)](data), resolve_recipe(recipe)
+    assert recipe_ is not None
+    k = _check_k(kind, k)
+    plan = recipe_.plan(items[0].turns[0], **options)
+    prompts: list[Any] = [i.turns[0] for i in items] * k
+    if kind == "mt-bench":  # the second turn reads the first's answer, of at most max_tokens tokens
+        answer = "x" * (plan.max_tokens or 0)
+        prompts += [_second_turn(i, answer) for i in items]
+    return estimate(prompts, plan=plan, prices=prices)
+
+
+def _second_turn(item: Item, first_answer: str) -> list[dict[str, str]]:
+    return [
+        {"role": "user", "content": item.turns[0]},
+        {"role": "assistant", "content": first_answer},
+        {"role": "user", "content": item.turns[1]},
+    ]
+
+
+@dataclass
+class BenchmarkReport:
+    """What :func:`run_benchmark` made: the files written, and for a checkable set the ``rows`` (one per way of
+    answering: ``config``, ``accuracy`` in percent, its ``interval``, ``p`` against the single model, ``maj``:
+    maj@k accuracy per k)."""
+
+    kind: str
+    outdir: Path
+    questions: int
+    files: dict[str, Path] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failed: int = 0
+
+    def __str__(self) -> str:
+        head = f"{self.kind}: {self.questions} question(s), {self.failed} failed run(s); files: " + ", ".join(
+            f"{name} {path}" for name, path in self.files.items()
+        )
+        if not self.rows:
+            return head
+        ks = list(self.rows[0]["maj"])
+        lines = [head, "", "config | accuracy % [95% interval] | p vs single | " + " | ".join(f"maj@{k}" for k in ks)]
+        for row in self.rows:
+            low, high = row["interval"] or (float("nan"), float("nan"))
+            p = "—" if row["p"] is None else f"{row['p']:.3g}"
+            maj = " | ".join(f"{row['maj'][k]:.1f}" for k in ks)
+            lines.append(f"{row['config']} | {row['accuracy']:.1f} [{low:.1f}, {high:.1f}] | {p} | {maj}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "questions": self.questions,
+            "failed": self.failed,
+            "files": {name: str(path) for name, path in self.files.items()},
+            "rows": self.rows,
+        }
+
+
+async def run_benchmark(
+    kind: str,
+    data: str | os.PathLike,
+    outdir: str | os.PathLike,
+    recipe: Recipe | str | os.PathLike,
+    *,
+    k: int = 1,
+    name: str | None = None,
+    progress: bool = True,
+    concurrency: int = 16,
+    **options: Any,
+) -> BenchmarkReport:
+    """Put ``recipe`` (a :class:`~moa_lab.recipe.Recipe` or its file) through the benchmark file ``data`` of
+    ``kind`` (one of :data:`KINDS`), writing into ``outdir``; see the module's doc for what each kind makes and
+    costs. ``options``: settings that change the recipe's (``max_tokens=``...). Everything is checked before any
+    call; run again to resume."""
+    items = READERS[check_kind(kind)](data)
+    k = _check_k(kind, k)
+    base = resolve_recipe(recipe)
+    assert base is not None
+    chosen = replace(base, options={**base.options, **options})
+    chosen.plan(items[0].turns[0])  # every setting checked before any call
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    label = name or chosen.name or "moa_lab-moa"
+    report = BenchmarkReport(kind, out, len(items))
+
+    async def batch(prompts: list[dict], path: Path, j: int = 0) -> list[dict]:
+        arguments = {**chosen.arguments(), **_seed(chosen, j)}
+        await run_batch(prompts, path, progress=progress, concurrency=concurrency, **arguments)
+        return read_results(path)
+
+    first = [{"id": i.id, "prompt": i.turns[0]} for i in items]
+    if kind == "alpaca-eval":
+        lines = {x["id"]: x for x in await batch(first, out / "answers.jsonl")}
+        done = [i for i in items if lines[i.id]["status"] == "ok"]
+        report.failed = len(items) - len(done)
+        report.files["answers"] = out / "answers.jsonl"
+        report.files["model_outputs"] = write_alpaca_outputs(
+            out / "model_outputs.json", done, [lines[i.id]["final"] for i in done], label
+        )
+    elif kind == "mt-bench":
+        one = {x["id"]: x for x in await batch(first, out / "answers.turn1.jsonl")}
+        answered = [i for i in items if one[i.id]["status"] == "ok"]
+        second = [{"id": i.id, "messages": _second_turn(i, one[i.id]["final"])} for i in answered]
+        two = {x["id"]: x for x in await batch(second, out / "answers.turn2.jsonl")} if second else {}
+        done = [i for i in answered if two[i.id]["status"] == "ok"]
+        report.failed = len(items) - len(done)
+        report.files["answers"] = out / "answers.turn2.jsonl"
+        report.files["model_answer"] = write_mt_bench_answers(
+            out / "model_answer" / f"{label}.jsonl",
+            done,
+            [[one[i.id]["final"], two[i.id]["final"]] for i in done],
+            label,
+        )
+    else:
+        samples = []
+        for j in range(k):
+            path = out / f"answers.s{j}.jsonl"
+            samples.append({x["id"]: x for x in await batch(first, path, j)})
+            report.files[f"sample {j}"] = path
+        report.failed = sum(line["status"] != "ok" for sample in samples for line in sample.values())
+        report.rows = score_checkable(kind, items, samples)
+    (out / "report.json").write_text(dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    report.files["report"] = out / "report.json"
+    return report
+
+
+def _extract(kind: str, item: Item, text: str | None) -> str | None:
+    if not text:
+        return None
+    return extract_number(text) if kind == "gsm8k" else extract_choice(text, item.turns[0])
+
+
+def _first_layer(line: dict) -> list[str | None]:
+    """The first layer's answers by position (None for a call that failed)."""
+    calls = sorted(
+        (c for c in line.get("trace", []) if c["layer"] == 1 and c["role"] != "aggregator"), key=lambda c: c["index"]
+    )
+    return [c["text"] if c.get("error") is None else None for c in calls]
+
+
+def score_checkable(kind: str, items: Sequence[Item], samples: Sequence[dict[str, dict]]) -> list[dict[str, Any]]:
+    """Per way of answering (single = the first proposer; vote of the first layer; MoA): accuracy of the first
+    sample with its interval and McNemar's p against the single model, and maj@k over the samples."""
+    answers: dict[str, list[list[str | None]]] = {"single": [], "vote": [], "moa": []}
+    for item in items:
+        per: dict[str, list[str | None]] = {name: [] for name in answers}
+        for sample in samples:
+            line = sample[item.id]
+            layer = [_extract(kind, item, text) for text in _first_layer(line)]
+            per["single"].append(layer[0] if layer else None)
+            per["vote"].append(majority(layer))  # type: ignore[arg-type]  # one of the strings given
+            per["moa"].append(_extract(kind, item, line.get("final")) if line["status"] == "ok" else None)
+        for name in answers:
+            answers[name].append(per[name])
+    truth = [item.answer or "" for item in items]
+    ks = [2**e for e in range(len(samples).bit_length()) if 2**e <= len(samples)]
+    correct = {name: [a[0] == t for a, t in zip(answers[name], truth)] for name in answers}
+    rows = []
+    for name in answers:
+        scores = [float(c) for c in correct[name]]
+        paired = None if name == "single" else mcnemar(correct[name], correct["single"])
+        rows.append(
+            {
+                "config": name,
+                "accuracy": 100.0 * sum(scores) / len(scores),
+                "interval": bootstrap_ci(scores),
+                "p": None if paired is None else paired.p,
+                "maj": maj_at_k(answers[name], truth, ks),
+            }
+        )
+    return rows

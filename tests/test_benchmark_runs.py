@@ -1,0 +1,81 @@
+"""A recipe through the field's benchmark files (moa_lab.evaluate.benchmark, moa-lab eval), on the fault server
+with scripted answers, so that every score can be computed by hand."""
+
+import json
+import subprocess
+
+import pytest
+from conftest import MOA, run
+
+from moa_lab.evaluate.benchmark import estimate_benchmark, run_benchmark
+from moa_lab.recipe import Recipe
+
+
+def jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_gsm8k_single_vote_and_moa_with_maj_at_k_from_one_set_of_samples(fault, remote, tmp_path):
+    data = jsonl(
+        tmp_path / "gsm8k.jsonl",
+        [{"question": "2+2?", "answer": "2+2=4\n#### 4"}, {"question": "3+4?", "answer": "#### 7"}],
+    )
+    # calls in order: sample 0 (q1, q2), then sample 1 (q1, q2); one prompt at a time
+    fault.script("a", "say:The answer is 4", "say:7", "say:3", "say:7")
+    fault.script("b", "say:5", "say:7", "say:4", "say:2")
+    fault.script("g", "say:4", "say:1", "say:4", "say:7")
+    recipe = Recipe(["a", "b"], "g", backend=remote.base_url)
+    report = run(run_benchmark("gsm8k", data, tmp_path / "out", recipe, k=2, progress=False, concurrency=1))
+    rows = {r["config"]: r for r in report.rows}
+    assert rows["single"]["accuracy"] == 100.0 and rows["vote"]["accuracy"] == 100.0  # a tie goes to the first
+    assert rows["moa"]["accuracy"] == 50.0 and rows["moa"]["p"] == 1.0  # 0 vs 1 discordant: p = 1
+    assert rows["single"]["maj"] == {1: 100.0, 2: 100.0}  # q1: 4, 3 -> 4; q2: 7, 7
+    assert rows["moa"]["maj"] == {1: 50.0, 2: 50.0}  # q1: 4, 4; q2: 1, 7 -> 1 (the first seen)
+    assert len(fault.requests) == 12 and report.failed == 0
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["rows"][2]["config"] == "moa"
+    again = run(run_benchmark("gsm8k", data, tmp_path / "out", recipe, k=2, progress=False))
+    assert len(fault.requests) == 12 and again.rows == report.rows  # resumed: no call made twice
+    bound = estimate_benchmark("gsm8k", data, recipe, k=2)
+    assert bound.calls == 12
+
+
+def test_mt_bench_second_turn_sees_the_first_answer_and_alpaca_eval_outputs(fault, remote, tmp_path):
+    questions = jsonl(
+        tmp_path / "question.jsonl",
+        [{"question_id": 7, "category": "writing", "turns": ["Write a poem.", "Now shorter."]}],
+    )
+    recipe = Recipe(["a"], "g", backend=remote.base_url)
+    report = run(run_benchmark("mt-bench", questions, tmp_path / "mt", recipe, name="moa-x", progress=False))
+    (line,) = report.files["model_answer"].read_text().splitlines()
+    answer = json.loads(line)
+    assert answer["question_id"] == 7 and answer["model_id"] == "moa-x" and len(answer["choices"][0]["turns"]) == 2
+    second = [b for b in fault.requests if b["model"] == "a"][1]["messages"]
+    assert second[1] == {"role": "assistant", "content": answer["choices"][0]["turns"][0]}
+    assert second[2] == {"role": "user", "content": "Now shorter."}
+
+    instructions = tmp_path / "alpaca_eval.json"
+    instructions.write_text(json.dumps([{"instruction": "Say hi.", "dataset": "x"}]))
+    report = run(run_benchmark("alpaca-eval", instructions, tmp_path / "ae", recipe, progress=False))
+    outputs = json.loads(report.files["model_outputs"].read_text())
+    assert outputs[0]["instruction"] == "Say hi." and outputs[0]["generator"] == "moa_lab-moa" and outputs[0]["output"]
+    with pytest.raises(ValueError, match="several samples per question are for the checkable sets"):
+        run(run_benchmark("alpaca-eval", instructions, tmp_path / "ae2", recipe, k=2, progress=False))
+
+
+def test_moa_lab_eval_dry_run_and_a_bad_file(fault, tmp_path):
+    data = jsonl(tmp_path / "c.jsonl", [{"question": "Sky?", "choices": ["red", "blue"], "answer": "B"}])
+    (tmp_path / "r.yaml").write_text(f"backend: {fault.url}\nproposers: [a, b, c]\naggregator: g\n")
+    done = subprocess.run(
+        [*MOA, "eval", "choice", str(data), str(tmp_path / "o"), "--recipe", str(tmp_path / "r.yaml"), "--k", "4",
+         "--dry-run"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0 and "16 model calls" in done.stdout and fault.requests == []
+    bad = jsonl(tmp_path / "bad.jsonl", [{"question": "q", "answer": "no final"}])
+    done = subprocess.run(
+        [*MOA, "eval", "gsm8k", str(bad), str(tmp_path / "o"), "--recipe", str(tmp_path / "r.yaml")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and 'bad.jsonl:1: "answer" must end with "#### N"' in done.stderr
+    assert fault.requests == [] and not (tmp_path / "o").exists()
