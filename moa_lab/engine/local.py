@@ -165,7 +165,9 @@ class LocalServer:
         api_key: str | None = None,
         served: list[dict] | None = None,
     ) -> None:
-        if url is not None and (not isinstance(url, str) or not url.startswith(("http://127.", "http://localhost"))):
+        own = served is not None  # attach(): this process's own server, on whatever address it was told to bind
+        loopback = ("http://127.", "http://localhost", "http://[::1]")
+        if url is not None and not own and (not isinstance(url, str) or not url.startswith(loopback)):
             raise ValueError(
                 f"MOA_LAB_LOCAL_URL must be the loopback URL of a running embedded server "
                 f"(http://127.0.0.1:PORT, with or without /v1), got {url!r}"

@@ -127,8 +127,8 @@ def build_app(
             asyncio.ensure_future(supervise(engine)),
             asyncio.ensure_future(watchdog(engine, hung_after)),
         ]
-        if extension is not None:
-            extension.start(url, served(), api_key)
+        if extension is not None:  # its runs call this server's models: over loopback when it listens on all
+            extension.start(_reachable(url), served(), api_key)
         if on_ready:
             on_ready()
         yield
@@ -204,6 +204,11 @@ def build_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     return KeyRequired(app, api_key) if api_key else app  # type: ignore[return-value]
+
+
+def _reachable(url: str) -> str:
+    """The URL this process reaches its own server at: loopback for a wildcard address (0.0.0.0, ::)."""
+    return url.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:").replace("//:::", "//[::1]:")
 
 
 def _headers(lease: Lease, queued: float) -> dict:

@@ -15,6 +15,7 @@ import os
 import subprocess
 import time
 
+import httpx
 import psutil
 import pytest
 from conftest import MOA, all_text, run, write_jsonl
@@ -223,9 +224,16 @@ def test_serve_on_another_address_says_so(tmp_path):
         while "0.0.0.0" not in _listening(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         addresses = _listening(proc.pid)
+        port = banner[0].split("http://0.0.0.0:")[1].split(";")[0]
+        body = {"model": "moa/default", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        refused = httpx.post(url, json=body, timeout=60)
+        answered = httpx.post(url, json=body, headers={"Authorization": "Bearer a-serve-key"}, timeout=120)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    assert refused.status_code == 401  # without the key
+    assert answered.status_code == 200, answered.text  # its MoA calls its own models, with its key, over loopback
     assert "listening on http://0.0.0.0:" in banner[0]
     assert banner[1].startswith("WARNING: bound to 0.0.0.0, not loopback: other machines can reach this server")
     assert addresses == {"0.0.0.0", "127.0.0.1"}  # the front as told; its llama.cpp workers stay on loopback
