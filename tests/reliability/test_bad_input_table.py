@@ -1225,6 +1225,32 @@ BAD = [
         "r.yaml: temperature must be a number in [0, 2], got 9",
     ),
     (
+        "CLI",
+        "eval: an MT-Bench question with one turn",
+        cli(
+            "eval",
+            "mt-bench",
+            "q.jsonl",
+            "out",
+            files={"q.jsonl": '{"question_id": 1, "category": "x", "turns": ["a"]}'},
+            backend=False,
+        ),
+        'q.jsonl:1: "turns" must be a list of 2 non-empty strings (MT-Bench has two)',
+    ),
+    (
+        "CLI",
+        "eval: a repeated question id",
+        cli(
+            "eval",
+            "choice",
+            "c.jsonl",
+            "out",
+            files={"c.jsonl": '{"id": 1, "question": "q", "choices": ["a", "b"], "answer": "A"}\n' * 2},
+            backend=False,
+        ),
+        "c.jsonl:2: id '1' repeats the one at",
+    ),
+    (
         "serve",
         "a recipe without NAME=",
         cli("serve", "--recipe", "r.yaml", backend=False),
