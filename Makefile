@@ -20,7 +20,7 @@ demo: $(STAMP)  ## an MoA answer from the bundled local models, offline
 
 test: $(STAMP) browser lint  ## lint, types and the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q -n 6 -m "$(FAST)"  # the fast tests at once (they wait on sockets), as make check
-	$(BIN)/python -m pytest -m "not ($(FAST))"  # then the ones that share the cores: llama.cpp, kernels, Ray...
+	$(BIN)/python -m pytest -m "not ($(FAST))" --durations=25  # then those that share the cores: llama.cpp, kernels, Ray
 
 #: The tests that need neither llama.cpp nor a Jupyter kernel nor Ray (nor a browser, nor the load test).
 FAST := not local and not kernel and not ray and not browser and not load
