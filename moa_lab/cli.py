@@ -130,7 +130,18 @@ def _eval(args: argparse.Namespace) -> int:
         options = {} if args.max_tokens is None else {"max_tokens": args.max_tokens}
         if args.dry_run:
             prices = read_prices(args.prices) if args.prices else None
-            print(estimate_benchmark(args.kind, args.data, recipe, k=args.k, prices=prices, **options))
+            print(
+                estimate_benchmark(
+                    args.kind,
+                    args.data,
+                    recipe,
+                    k=args.k,
+                    prices=prices,
+                    judge=args.judge,
+                    judge_prompts=args.judge_prompts,
+                    **options,
+                )
+            )
             return 0
         report = run_sync(
             run_benchmark(
@@ -139,6 +150,8 @@ def _eval(args: argparse.Namespace) -> int:
                 args.outdir,
                 recipe,
                 k=args.k,
+                judge=args.judge,
+                judge_prompts=args.judge_prompts,
                 progress=not args.no_progress,
                 concurrency=args.concurrency,
                 **options,
@@ -548,6 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=int, default=1, help="gsm8k/choice: samples per question, for maj@k (default 1)")
     ev.add_argument("--name", default=None, help="the generator / model_id written in the answer files")
     ev.add_argument("--max-tokens", type=int, default=None, help="per answer (default: the recipe's)")
+    ev.add_argument("--judge", default=None, metavar="MODEL", help="mt-bench: grade both turns with this model")
+    ev.add_argument("--judge-prompts", default=None, metavar="FILE", help="mt-bench: FastChat's judge_prompts.jsonl")
     ev.add_argument("--concurrency", type=int, default=16, help="model calls at once (default 16)")
     ev.add_argument("--prices", default=None, metavar="FILE", help="prices for --dry-run's cost bound")
     ev.add_argument("--dry-run", action="store_true", help="print the calls and token/cost bounds; run nothing")

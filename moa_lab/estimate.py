@@ -25,6 +25,18 @@ class Estimate:
     max_cost: float | None  # None: some model has no price
     unpriced_models: tuple[str, ...] = ()
 
+    def __add__(self, other: Estimate) -> Estimate:
+        """Two runs' bounds together (a benchmark's answers and its judge's calls)."""
+        cost = None if self.max_cost is None or other.max_cost is None else self.max_cost + other.max_cost
+        return Estimate(
+            self.prompts + other.prompts,
+            self.calls + other.calls,
+            self.max_prompt_tokens + other.max_prompt_tokens,
+            self.max_completion_tokens + other.max_completion_tokens,
+            cost,
+            tuple(sorted(set(self.unpriced_models) | set(other.unpriced_models))),
+        )
+
     def __str__(self) -> str:
         cost = (
             f"≤ ${self.max_cost:.4f}"

