@@ -139,6 +139,7 @@ def _eval(args: argparse.Namespace) -> int:
                     prices=prices,
                     judge=args.judge,
                     judge_prompts=args.judge_prompts,
+                    reuse=args.reuse,
                     **options,
                 )
             )
@@ -152,6 +153,7 @@ def _eval(args: argparse.Namespace) -> int:
                 k=args.k,
                 judge=args.judge,
                 judge_prompts=args.judge_prompts,
+                reuse=args.reuse,
                 progress=not args.no_progress,
                 concurrency=args.concurrency,
                 **options,
@@ -561,6 +563,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=int, default=1, help="gsm8k/choice: samples per question, for maj@k (default 1)")
     ev.add_argument("--name", default=None, help="the generator / model_id written in the answer files")
     ev.add_argument("--max-tokens", type=int, default=None, help="per answer (default: the recipe's)")
+    ev.add_argument(
+        "--reuse",
+        default=None,
+        metavar="FILE",
+        help="an earlier run's answers file: its proposers' answers, combined again (no proposer is called)",
+    )
     ev.add_argument("--judge", default=None, metavar="MODEL", help="mt-bench: grade both turns with this model")
     ev.add_argument("--judge-prompts", default=None, metavar="FILE", help="mt-bench: FastChat's judge_prompts.jsonl")
     ev.add_argument("--concurrency", type=int, default=16, help="model calls at once (default 16)")

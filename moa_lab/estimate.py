@@ -102,22 +102,31 @@ def estimate(
     prompts = [prompt] if isinstance(prompt, (str, RunPlan)) or is_conversation(prompt) else list(prompt)
     if not prompts:
         raise ValueError("estimate needs at least one prompt")
+    plans = [
+        item if isinstance(item, RunPlan) else plan_run(item, proposers, aggregator, **settings)  # type: ignore[arg-type]
+        for item in prompts
+    ]
+    return total(len(prompts), [bound for plan in plans for bound in call_bounds(plan)], prices)
+
+
+def total(prompts: int, bounds: Sequence[tuple[str, int, int]], prices: Mapping | None = None) -> Estimate:
+    """The :class:`Estimate` of calls bounded as :func:`call_bounds` bounds them (``(model, prompt tokens,
+    completion tokens)`` each), priced by ``prices`` (:func:`moa_lab.usage.get_prices`)."""
     table = get_prices(prices)
-    calls = prompt_tokens = completion_tokens = 0
     cost, unpriced = 0.0, set()
-    for item in prompts:
-        plan = item if isinstance(item, RunPlan) else plan_run(item, proposers, aggregator, **settings)  # type: ignore[arg-type]
-        for model, tokens_in, tokens_out in call_bounds(plan):
-            calls += 1
-            prompt_tokens += tokens_in
-            completion_tokens += tokens_out
-            price = table.get(model)
-            if price is None:
-                unpriced.add(model)
-            else:
-                cost += (tokens_in * price[0] + tokens_out * price[1]) / 1e6
+    for model, tokens_in, tokens_out in bounds:
+        price = table.get(model)
+        if price is None:
+            unpriced.add(model)
+        else:
+            cost += (tokens_in * price[0] + tokens_out * price[1]) / 1e6
     return Estimate(
-        len(prompts), calls, prompt_tokens, completion_tokens, None if unpriced else cost, tuple(sorted(unpriced))
+        prompts,
+        len(bounds),
+        sum(b[1] for b in bounds),
+        sum(b[2] for b in bounds),
+        None if unpriced else cost,
+        tuple(sorted(unpriced)),
     )
 
 

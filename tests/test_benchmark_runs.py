@@ -143,3 +143,39 @@ def test_mt_bench_graded_per_turn_and_category_with_the_judge_prompts(fault, rem
     gsm8k = jsonl(tmp_path / "g.jsonl", [{"question": "2+2?", "answer": "#### 4"}])
     with pytest.raises(ValueError, match="a judge grades MT-Bench here; for gsm8k"):
         estimate_benchmark("gsm8k", gsm8k, recipe, judge="j", judge_prompts=prompts)
+
+
+def test_an_aggregator_ablation_reuses_the_proposers_answers_and_calls_only_the_aggregator(fault, remote, tmp_path):
+    data = jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"question": "Sky?", "choices": ["red", "blue"], "answer": "B"},
+            {"question": "Grass?", "choices": ["green", "pink"], "answer": 0},
+        ],
+    )
+    fault.script("a", "say:B", "say:A").script("b", "say:(B)", "say:A").script("g", "say:A", "say:A")
+    first = Recipe(["a", "b"], "g", backend=remote.base_url)
+    run(run_benchmark("choice", data, tmp_path / "one", first, progress=False, concurrency=1))
+    assert len(fault.requests) == 6
+    earlier = tmp_path / "one" / "answers.s0.jsonl"
+    other = Recipe(["a", "b"], "h", backend=remote.base_url, options={"combine": "select"})
+    bound = estimate_benchmark("choice", data, other, reuse=earlier)
+    assert bound.calls == 2  # the aggregator's only
+    fault.script("h", "say:1", "say:2")
+    report = run(run_benchmark("choice", data, tmp_path / "two", other, reuse=earlier, progress=False))
+    assert [b["model"] for b in fault.requests[6:]] == ["h", "h"]  # no proposer called again
+    rows = {r["config"]: r for r in report.rows}
+    assert rows["single"]["accuracy"] == 100.0  # the earlier proposers' answers, reused
+    assert rows["moa"]["accuracy"] == 100.0  # select: reference 1 (B) for q1, 2 (A) for q2
+    assert rows["moa"]["p"] == 1.0
+    again = run(run_benchmark("choice", data, tmp_path / "two", other, reuse=earlier, progress=False))
+    assert len(fault.requests) == 8 and again.rows == report.rows  # made once
+    with pytest.raises(ValueError, match="no answers for '3'"):
+        bigger = jsonl(
+            tmp_path / "c3.jsonl",
+            [
+                *[json.loads(x) for x in data.read_text().splitlines()],
+                {"question": "x", "choices": ["a", "b"], "answer": "A"},
+            ],
+        )
+        estimate_benchmark("choice", bigger, other, reuse=earlier)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from moa_lab.estimate import Estimate, estimate
+from moa_lab.estimate import Estimate, call_bounds, estimate, total
 from moa_lab.evaluate.checkable import score_checkable
 from moa_lab.evaluate.formats import (
     Item,
@@ -35,6 +35,7 @@ from moa_lab.evaluate.formats import (
     write_mt_bench_answers,
 )
 from moa_lab.evaluate.mt_bench import grade, judge_messages, load_judge_prompts
+from moa_lab.evaluate.reuse import earlier_answers, reaggregate
 from moa_lab.jsonl import dumps
 from moa_lab.recipe import Recipe, resolve_recipe
 from moa_lab.runs.batch import run_batch
@@ -86,6 +87,14 @@ def _check_judge(kind: str, judge: str | None, prompts: str | os.PathLike | None
     return load_judge_prompts(prompts)
 
 
+def _check_reuse(kind: str, k: int, reuse, items: list[Item]) -> dict[str, dict] | None:
+    if reuse is None:
+        return None
+    if kind == "mt-bench" or k != 1:
+        raise ValueError("reuse takes one earlier run of single-turn questions (gsm8k, choice, alpaca-eval; k=1)")
+    return earlier_answers(reuse, items)
+
+
 def _seed(recipe: Recipe, j: int) -> dict[str, Any]:
     base = recipe.options.get("seed", 0)
     return {"seed": None if base is None else base + j}
@@ -100,6 +109,7 @@ def estimate_benchmark(
     prices=None,
     judge: str | None = None,
     judge_prompts: str | os.PathLike | None = None,
+    reuse: str | os.PathLike | None = None,
     **options: Any,
 ) -> Estimate:
     """The calls and the bound of tokens (and cost, where priced) of :func:`run_benchmark`, calling nothing."""
@@ -108,6 +118,9 @@ def estimate_benchmark(
     k = _check_k(kind, k)
     prompts_ = _check_judge(kind, judge, judge_prompts)
     plan = recipe_.plan(items[0].turns[0], **options)
+    if _check_reuse(kind, k, reuse, items) is not None:  # the last layer's calls only: no proposer is called
+        plans = [recipe_.plan(i.turns[0], **options) for i in items]
+        return total(len(items), [b for p in plans for b in call_bounds(p)[sum(map(len, p.proposers)) :]], prices)
     prompts: list[Any] = [i.turns[0] for i in items] * k
     if kind == "mt-bench":  # the second turn reads the first's answer, of at most max_tokens tokens
         answer = "x" * (plan.max_tokens or 0)
@@ -193,6 +206,7 @@ async def run_benchmark(
     name: str | None = None,
     judge: str | None = None,
     judge_prompts: str | os.PathLike | None = None,
+    reuse: str | os.PathLike | None = None,
     progress: bool = True,
     concurrency: int = 16,
     **options: Any,
@@ -202,10 +216,13 @@ async def run_benchmark(
     costs. ``options``: settings that change the recipe's (``max_tokens=``...). ``judge`` (MT-Bench only): a model
     that grades both turns of every answered question with MT-Bench's ``judge_prompts`` file
     (:mod:`moa_lab.evaluate.mt_bench`; two more calls per question), on the recipe's backend. Everything is
-    checked before any call; run again to resume."""
+    checked before any call; run again to resume. ``reuse``: the batch file of an earlier run of the same
+    questions (``answers.jsonl``, ``answers.s0.jsonl``): its proposers' answers are combined again by this
+    recipe's aggregator and ``combine`` mode, and no proposer is called (:mod:`moa_lab.evaluate.reuse`)."""
     items = READERS[check_kind(kind)](data)
     k = _check_k(kind, k)
     prompts = _check_judge(kind, judge, judge_prompts)
+    earlier = _check_reuse(kind, k, reuse, items)
     base = resolve_recipe(recipe)
     assert base is not None
     chosen = replace(base, options={**base.options, **options})
@@ -216,6 +233,8 @@ async def run_benchmark(
     report = BenchmarkReport(kind, out, len(items))
 
     async def batch(prompts: list[dict], path: Path, j: int = 0) -> list[dict]:
+        if earlier is not None:  # the last layer only, on the earlier run's proposers' answers
+            return await reaggregate(items, earlier, chosen, path.with_suffix(".reused.jsonl"), concurrency=concurrency)
         arguments = {**chosen.arguments(), **_seed(chosen, j)}
         await run_batch(prompts, path, progress=progress, concurrency=concurrency, **arguments)
         return read_results(path)
