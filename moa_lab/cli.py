@@ -139,6 +139,7 @@ def _eval(args: argparse.Namespace) -> int:
                     prices=prices,
                     judge=args.judge,
                     judge_prompts=args.judge_prompts,
+                    baseline=args.baseline,
                     reuse=args.reuse,
                     **options,
                 )
@@ -153,6 +154,7 @@ def _eval(args: argparse.Namespace) -> int:
                 k=args.k,
                 judge=args.judge,
                 judge_prompts=args.judge_prompts,
+                baseline=args.baseline,
                 reuse=args.reuse,
                 progress=not args.no_progress,
                 concurrency=args.concurrency,
@@ -569,7 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="an earlier run's answers file: its proposers' answers, combined again (no proposer is called)",
     )
-    ev.add_argument("--judge", default=None, metavar="MODEL", help="mt-bench: grade both turns with this model")
+    ev.add_argument(
+        "--judge", default=None, metavar="MODEL", help="mt-bench: grade both turns; alpaca-eval: judge vs --baseline"
+    )
+    ev.add_argument(
+        "--baseline", default=None, metavar="FILE", help="alpaca-eval: a reference model's model_outputs.json"
+    )
     ev.add_argument("--judge-prompts", default=None, metavar="FILE", help="mt-bench: FastChat's judge_prompts.jsonl")
     ev.add_argument("--concurrency", type=int, default=16, help="model calls at once (default 16)")
     ev.add_argument("--prices", default=None, metavar="FILE", help="prices for --dry-run's cost bound")

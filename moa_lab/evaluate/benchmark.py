@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from moa_lab.estimate import Estimate, call_bounds, estimate, total
+from moa_lab.evaluate.alpaca import baselines, judge_outputs, read_baseline
 from moa_lab.evaluate.checkable import score_checkable
 from moa_lab.evaluate.formats import (
     Item,
@@ -34,7 +35,9 @@ from moa_lab.evaluate.formats import (
     write_alpaca_outputs,
     write_mt_bench_answers,
 )
-from moa_lab.evaluate.mt_bench import grade, judge_messages, load_judge_prompts
+from moa_lab.evaluate.judge import JUDGE_SETTINGS
+from moa_lab.evaluate.judge import judge_messages as pair_messages
+from moa_lab.evaluate.mt_bench import grade, judge_messages, load_judge_prompts, mt_bench_lines
 from moa_lab.evaluate.reuse import earlier_answers, reaggregate
 from moa_lab.jsonl import dumps
 from moa_lab.recipe import Recipe, resolve_recipe
@@ -64,27 +67,27 @@ def _check_k(kind: str, k: int) -> int:
     return k
 
 
-def _check_judge(kind: str, judge: str | None, prompts: str | os.PathLike | None) -> dict | None:
+def _check_judge(kind: str, judge: str | None, prompts, baseline, items: list[Item]) -> dict[str, Any] | None:
+    """What judging needs, checked before any call: MT-Bench's judge prompts, or AlpacaEval's reference outputs."""
     if judge is None:
-        if prompts is not None:
-            raise ValueError("judge_prompts is given without a judge model (--judge)")
+        if prompts is not None or baseline is not None:
+            raise ValueError("judge_prompts and baseline are for a judge: give judge= (--judge) a model too")
         return None
-    if kind != "mt-bench":
-        raise ValueError(
-            f"a judge grades MT-Bench here; for {kind}, "
-            + (
-                "the answers are scored by exact match"
-                if kind in ("gsm8k", "choice")
-                else "run alpaca_eval on model_outputs.json"
-            )
-        )
+    if kind in ("gsm8k", "choice"):
+        raise ValueError(f"{kind} is scored by exact match: it takes no judge")
     if not isinstance(judge, str) or not judge.strip():
         raise ValueError(f"judge must be a model name, got {judge!r}")
+    if kind == "alpaca-eval":
+        if prompts is not None:
+            raise ValueError("judge_prompts are MT-Bench's: AlpacaEval is judged pairwise against a baseline")
+        return {"references": baselines(items, read_baseline(baseline) if baseline is not None else None)}
+    if baseline is not None:
+        raise ValueError("baseline (a reference model's outputs) is for alpaca-eval")
     if prompts is None:
         raise ValueError(
             "grading MT-Bench needs its judge prompts: judge_prompts= (--judge-prompts) FastChat's judge_prompts.jsonl"
         )
-    return load_judge_prompts(prompts)
+    return {"prompts": load_judge_prompts(prompts)}
 
 
 def _check_reuse(kind: str, k: int, reuse, items: list[Item]) -> dict[str, dict] | None:
@@ -109,6 +112,7 @@ def estimate_benchmark(
     prices=None,
     judge: str | None = None,
     judge_prompts: str | os.PathLike | None = None,
+    baseline: str | os.PathLike | None = None,
     reuse: str | os.PathLike | None = None,
     **options: Any,
 ) -> Estimate:
@@ -116,7 +120,7 @@ def estimate_benchmark(
     items, recipe_ = READERS[check_kind(kind)](data), resolve_recipe(recipe)
     assert recipe_ is not None
     k = _check_k(kind, k)
-    prompts_ = _check_judge(kind, judge, judge_prompts)
+    judging = _check_judge(kind, judge, judge_prompts, baseline, items)
     plan = recipe_.plan(items[0].turns[0], **options)
     if _check_reuse(kind, k, reuse, items) is not None:  # the last layer's calls only: no proposer is called
         plans = [recipe_.plan(i.turns[0], **options) for i in items]
@@ -126,9 +130,18 @@ def estimate_benchmark(
         answer = "x" * (plan.max_tokens or 0)
         prompts += [_second_turn(i, answer) for i in items]
     bound = estimate(prompts, plan=plan, prices=prices)
-    if judge is not None and prompts_ is not None:  # two judge calls per question, the answers at max_tokens
-        asked = [judge_messages(i, [answer, answer], t, prompts_) for i in items for t in (1, 2)]
-        bound = bound + estimate(asked, [], judge, layers=1, prices=prices, temperature=0.0, backend=recipe_.backend)
+    if judge is not None and judging is not None:  # two judge calls per question, the answers at max_tokens
+        answer = "x" * (plan.max_tokens or 0)
+        if "prompts" in judging:
+            asked = [judge_messages(i, [answer, answer], t, judging["prompts"]) for i in items for t in (1, 2)]
+            limit = None  # the backend's default, as grade() asks
+        else:  # both orders of (answer, reference) for each instruction that has a reference
+            refs = judging["references"]
+            asked = [pair_messages(i.turns[0], answer, refs[i.id]) for i in items if i.id in refs for _ in (1, 2)]
+            limit = JUDGE_SETTINGS.max_tokens
+        bound = bound + estimate(
+            asked, [], judge, layers=1, prices=prices, backend=recipe_.backend, temperature=0.0, max_tokens=limit
+        )
     return bound
 
 
@@ -158,22 +171,18 @@ class BenchmarkReport:
         head = f"{self.kind}: {self.questions} question(s), {self.failed} failed run(s); files: " + ", ".join(
             f"{name} {path}" for name, path in self.files.items()
         )
-        if self.scores is not None:
+        if self.scores is not None and "win_rate" in self.scores:  # AlpacaEval, judged here
             s = self.scores
-
-            def show(part: dict) -> str:
-                if part["mean"] is None:
-                    return "no rating"
-                low, high = part["interval"]
-                return f"{part['mean']:.2f} [{low:.2f}, {high:.2f}]"
-
-            lines = [
-                head,
-                f"MT-Bench score: {show(s['overall'])}; turn 1 {show(s['turn_1'])}, turn 2 {show(s['turn_2'])}",
-            ]
-            lines += [f"  {c}: {show(v)}" for c, v in s["by_category"].items()]
-            lines += [f"  unrated judgments: {', '.join(s['unrated'])}"] if s["unrated"] else []
-            return "\n".join(lines)
+            if s["win_rate"] is None:
+                return f"{head}\nno instruction judged in both orders ({s['unjudged']})"
+            low, high = s["interval"]
+            return (
+                f"{head}\nwin rate vs the baseline (this judge, not AlpacaEval's): {s['win_rate']:.1f}% [{low:.1f}, "
+                f"{high:.1f}], length-controlled {s['length_controlled']:.1f}%, p = {s['p']:.3g} against 50%; "
+                f"{s['judged']} judged, {s['unjudged']} without a verdict in both orders"
+            )
+        if self.scores is not None:
+            return "\n".join([head, *mt_bench_lines(self.scores)])
         if not self.rows:
             return head
         ks = list(self.rows[0]["maj"])
@@ -206,6 +215,7 @@ async def run_benchmark(
     name: str | None = None,
     judge: str | None = None,
     judge_prompts: str | os.PathLike | None = None,
+    baseline: str | os.PathLike | None = None,
     reuse: str | os.PathLike | None = None,
     progress: bool = True,
     concurrency: int = 16,
@@ -213,15 +223,16 @@ async def run_benchmark(
 ) -> BenchmarkReport:
     """Put ``recipe`` (a :class:`~moa_lab.recipe.Recipe` or its file) through the benchmark file ``data`` of
     ``kind`` (one of :data:`KINDS`), writing into ``outdir``; see the module's doc for what each kind makes and
-    costs. ``options``: settings that change the recipe's (``max_tokens=``...). ``judge`` (MT-Bench only): a model
-    that grades both turns of every answered question with MT-Bench's ``judge_prompts`` file
-    (:mod:`moa_lab.evaluate.mt_bench`; two more calls per question), on the recipe's backend. Everything is
+    costs. ``options``: settings that change the recipe's (``max_tokens=``...). ``judge``: a model that grades,
+    on the recipe's backend, MT-Bench's two turns with its ``judge_prompts`` file (:mod:`moa_lab.evaluate.mt_bench`)
+    or AlpacaEval's answers pairwise against ``baseline`` (a reference model's ``model_outputs.json``; else the
+    instructions' own ``output``: :mod:`moa_lab.evaluate.alpaca`); two more calls per question. Everything is
     checked before any call; run again to resume. ``reuse``: the batch file of an earlier run of the same
     questions (``answers.jsonl``, ``answers.s0.jsonl``): its proposers' answers are combined again by this
     recipe's aggregator and ``combine`` mode, and no proposer is called (:mod:`moa_lab.evaluate.reuse`)."""
     items = READERS[check_kind(kind)](data)
     k = _check_k(kind, k)
-    prompts = _check_judge(kind, judge, judge_prompts)
+    judging = _check_judge(kind, judge, judge_prompts, baseline, items)
     earlier = _check_reuse(kind, k, reuse, items)
     base = resolve_recipe(recipe)
     assert base is not None
@@ -248,6 +259,11 @@ async def run_benchmark(
         report.files["model_outputs"] = write_alpaca_outputs(
             out / "model_outputs.json", done, [lines[i.id]["final"] for i in done], label
         )
+        if judge is not None and judging is not None and done:
+            outputs = {i.id: lines[i.id]["final"] for i in done}
+            report.scores = await judge_outputs(
+                done, outputs, judging["references"], judge, label=label, backend=chosen.backend, progress=progress
+            )
     elif kind == "mt-bench":
         one = {x["id"]: x for x in await batch(first, out / "answers.turn1.jsonl")}
         answered = [i for i in items if one[i.id]["status"] == "ok"]
@@ -260,10 +276,10 @@ async def run_benchmark(
         report.files["model_answer"] = write_mt_bench_answers(
             out / "model_answer" / f"{label}.jsonl", done, [turns[i.id] for i in done], label
         )
-        if judge is not None and prompts is not None and done:
+        if judge is not None and judging is not None and done:
             backend = {"backend": chosen.backend} if chosen.backend else {}
             report.scores = await grade(
-                done, turns, judge, prompts, out / "judgments.jsonl", progress=progress, **backend
+                done, turns, judge, judging["prompts"], out / "judgments.jsonl", progress=progress, **backend
             )
             report.files["judgments"] = out / "judgments.jsonl"
     else:

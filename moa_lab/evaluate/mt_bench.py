@@ -139,3 +139,19 @@ async def grade(
         },
         "unrated": sorted(k for k, v in ratings.items() if v is None),
     }
+
+
+def mt_bench_lines(scores: Mapping[str, Any]) -> list[str]:
+    """:func:`grade`'s scores as lines: overall, per turn, per category, and the unrated judgments."""
+
+    def show(part: Mapping) -> str:
+        if part["mean"] is None:
+            return "no rating"
+        low, high = part["interval"]
+        return f"{part['mean']:.2f} [{low:.2f}, {high:.2f}]"
+
+    lines = [
+        f"MT-Bench score: {show(scores['overall'])}; turn 1 {show(scores['turn_1'])}, turn 2 {show(scores['turn_2'])}"
+    ]
+    lines += [f"  {c}: {show(v)}" for c, v in scores["by_category"].items()]
+    return lines + ([f"  unrated judgments: {', '.join(scores['unrated'])}"] if scores["unrated"] else [])
