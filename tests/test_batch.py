@@ -98,7 +98,9 @@ def test_requests_per_second_limit(fault, remote, tmp_path):
     batch(remote, [f"q{i}" for i in range(4)], tmp_path / "out.jsonl", concurrency=8, rps=20)
     gaps = [b - a for a, b in zip(fault.arrivals, fault.arrivals[1:])]
     assert len(fault.requests) == 20 and fault.arrivals[-1] - fault.arrivals[0] >= 19 / 20 * 0.9
-    assert min(gaps) > 0.02
+    # spaced, not in bursts: the arrival times jitter on a busy machine (tests run six at once), so the typical
+    # gap is checked, and that hardly any two arrive together (a burst would make most gaps near 0)
+    assert sorted(gaps)[len(gaps) // 2] > 0.04 and sum(gap < 0.0125 for gap in gaps) <= 2
 
 
 def test_a_torn_last_line_is_cut_off_and_its_prompt_runs_again(fault, remote, tmp_path):
