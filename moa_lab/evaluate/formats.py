@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from moa_lab.jsonl import dumps, split_lines
+from moa_lab.runs.files import check_unique
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -80,15 +81,6 @@ def _object(value: Any, where: str, kind: str) -> Mapping:
     return value
 
 
-def _unique(items: list[Item], what: str) -> list[Item]:
-    seen: dict[str, str] = {}
-    for item in items:
-        if item.id in seen:
-            raise ValueError(f"{item.where}: {what} {item.id!r} repeats the one at {seen[item.id]}")
-        seen[item.id] = item.where
-    return items
-
-
 def read_alpaca_eval(path: str | os.PathLike) -> list[Item]:
     """AlpacaEval instructions (its ``alpaca_eval.json`` form, or JSONL); ``output`` (a reference model's) is kept
     as ``reference``. An instruction given twice is refused (AlpacaEval matches outputs by instruction)."""
@@ -101,7 +93,7 @@ def read_alpaca_eval(path: str | os.PathLike) -> list[Item]:
             raise ValueError(f'{where}: "output" must be a string (a reference answer), got {output!r}')
         dataset = record.get("dataset")
         items.append(Item(instruction, (instruction,), where, reference=output, category=dataset))
-    return _unique(items, "the instruction")
+    return check_unique(items, "the instruction")
 
 
 def write_alpaca_outputs(
@@ -133,7 +125,7 @@ def read_mt_bench(path: str | os.PathLike) -> list[Item]:
             )
         category = _text(record, "category", where)
         items.append(Item(str(qid), tuple(turns), where, reference=record.get("reference"), category=category))
-    return _unique(items, "question_id")
+    return check_unique(items, "question_id")
 
 
 def write_mt_bench_answers(
@@ -184,7 +176,7 @@ def read_gsm8k(path: str | os.PathLike) -> list[Item]:
         if final is None:
             raise ValueError(f'{where}: "answer" must end with "#### N" (the final answer), got {answer[-60:]!r}')
         items.append(Item(str(record.get("id", number)), (question,), where, answer=final, reference=answer))
-    return _unique(items, "id")
+    return check_unique(items, "id")
 
 
 def read_choice(path: str | os.PathLike) -> list[Item]:
@@ -206,7 +198,7 @@ def read_choice(path: str | os.PathLike) -> list[Item]:
         lines = [question, ""] + [f"{letter}. {choice}" for letter, choice in zip(letters, choices)]
         prompt = "\n".join(lines + ["", "Answer with the letter of the correct choice."])
         items.append(Item(str(record.get("id", number)), (prompt,), where, answer=answer.strip().upper()))
-    return _unique(items, "id")
+    return check_unique(items, "id")
 
 
 def _write(path: Path, text: str) -> Path:

@@ -104,10 +104,15 @@ def read_prompts(source: str | os.PathLike | Iterable[str | Mapping]) -> list[Ba
         raise ValueError(f"prompts must be a file path or a list of prompts, got {source!r}")
     if not items:
         raise ValueError(f"no prompts in {source!r}")
+    return check_unique(items, "id", "; ids must be unique")
+
+
+def check_unique(items: list, what: str = "id", after: str = "") -> list:
+    """``items`` (each with an ``id`` and a ``where``), if no id repeats; else ValueError naming both places."""
     seen: dict[str, str] = {}
     for item in items:
         if item.id in seen:
-            raise ValueError(f"{item.where}: id {item.id!r} repeats the one at {seen[item.id]}; ids must be unique")
+            raise ValueError(f"{item.where}: {what} {item.id!r} repeats the one at {seen[item.id]}{after}")
         seen[item.id] = item.where
     return items
 
