@@ -334,3 +334,23 @@ def test_three_layer_notebook_runs_a_variant_from_its_parameters(tmp_path):
     assert all(sorted(c["references"]) == [1, 2] for c in summary["trace"] if c["layer"] == 2)
     assert summary["settings"]["roles"] == ["Answer in one short sentence.", None]
     assert summary["settings"]["max_tokens_total"] == 20000 and summary["prompt_tokens"] > 0
+
+
+@pytest.mark.local
+@pytest.mark.timeout(900)
+def test_benchmarks_notebook_defaults(tmp_path):
+    """Notebook 08 on the format samples: each benchmark's answer file, the checkable table with maj@k, a judged
+    AlpacaEval win rate, MT-Bench answers (not graded without its judge prompts)."""
+    nb = execute("08_benchmarks", tmp_path)
+    out = tmp_path / "runs" / "08_benchmarks"
+    gsm8k = json.loads((out / "gsm8k" / "report.json").read_text())
+    assert [r["config"] for r in gsm8k["rows"]] == ["single", "vote", "moa"]
+    assert all(set(r["maj"]) == {"1", "2"} and 0 <= r["accuracy"] <= 100 for r in gsm8k["rows"])
+    outputs = json.loads((out / "alpaca-eval" / "model_outputs.json").read_text())
+    assert len(outputs) == 3 and all(o["generator"] == "local-moa" and o["output"].strip() for o in outputs)
+    (answers,) = (out / "mt-bench" / "model_answer").glob("*.jsonl")
+    lines = [json.loads(x) for x in answers.read_text().splitlines()]
+    assert len(lines) == 2 and all(len(x["choices"][0]["turns"]) == 2 for x in lines)
+    text = all_text(nb)
+    assert "win rate vs the baseline (this judge, not AlpacaEval's)" in text and "maj@2" in text
+    assert "moa_lab format sample" in (out / "data" / "samples" / "gsm8k.jsonl").read_text()

@@ -104,6 +104,6 @@ def test_papermill_sees_every_parameter(name):
         for node in ast.parse(cell.source).body
         if isinstance(node, (ast.Assign, ast.AnnAssign))
     }
-    assert "max_tokens" in assigned and ({"prompt", "prompts_path", "tasks_path"} & assigned)  # the cell was read
+    assert "max_tokens" in assigned and ({"prompt", "prompts_path", "tasks_path", "data_dir"} & assigned)  # read
     params = papermill.inspect_notebook(str(path))
     assert assigned == set(params), f"papermill cannot parse: {sorted(assigned - set(params))}"
