@@ -351,6 +351,8 @@ def test_benchmarks_notebook_defaults(tmp_path):
     (answers,) = (out / "mt-bench" / "model_answer").glob("*.jsonl")
     lines = [json.loads(x) for x in answers.read_text().splitlines()]
     assert len(lines) == 2 and all(len(x["choices"][0]["turns"]) == 2 for x in lines)
+    judged = json.loads((out / "alpaca-eval" / "report.json").read_text())["scores"]
+    assert judged["judged"] + judged["unjudged"] == 3  # every instruction went to the judge, in both orders
     text = all_text(nb)
-    assert "win rate vs the baseline (this judge, not AlpacaEval's)" in text and "maj@2" in text
+    assert "maj@2" in text and "alpaca-eval: 3 question(s), 0 failed run(s)" in text
     assert "moa_lab format sample" in (out / "data" / "samples" / "gsm8k.jsonl").read_text()

@@ -43,16 +43,16 @@ def test_quorum_in_every_layer(fault, remote):
 def test_deadline_moves_on_with_what_arrived(fault, remote):
     fault.script("slow", "delay:20")
     t0 = time.perf_counter()
-    layer = run(run_layer(P, MODELS, deadline=0.5, backend=remote))
-    assert 0.5 <= time.perf_counter() - t0 < 3
+    layer = run(run_layer(P, MODELS, deadline=2, backend=remote))  # 2 s: room for a busy machine's first calls
+    assert 2 <= time.perf_counter() - t0 < 5
     assert [c.status for c in layer.calls] == ["ok", "ok", "ok", "straggler"]
-    assert "deadline of 0.5s passed" in layer.calls[3].error
+    assert "deadline of 2s passed" in layer.calls[3].error
 
 
 def test_deadline_with_too_few_answers_names_the_stragglers(fault, remote):
     fault.script("slow", "delay:20")
     with pytest.raises(MoAError) as err:
-        run(run_moa(P, MODELS, "agg", deadline=0.5, min_ok=4, backend=remote))
+        run(run_moa(P, MODELS, "agg", deadline=2, min_ok=4, backend=remote))
     assert "only 3 of 4" in str(err.value) and "slow (layer 1 proposer 4): straggler" in str(err.value)
     assert fault.calls_to("agg") == []
 
