@@ -49,6 +49,7 @@ k: int = 2  # samples per checkable question, for maj@k (1, 2, 4, ...)
 max_tokens = None  # per answer; None: the recipe's (32 in the offline recipe)
 judge = None  # the judge model (AlpacaEval pairwise, MT-Bench grades); None: the recipe's aggregator
 judge_prompts = None  # MT-Bench's judge_prompts.jsonl (FastChat's); None: MT-Bench answers are written, not graded
+output_path: str = "runs/08_benchmarks/summary.json"  # the table's numbers as JSON (a sweep's table reads them)
 
 # %% [markdown]
 # ## The files
@@ -58,6 +59,9 @@ judge_prompts = None  # MT-Bench's judge_prompts.jsonl (FastChat's); None: MT-Be
 
 # %%
 from pathlib import Path
+
+import pandas as pd
+from IPython.display import display
 
 from moa_lab import Recipe, get_backend
 from moa_lab.evaluate.benchmark import READERS
@@ -131,6 +135,24 @@ alpaca = await run_benchmark("alpaca-eval", files["alpaca-eval"], Path(output_di
 print(alpaca)
 
 # %% [markdown]
+# Where the field stands: the AlpacaEval 2.0 leaderboard ships inside the `alpaca-eval` package (223 rows), with
+# Together's MoA at 65.4 LC. Your number above is your judge's on your instructions; it sits beside these only once
+# `alpaca_eval --model_outputs` has judged the same 805 instructions.
+
+# %%
+try:
+    import alpaca_eval
+
+    board = pd.read_csv(Path(alpaca_eval.__file__).parent / "leaderboards" / "data_AlpacaEval_2" /
+                        "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv", index_col=0)
+    board = board[["length_controlled_winrate", "win_rate", "avg_length"]].sort_values("length_controlled_winrate",
+                                                                                       ascending=False)
+    shown = board.loc[[n for n in board.index if "MoA" in n or n.startswith(("gpt-4o-2024-05-13", "gpt4_1106"))]]
+    display(shown.round(1))
+except ImportError:
+    print("pip install alpaca-eval to see the AlpacaEval 2.0 leaderboard here")
+
+# %% [markdown]
 # ## MT-Bench: two turns, FastChat's answer file
 #
 # The second turn runs as a conversation: the question, the MoA's first answer, the follow-up. The answers go to
@@ -150,8 +172,6 @@ print(mt)
 # its interval excludes no difference, and its p-value is small; on a few format samples, none will be.
 
 # %%
-import pandas as pd
-
 rows = []
 for kind, report in checkable.items():
     for row in report.rows:
@@ -173,6 +193,28 @@ if mt.scores:
                          "95% interval": f"[{part['interval'][0]:.2f}, {part['interval'][1]:.2f}]"})
 table = pd.DataFrame(rows)
 table
+
+# %% [markdown]
+# The same numbers, flat, in `output_path`: a sweep of this notebook over recipes (`moa-lab sweep
+# notebooks/08_benchmarks.ipynb spec.yaml OUTDIR` with `grid: {recipe: [a.yaml, b.yaml]}`) puts them in one table.
+
+# %%
+import json
+
+metrics = {}
+for kind, report in checkable.items():
+    for row in report.rows:
+        metrics[f"{kind}_{row['config']}_accuracy"] = row["accuracy"]
+        metrics[f"{kind}_{row['config']}_p"] = row["p"]
+        metrics.update({f"{kind}_{row['config']}_maj@{n}": v for n, v in row["maj"].items()})
+if s and s["win_rate"] is not None:
+    metrics.update(alpaca_win_rate=s["win_rate"], alpaca_lc=s["length_controlled"], alpaca_p=s["p"])
+if mt.scores:
+    metrics.update(mt_bench_turn_1=mt.scores["turn_1"]["mean"], mt_bench_turn_2=mt.scores["turn_2"]["mean"])
+if output_path:
+    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(output_path).write_text(json.dumps({"metrics": metrics}, indent=1))
+    print(f"{len(metrics)} numbers saved to {output_path}")
 
 # %% [markdown]
 # ## The paper's settings on Together

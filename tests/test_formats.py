@@ -82,3 +82,32 @@ def test_checkable_sets(tmp_path):
         read_choice(lines(tmp_path / "c2.jsonl", [{"question": "q", "choices": ["a", "b", "c"], "answer": "E"}]))
     with pytest.raises(ValueError, match=r'c3.jsonl:1: "question" must be a non-empty string'):
         read_choice(lines(tmp_path / "c3.jsonl", [{"choices": ["a", "b"], "answer": "A"}]))
+
+
+def test_alpaca_evals_own_loader_reads_our_model_outputs(tmp_path):
+    from alpaca_eval import utils
+
+    source = tmp_path / "alpaca_eval.json"
+    source.write_text(
+        json.dumps([{"instruction": "Say hi. 👋", "dataset": "helpful_base"}, {"instruction": "Add 2+2."}])
+    )
+    items = read_alpaca_eval(source)
+    out = write_alpaca_outputs(tmp_path / "model_outputs.json", items, ["Hi!", "4"], "together-moa")
+    frame = utils.load_or_convert_to_dataframe(out)  # what alpaca_eval --model_outputs does first
+    assert utils.get_generator_name(None, frame) == "together-moa"
+    assert list(frame["instruction"]) == ["Say hi. 👋", "Add 2+2."] and list(frame["output"]) == ["Hi!", "4"]
+    assert {"instruction", "output", "generator", "dataset"} <= set(frame.columns)
+
+
+def test_a_hugging_face_dataset_saved_to_disk_is_read_by_the_same_readers(tmp_path):
+    import datasets
+
+    rows = {"question": ["2+2?", "3*3?"], "answer": ["2+2=4\n#### 4", "#### 9"]}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "gsm8k"))
+    items = read_gsm8k(tmp_path / "gsm8k")
+    assert [i.answer for i in items] == ["4", "9"] and items[1].where.endswith("gsm8k row 2")
+    datasets.Dataset.from_dict({"question": ["x"], "answer": ["no final"]}).save_to_disk(str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match=r'bad row 1: "answer" must end with "#### N"'):
+        read_gsm8k(tmp_path / "bad")
+    with pytest.raises(ValueError, match="expected hf:NAME"):
+        read_gsm8k("hf:openai/gsm8k")

@@ -355,4 +355,9 @@ def test_benchmarks_notebook_defaults(tmp_path):
     assert judged["judged"] + judged["unjudged"] == 3  # every instruction went to the judge, in both orders
     text = all_text(nb)
     assert "maj@2" in text and "alpaca-eval: 3 question(s), 0 failed run(s)" in text
+    assert "Together-MoA" in text  # the AlpacaEval 2.0 leaderboard from the alpaca-eval package
     assert "moa_lab format sample" in (out / "data" / "samples" / "gsm8k.jsonl").read_text()
+    from moa_lab.sweeps.results import _summary_metrics  # what a sweep's table reads from each point
+
+    row = _summary_metrics(out / "summary.json")
+    assert row["gsm8k_moa_maj@2"] == gsm8k["rows"][2]["maj"]["2"] and "choice_single_accuracy" in row

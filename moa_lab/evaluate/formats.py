@@ -10,6 +10,9 @@ call (a bad file is refused naming its line and field).
 - **GSM8K-style**: ``{"question", "answer"}`` whose answer ends in ``#### N``.
 - **Multiple choice** (MMLU/ARC style): ``{"question", "choices": [...], "answer": "B"}`` (a letter, or the
   choice's index).
+
+Each reader takes a file, a Hugging Face dataset saved with ``save_to_disk`` (a folder), or ``hf:NAME[:CONFIG]@SPLIT``
+(``datasets.load_dataset``, online; e.g. ``hf:openai/gsm8k:main@test``); ``datasets`` is needed only for those.
 """
 
 from __future__ import annotations
@@ -44,8 +47,15 @@ class Item:
     category: str | None = None
 
 
-def _records(path: Path) -> list[tuple[str, Any]]:
-    """The file's records with where each is: a JSON list (``.json``) or one JSON value per line."""
+def _records(source: str | os.PathLike) -> list[tuple[str, Any]]:
+    """The records of a benchmark's file with where each is: a JSON list (``.json``), one JSON value per line, a
+    Hugging Face dataset saved with ``save_to_disk`` (a folder), or ``hf:NAME[:CONFIG]@SPLIT`` from the Hub."""
+    if isinstance(source, str) and source.startswith("hf:"):
+        return _hub(source)
+    path = Path(source)
+    if path.is_dir():
+        datasets = _datasets(str(path))
+        return [(f"{path} row {i + 1}", dict(row)) for i, row in enumerate(datasets.load_from_disk(str(path)))]
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -68,6 +78,25 @@ def _records(path: Path) -> list[tuple[str, Any]]:
     return out
 
 
+def _datasets(what: str):
+    try:
+        import datasets
+    except ImportError:
+        raise ValueError(f"{what}: reading a Hugging Face dataset needs `pip install datasets`") from None
+    return datasets
+
+
+def _hub(spec: str) -> list[tuple[str, Any]]:
+    """``hf:NAME[:CONFIG]@SPLIT`` (e.g. ``hf:openai/gsm8k:main@test``) with ``datasets.load_dataset`` (online)."""
+    name, _, split = spec[3:].partition("@")
+    name, _, config = name.partition(":")
+    if not name or not split:
+        raise ValueError(f"{spec!r}: expected hf:NAME[:CONFIG]@SPLIT, e.g. hf:openai/gsm8k:main@test")
+    datasets = _datasets(spec)
+    rows = datasets.load_dataset(name, config or None, split=split)
+    return [(f"{spec} row {i + 1}", dict(row)) for i, row in enumerate(rows)]
+
+
 def _text(record: Mapping, key: str, where: str) -> str:
     value = record.get(key)
     if not isinstance(value, str) or not value.strip():
@@ -85,7 +114,7 @@ def read_alpaca_eval(path: str | os.PathLike) -> list[Item]:
     """AlpacaEval instructions (its ``alpaca_eval.json`` form, or JSONL); ``output`` (a reference model's) is kept
     as ``reference``. An instruction given twice is refused (AlpacaEval matches outputs by instruction)."""
     items = []
-    for where, value in _records(Path(path)):
+    for where, value in _records(path):
         record = _object(value, where, "AlpacaEval")
         instruction = _text(record, "instruction", where)
         output = record.get("output")
@@ -113,7 +142,7 @@ def read_mt_bench(path: str | os.PathLike) -> list[Item]:
     """MT-Bench questions (FastChat's ``question.jsonl``): two turns each; ``reference`` (a list of reference
     answers, for math and reasoning) kept. A turn count other than 2 or a repeated ``question_id`` is refused."""
     items = []
-    for where, value in _records(Path(path)):
+    for where, value in _records(path):
         record = _object(value, where, "MT-Bench question")
         qid = record.get("question_id")
         if isinstance(qid, bool) or not isinstance(qid, (int, str)) or not str(qid).strip():
@@ -169,7 +198,7 @@ def read_gsm8k(path: str | os.PathLike) -> list[Item]:
     """GSM8K-style items (``question``, ``answer`` ending in ``#### N``); ``id`` from the line's ``id`` field, else
     its number. An answer without ``####`` is refused."""
     items = []
-    for number, (where, value) in enumerate(_records(Path(path)), start=1):
+    for number, (where, value) in enumerate(_records(path), start=1):
         record = _object(value, where, "GSM8K")
         question, answer = _text(record, "question", where), _text(record, "answer", where)
         final = gsm8k_answer(answer)
@@ -183,7 +212,7 @@ def read_choice(path: str | os.PathLike) -> list[Item]:
     """Multiple-choice items (``question``, ``choices``: 2 to 10 strings, ``answer``: a letter or an index); the
     prompt lists the choices lettered A, B, ... and asks for the letter."""
     items = []
-    for number, (where, value) in enumerate(_records(Path(path)), start=1):
+    for number, (where, value) in enumerate(_records(path), start=1):
         record = _object(value, where, "multiple-choice")
         question = _text(record, "question", where)
         choices = record.get("choices")

@@ -36,6 +36,8 @@ def _summary_metrics(path: Path) -> dict:
             "final_length": sum(finals) / len(finals) if finals else math.nan,
         }
     run = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(run, dict) and isinstance(run.get("metrics"), dict):  # a notebook's own table (08: benchmarks)
+        return {str(k): _cell(v) for k, v in run["metrics"].items()}
     if not isinstance(run, dict) or "calls" not in run:
         return {}
     return {
