@@ -193,7 +193,7 @@ def results_csv(folder):
 @pytest.mark.local
 @pytest.mark.timeout(1200)
 def test_evaluate_notebook_defaults(tmp_path):
-    """The defaults on the bundled models (8 instructions, 6 questions: the full set is for real models) and the
+    """The defaults on the bundled models (4 instructions, 4 questions: the full set is for real models) and the
     five standard configurations; the table is printed here too."""
     nb = execute("05_evaluate_moa", tmp_path)
     folder = tmp_path / "runs" / "05_evaluate"
@@ -202,17 +202,17 @@ def test_evaluate_notebook_defaults(tmp_path):
     assert list(rows) == names
     for name, calls in zip(names, (1, 2, 3, 3, 5)):
         row = rows[name]
-        assert int(row["calls"]) == 14 * calls and int(row["questions"]) == 6 and int(row["failed"]) == 0
+        assert int(row["calls"]) == 8 * calls and int(row["questions"]) == 4 and int(row["failed"]) == 0
         if name != names[0]:  # every open instruction judged in both orders: a verdict or counted as none
             judged = int(row["wins"]) + int(row["ties"]) + int(row["losses"]) + int(row["unparseable"])
-            assert judged == 16 and int(row["compared"]) <= 8
+            assert judged == 8 and int(row["compared"]) <= 4
             assert (row["win_rate"] == "") == (int(row["compared"]) == 0)
     judgments = (folder / "judgments.jsonl").read_text().splitlines()
-    assert len(judgments) == 2 * 8 * 4 and len(list((folder / "answers").iterdir())) == 5
+    assert len(judgments) == 2 * 4 * 4 and len(list((folder / "answers").iterdir())) == 5
     text = all_text(nb)
-    assert "14 tasks: 8 open instructions, 6 questions with one right answer" in text
+    assert "8 tasks: 4 open instructions, 4 questions with one right answer" in text
     assert "NOTE: These answers and verdicts come from the bundled" in text  # the honest framing, in the output
-    assert "196 calls for the answers + at most 64 judge calls" in text  # the estimate, before any call
+    assert "112 calls for the answers + at most 32 judge calls" in text  # the estimate, before any call
     assert "shown first | shown second | both orders" in text
     assert has_output(nb, "text/html") and has_output(nb, "image/png")
     for plot in ("win_rate_vs_proposers.png", "quality_vs_cost.png"):
@@ -347,14 +347,14 @@ def test_benchmarks_notebook_defaults(tmp_path):
     assert [r["config"] for r in gsm8k["rows"]] == ["single", "vote", "moa"]
     assert all(set(r["maj"]) == {"1", "2"} and 0 <= r["accuracy"] <= 100 for r in gsm8k["rows"])
     outputs = json.loads((out / "alpaca-eval" / "model_outputs.json").read_text())
-    assert len(outputs) == 3 and all(o["generator"] == "local-moa" and o["output"].strip() for o in outputs)
+    assert len(outputs) == 2 and all(o["generator"] == "local-moa" and o["output"].strip() for o in outputs)
     (answers,) = (out / "mt-bench" / "model_answer").glob("*.jsonl")
     lines = [json.loads(x) for x in answers.read_text().splitlines()]
     assert len(lines) == 2 and all(len(x["choices"][0]["turns"]) == 2 for x in lines)
     judged = json.loads((out / "alpaca-eval" / "report.json").read_text())["scores"]
-    assert judged["judged"] + judged["unjudged"] == 3  # every instruction went to the judge, in both orders
+    assert judged["judged"] + judged["unjudged"] == 2  # every instruction went to the judge, in both orders
     text = all_text(nb)
-    assert "maj@2" in text and "alpaca-eval: 3 question(s), 0 failed run(s)" in text
+    assert "maj@2" in text and "alpaca-eval: 2 question(s), 0 failed run(s)" in text
     assert "Together-MoA" in text  # the AlpacaEval 2.0 leaderboard from the alpaca-eval package
     assert "moa_lab format sample" in (out / "data" / "samples" / "gsm8k.jsonl").read_text()
     from moa_lab.sweeps.results import _summary_metrics  # what a sweep's table reads from each point

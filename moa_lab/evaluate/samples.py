@@ -19,15 +19,12 @@ GSM8K = [
      "12 * 4 = 48; 9 * 3 = 27; 48 + 27 = 75\n#### 75"),
     ("A box holds 6 eggs. Ana buys 7 boxes and breaks 5 eggs. How many whole eggs are left?",
      "6 * 7 = 42; 42 - 5 = 37\n#### 37"),
-    ("A train leaves with 80 people. 25 get off, 13 get on, then half of them get off. How many are left?",
-     "80 - 25 + 13 = 68; 68 / 2 = 34\n#### 34"),
 ]  # fmt: skip
 
 CHOICE = [
     ("Which planet is the largest in the solar system?", ["Mars", "Jupiter", "Venus", "Mercury"], "B"),
     ("Water boils at sea level at which temperature?", ["50 °C", "75 °C", "100 °C", "150 °C"], "C"),
     ("Which of these is a prime number?", ["21", "27", "29", "33"], "C"),
-    ("What gas do plants take in for photosynthesis?", ["Carbon dioxide", "Helium", "Neon", "Argon"], "A"),
 ]
 
 ALPACA = [
@@ -35,8 +32,6 @@ ALPACA = [
      "1. Put your phone in another room. 2. Work in 25-minute blocks with short breaks. 3. Set one goal per session."),
     ("Explain what a rainbow is to a seven-year-old.",
      "A rainbow happens when sunlight shines through raindrops. Each drop bends the light and splits it into colours."),
-    ("Write a two-line poem about autumn.",
-     "Gold leaves drift on a quiet breeze,\nand autumn hums among the trees."),
 ]  # fmt: skip
 
 MT_BENCH = [
