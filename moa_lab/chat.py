@@ -21,8 +21,8 @@ class Chat:
     """A conversation: ``history`` (the turns so far) and ``last`` (the last run's :class:`MoAResult`). Each
     :meth:`send` makes one MoA run (the recipe's calls) over the whole history."""
 
-    def __init__(self, settings: dict, write: Callable[[str], None] = print) -> None:
-        self.settings, self.write = settings, write
+    def __init__(self, settings: dict, write: Callable[[str], None] | None = None) -> None:
+        self.settings, self.write = settings, write or _stdout
         self.history: list[dict[str, str]] = []
         self.last: MoAResult | None = None
 
@@ -33,6 +33,11 @@ class Chat:
         result = await run_moa(messages=[*self.history, turn], **self.settings, on_chunk=self.write)
         self.history, self.last = result.messages, result
         return result
+
+
+def _stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def run_chat(settings: dict, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
