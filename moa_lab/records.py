@@ -70,7 +70,9 @@ class LayerResult:
 
     layer: int
     calls: list[CallRecord] = field(default_factory=list)
-    kept: list[int] | None = None  # max_references: the positions in ``answers`` passed on (None: every one)
+    kept: list[int] | None = None  # the positions in ``answers`` passed on (None: every one)
+    #: filter_outliers: the positions in ``answers`` left out as far from the others', each with the reason
+    left_out: dict[int, str] = field(default_factory=dict)
 
     @property
     def answers(self) -> list[str]:

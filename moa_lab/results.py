@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moa_lab.attribution import Attribution, attribute
 from moa_lab.conversation import Prompt, last_user, turns
 from moa_lab.jsonl import dumps
 from moa_lab.records import CallRecord, Combination, LayerResult
+from moa_lab.similarity import SimilaritySpec
 from moa_lab.trace import format_trace
 from moa_lab.usage import Usage, call_cost, get_prices, usage
 
@@ -31,6 +33,8 @@ class MoAResult:
     seconds: float = 0.0
     combination: Combination | None = None
     early_stop: str | None = None
+    #: the run's ``similarity`` setting: what :meth:`attribution` compares with by default
+    similarity: SimilaritySpec = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.final is None and self.combination is not None and self.combination.calls:
@@ -68,9 +72,10 @@ class MoAResult:
     @property
     def notes(self) -> list[str]:
         """What the run decided on its own: an early stop, the references kept, how the last layer combined."""
-        notes = [
+        notes = [f"layer {layer.layer}: {why}" for layer in self.layers for why in layer.left_out.values()]
+        notes += [
             f"layer {layer.layer}: passed on answers {', '.join(str(i + 1) for i in layer.kept)} of "
-            f"{len(layer.answers)} (max_references)"
+            f"{len(layer.answers)} (" + ("filter_outliers" if layer.left_out else "max_references") + ")"
             for layer in self.layers
             if layer.kept is not None
         ]
@@ -79,6 +84,16 @@ class MoAResult:
         if self.combination is not None and self.combination.note:
             notes.append(f"combine={self.combination.mode}: {self.combination.note}")
         return notes
+
+    def attribution(self, similarity: SimilaritySpec = None) -> Attribution:
+        """What the final answer took from each reference the last layer read (:mod:`moa_lab.attribution`): per
+        sentence its closest reference and how close, per reference its share. ``similarity``: ``"lexical"``,
+        ``"semantic"`` or a function (default: the run's, else lexical). No model call."""
+        last = self.layers[-1] if self.layers else None
+        models = [c.model for c in last.calls if c.ok] if last is not None else []
+        if last is not None and last.kept is not None:
+            models = [models[i] for i in last.kept]
+        return attribute(self.text, last.passed_on if last is not None else [], models, similarity or self.similarity)
 
     def summary(self) -> str:
         """A per-call table (layer, model, seconds, tokens, attempts, error) as text, and the run's notes."""
@@ -139,6 +154,7 @@ def layers_dict(layers: list[LayerResult], prices=None) -> dict[str, Any]:
                 "models": layer.models,
                 "answers": layer.answers,
                 "kept": layer.kept,
+                **({"left_out": {str(i + 1): why for i, why in layer.left_out.items()}} if layer.left_out else {}),
                 "errors": [c.describe_failure() for c in layer.failures],
                 "prompt_tokens": used.prompt_tokens,
                 "completion_tokens": used.completion_tokens,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from moa_lab.prompts import AGGREGATOR_PROMPT, RANK_PROMPT, SELECT_PROMPT
-from moa_lab.similarity import Similarity
+from moa_lab.similarity import SimilaritySpec
 
 if TYPE_CHECKING:
     from moa_lab.cache import ResponseCache
@@ -50,7 +50,11 @@ class Settings:
       ``shuffle_references`` (False): every call reads the references in its own order (from its seed);
       ``max_references`` (None: all): pass on only the k most different answers of a layer (``similarity``);
       ``early_stop`` (None): stop adding proposer layers once a layer's answers are this alike (0 to 1);
-      ``similarity`` (None: lexical, :func:`moa_lab.similarity.lexical`): ``f(a, b) -> [0, 1]`` for both.
+      ``filter_outliers`` (None: off): a defence against a deceptive or broken proposer (Cluster & Filter,
+      arXiv 2503.05856): a layer's answer whose mean similarity to the others is more than this margin (0 to 1)
+      below the median answer's is left out, never more than a minority of them, the reason in the notes;
+      ``similarity`` (None: ``"lexical"``; ``"semantic"``: by meaning, :mod:`moa_lab.similarity`; or a function
+      ``f(a, b) -> [0, 1]``) for these three.
     - ``max_cost`` (USD) and ``max_tokens_total`` (None: no cap): a budget for a run (in ``run_batch``: for the
       batch); see :mod:`moa_lab.budget`. Not part of a batch's settings id: a resume may raise it.
     """
@@ -73,7 +77,8 @@ class Settings:
     shuffle_references: bool = False
     max_references: int | None = None
     early_stop: float | None = None
-    similarity: Similarity | None = field(default=None, compare=False)
+    filter_outliers: float | None = None
+    similarity: SimilaritySpec = field(default=None, compare=False)
     max_cost: float | None = None
     max_tokens_total: int | None = None
 
@@ -86,7 +91,9 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, os.PathLike):
                 value = os.fspath(value)
-            if f.name == "similarity" or (f.name == "cache" and not isinstance(value, (bool, str, type(None)))):
+            if (f.name == "similarity" and not isinstance(value, str)) or (
+                f.name == "cache" and not isinstance(value, (bool, str, type(None)))
+            ):
                 continue
             if not only_changed or value != getattr(DEFAULTS, f.name):
                 out[f.name] = list(value) if f.name == "roles" and value is not None else value
@@ -125,7 +132,8 @@ class Options(TypedDict, total=False):
     shuffle_references: bool
     max_references: int | None
     early_stop: float | None
-    similarity: Similarity | None
+    filter_outliers: float | None
+    similarity: SimilaritySpec
     max_cost: float | None
     max_tokens_total: int | None
 

@@ -13,6 +13,7 @@ from moa_lab.cache import check_cache
 from moa_lab.conversation import Prompt, check_conversation
 from moa_lab.prompts import AGGREGATOR_PROMPT
 from moa_lab.settings import COMBINE_MODES, DEFAULTS, NAMES, Settings
+from moa_lab.similarity import MEASURES
 from moa_lab.unicode import surrogate_error
 
 
@@ -144,6 +145,7 @@ def check_settings(
         roles=check_roles(s.roles),
         max_cost=None if s.max_cost is None else float(s.max_cost),
         early_stop=None if s.early_stop is None else float(s.early_stop),
+        filter_outliers=None if s.filter_outliers is None else float(s.filter_outliers),
     )
 
 
@@ -164,8 +166,15 @@ def check_variant(s: Settings) -> None:
         )
     if s.early_stop is not None and (not _number(s.early_stop) or not 0 < s.early_stop <= 1):
         raise ValueError(f"early_stop must be None (never) or a similarity threshold in (0, 1], got {s.early_stop!r}")
-    if s.similarity is not None and not callable(s.similarity):
-        raise ValueError(f"similarity must be None (lexical) or a function f(a, b) -> [0, 1], got {s.similarity!r}")
+    if s.filter_outliers is not None and (not _number(s.filter_outliers) or not 0 <= s.filter_outliers <= 1):
+        raise ValueError(
+            f"filter_outliers must be None (off) or a similarity margin in [0, 1], got {s.filter_outliers!r}"
+        )
+    if s.similarity is not None and not callable(s.similarity) and s.similarity not in MEASURES:
+        raise ValueError(
+            f"similarity must be None (lexical), {' or '.join(map(repr, MEASURES))} or a function f(a, b) -> [0, 1], "
+            f"got {s.similarity!r}"
+        )
     if s.max_cost is not None and (not _number(s.max_cost) or not 0 <= s.max_cost < math.inf):
         raise ValueError(f"max_cost must be None (no cap) or a number of USD >= 0, got {s.max_cost!r}")
     if s.max_tokens_total is not None and (not _is_int(s.max_tokens_total) or s.max_tokens_total < 1):

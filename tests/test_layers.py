@@ -17,6 +17,7 @@ LAYERS = {
         "conversation",
         "prompts",
         "similarity",
+        "attribution",
         "answers",
         "rendering",
         "cache",

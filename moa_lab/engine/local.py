@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from moa_lab.engine.models import ModelSpec, chat_formats, check_models, env_models, parse_models
+from moa_lab.engine.pack import PACK_MODELS, PackError, installed_pack, pack_path
 from moa_lab.engine.policy import default_threads
 from moa_lab.logs import log
 
@@ -80,6 +81,14 @@ def model_path(name: str) -> Path:
         os.replace(tmp, target)  # atomic: concurrent processes never see a half-written file
         return target
     raise ValueError(f"unknown bundled model {name!r}; bundled models: {', '.join(BUNDLED_MODELS)}")
+
+
+def pack_file(name: str) -> Path:
+    """The checked GGUF file of a pack model (:func:`moa_lab.engine.pack.pack_path`), its errors as LocalServerError."""
+    try:
+        return pack_path(name)
+    except (PackError, OSError) as exc:
+        raise LocalServerError(f"the pack model {name} cannot be used: {exc}") from None
 
 
 def check_aliases(aliases: Mapping[str, str], models: Sequence[str] = tuple(BUNDLED_MODELS)) -> dict[str, str]:
@@ -184,8 +193,9 @@ class LocalServer:
             else [m if isinstance(m, ModelSpec) else parse_models([m], "models")[0] for m in models]
         )
         for spec in specs:
-            if spec.name in BUNDLED_MODELS:
+            if spec.name in BUNDLED_MODELS or spec.name in PACK_MODELS:
                 raise ValueError(f"the model name {spec.name!r} is a bundled model's: give your model another name")
+        self.pack = installed_pack()  # served when installed; each loaded on its first call
         self.user_models = check_models(specs, chat_formats() if any(s.chat_format for s in specs) else None)
         self.aliases = check_aliases(aliases or {}, self._own_names())
         self.threads = threads or default_threads()
@@ -206,7 +216,7 @@ class LocalServer:
         return f"LocalServer(url={self.url!r}, threads={self.threads}, aliases={self.aliases!r})"
 
     def _own_names(self) -> list[str]:
-        return list(BUNDLED_MODELS) + [m.name for m in self.user_models]
+        return list(BUNDLED_MODELS) + self.pack + [m.name for m in self.user_models]
 
     def served(self) -> list[dict]:
         """An attached server's models as it lists them (``/v1/models``: each ``id``, the model it is an alias of
@@ -232,10 +242,13 @@ class LocalServer:
         return names
 
     def specs(self) -> list[ModelSpec]:
-        """Every model it serves, the bundled ones first, each with its file (found once) and chat format."""
+        """Every model it serves, the bundled ones first, then the pack's (loaded on first call), then yours, each
+        with its file (found once) and chat format."""
         files = self.model_files()
-        return [ModelSpec(name, files[name], fmt, bundled=True) for name, fmt in BUNDLED_MODELS.items()] + list(
-            self.user_models
+        return (
+            [ModelSpec(name, files[name], fmt, bundled=True) for name, fmt in BUNDLED_MODELS.items()]
+            + [ModelSpec(name, files[name], None, bundled=True, lazy=True) for name in self.pack]
+            + list(self.user_models)
         )
 
     def model_files(self) -> dict[str, Path]:
@@ -243,18 +256,18 @@ class LocalServer:
         files, and the answers cache knows them by content (:meth:`identity`)."""
         with self._lock:
             if self._files is None:
-                self._files = {name: model_path(name) for name in BUNDLED_MODELS} | {
-                    m.name: m.path for m in self.user_models
-                }
+                self._files = (
+                    {name: model_path(name) for name in BUNDLED_MODELS}
+                    | {name: pack_file(name) for name in self.pack}
+                    | {m.name: m.path for m in self.user_models}
+                )
             return self._files
 
     def chat_format(self, model: str) -> str | None:
         target = self.aliases.get(model, model)
-        return (
-            BUNDLED_MODELS[target]
-            if target in BUNDLED_MODELS
-            else next(m.chat_format for m in self.user_models if m.name == target)
-        )
+        if target in BUNDLED_MODELS or target in PACK_MODELS:
+            return BUNDLED_MODELS.get(target)  # the pack's: the template in the GGUF file (ChatML)
+        return next(m.chat_format for m in self.user_models if m.name == target)
 
     def identity(self, model: str) -> str:
         """What answers ``model`` here: the model it names (through an alias), the fingerprint of its GGUF file's
@@ -313,7 +326,7 @@ class LocalServer:
                 "--log-dir",
                 str(workdir),
             ]
-            for name in BUNDLED_MODELS:
+            for name in [*BUNDLED_MODELS, *self.pack]:
                 cmd += ["--model-file", f"{name}={files[name]}"]
             for spec in self.user_models:
                 cmd += ["--model", str(spec)]

@@ -20,12 +20,15 @@ OVERHEAD = 256 * 2**20
 @dataclass(frozen=True)
 class ModelSpec:
     """A model of the embedded server: its name, its GGUF file, and its chat format (None: the file's own
-    template, as llama.cpp reads it)."""
+    template, as llama.cpp reads it). ``bundled``: ours (a bundled or pack model); ``lazy``: its worker starts on
+    the model's first call, not with the server (the pack's larger models: a server that never uses them never
+    loads them)."""
 
     name: str
     path: Path
     chat_format: str | None = None
     bundled: bool = False
+    lazy: bool = False
 
     def __str__(self) -> str:
         return f"{self.name}={self.path}" + (f":{self.chat_format}" if self.chat_format else "")

@@ -38,7 +38,7 @@ from starlette.routing import Route
 from moa_lab.engine.local import LocalServerError, check_aliases, fingerprint
 from moa_lab.engine.models import ModelSpec
 from moa_lab.engine.policy import Board, ClientGone, Engine, Lease, NoWorker
-from moa_lab.engine.supervisor import Worker, status, supervise, watchdog, worker_timeout
+from moa_lab.engine.supervisor import Dormant, Worker, start_worker, status, supervise, watchdog, worker_timeout
 from moa_lab.openai_api import BadRequest, check_chat_body, error_json
 
 log = logging.getLogger("moa_lab.engine.server")
@@ -99,7 +99,7 @@ class KeyRequired:
 
 
 def build_app(
-    workers: list[Worker],
+    workers: list[Worker | Dormant],
     threads: int,
     board: Board,
     aliases: Mapping[str, str],
@@ -339,14 +339,16 @@ def serve(
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     orphaned = threading.Event()
-    pool: list[Worker] = []
+    pool: list[Worker | Dormant] = []
     cells = len(models) * threads
     board = Board.create(log_dir / "threads.board", cells)
     try:
         for spec in models:
-            pool.append(Worker(len(pool), spec, log_dir, board.path, threads, cells))
+            pool.append(start_worker(len(pool), spec, log_dir, board.path, threads, cells))
         deadline = time.monotonic() + 180
-        for w in pool:  # they load and warm up in parallel
+        for w in pool:  # they load and warm up in parallel (a lazy model's on its first call)
+            if not isinstance(w, Worker):
+                continue
             try:
                 w.wait_ready(deadline)
             except LocalServerError as exc:
@@ -379,6 +381,7 @@ def serve(
                 announce(
                     f"model: {spec.name} ({spec.path}, chat format: {spec.chat_format or 'from the GGUF'})"
                     + (" NOT SERVED: it could not be loaded (see above)" if w.failed else "")
+                    + (" loaded on its first call" if spec.lazy else "")
                 )
             for name, target in aliases.items():
                 announce(f"alias: {name} -> {target}")

@@ -123,6 +123,40 @@ class Worker:
                 self.proc.kill()
 
 
+class Dormant:
+    """The worker of a lazy model (:class:`~moa_lab.engine.models.ModelSpec`'s ``lazy``: the pack's) before its
+    first call: no process, no memory. :func:`supervise` starts it (as a :class:`Worker`) when a call for its model
+    waits."""
+
+    dormant = True
+    proc = None
+    alive = False
+
+    def __init__(self, index: int, spec: ModelSpec, log_dir: Path, board: Path, slots: int, cells: int) -> None:
+        self.index, self.spec, self.log_dir, self.board, self.slots, self.cells = (
+            index,
+            spec,
+            log_dir,
+            board,
+            slots,
+            cells,
+        )
+        self.model, self.generation, self.first_cell = spec.name, -1, index * slots
+        self.restarting, self.failed_starts, self.failed = False, 0, None
+        self.log = log_dir / f"worker{index}.log"
+
+    def __repr__(self) -> str:
+        return f"llama.cpp worker {self.index} ({self.model}, not started: loaded on its first call)"
+
+    def stop(self) -> None:
+        pass
+
+
+def start_worker(index: int, spec: ModelSpec, log_dir: Path, board: Path, slots: int, cells: int) -> Worker | Dormant:
+    """A worker for ``spec``: started now, or :class:`Dormant` until its first call for a lazy model."""
+    return (Dormant if spec.lazy else Worker)(index, spec, log_dir, board, slots, cells)
+
+
 #: Seconds a worker may take to answer its health check before it is taken for hung and killed (then started
 #: again, and its cores come back); ``MOA_LAB_WORKER_TIMEOUT`` changes it.
 WORKER_TIMEOUT = 60.0
@@ -173,7 +207,10 @@ async def supervise(engine: Engine, every: float = 0.5) -> None:
     restarts: set[asyncio.Task] = set()  # held here: the loop keeps only weak references to tasks
     while True:
         await asyncio.sleep(every)
+        wanted = set(engine.waiting.values())
         for position, worker in enumerate(engine.workers):
+            if getattr(worker, "dormant", False) and worker.model not in wanted:
+                continue  # started by its model's first call
             if not worker.alive and not worker.restarting and not worker.failed:
                 worker.restarting = True
                 engine.forget(worker)
@@ -182,13 +219,16 @@ async def supervise(engine: Engine, every: float = 0.5) -> None:
                 task.add_done_callback(restarts.discard)
 
 
-async def _restart(engine: Engine, position: int, dead: Worker) -> None:
-    log.warning(
-        "%s exited with code %s; starting it again. The end of its log:\n%s",
-        dead,
-        dead.proc.returncode,
-        tail(dead.log, 10),
-    )
+async def _restart(engine: Engine, position: int, dead: Worker | Dormant) -> None:
+    if dead.proc is None:
+        log.info("%s: its first call is waiting; loading it", dead)
+    else:
+        log.warning(
+            "%s exited with code %s; starting it again. The end of its log:\n%s",
+            dead,
+            dead.proc.returncode,
+            tail(dead.log, 10),
+        )
     try:
         fresh = await asyncio.to_thread(
             Worker, dead.index, dead.spec, dead.log_dir, dead.board, dead.slots, dead.cells, dead.generation + 1
@@ -208,7 +248,7 @@ async def _restart(engine: Engine, position: int, dead: Worker) -> None:
             dead.restarting = False
         engine._wake()
         return
-    log.warning("%s started again as %s", dead, fresh)
+    log.log(logging.WARNING if dead.proc else logging.INFO, "%s started as %s", dead, fresh)
     engine.workers[position] = fresh
     engine._wake()
 
@@ -235,7 +275,7 @@ def status(engine: Engine) -> dict:
             {
                 "index": w.index,
                 "model": w.model,
-                "pid": w.proc.pid,
+                "pid": w.proc.pid if w.proc else None,  # None: a lazy model's, not started yet
                 "alive": w.alive,
                 "busy": sum(lease.worker is w for lease in engine.active()),
                 "generation": w.generation,

@@ -110,6 +110,8 @@ def _line(
         "seconds": seconds,
         "settings_id": sid,
         **(result.decisions() if result is not None else {}),
+        # what the final answer took from each reference (moa_lab.attribution), by the run's similarity
+        **({"attribution": result.attribution().columns()} if result is not None else {}),
         **layers_dict(layers, prices),
         **trace_dict(trace, prices),
     }
