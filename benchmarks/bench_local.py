@@ -3,6 +3,8 @@
 - **Aggregator alone**: an ~800-token prompt, 128 tokens, through the server ÷ in-process llama-cpp-python with
   every core (``n_threads`` = cores). Same model file, prompt, seed and settings; the two timed in turn, medians
   of ``repeats``; each repeat starts its prompt differently (llama.cpp reuses an evaluated prefix). Target ≤ 1.10.
+  The same for each model of the pack that is installed (``qwen-coder-0.5b``, ``qwen-coder-1.5b``: loaded on its
+  first call, which the warm-up round makes), with its tokens per second both ways.
 - **The demo's run** (``make demo``: 4 proposers + aggregator, 160 tokens): the engine now ÷ the previous policy
   (one thread per call whatever runs, ``MOA_LAB_THREAD_POLICY=one``), two servers, timed in turn. Target ≤ 0.8.
 - **A 4-call layer** (2 × SmolLM2, 2 × Gemma) at once through the server ÷ the same calls one after another
@@ -26,6 +28,7 @@ from harness import Row, no_cache
 from moa_lab import LocalServer, get_backend, run_moa
 from moa_lab.backends import LOCAL_AGGREGATOR, LOCAL_PROPOSERS, Backend
 from moa_lab.engine.local import BUNDLED_MODELS, model_path
+from moa_lab.engine.pack import installed_pack, pack_path
 from moa_lab.engine.policy import default_threads
 
 S = "smollm2-135m"
@@ -69,11 +72,12 @@ def _served(backend, model, messages, **settings):
     return call()
 
 
-def aggregator_alone(repeats: int) -> Row:
+def aggregator_alone(repeats: int, model: str = S) -> Row:
     from llama_cpp import Llama
 
     cores = default_threads()
-    llm = Llama(model_path=str(model_path(S)), n_ctx=4096, n_threads=cores, n_threads_batch=cores, verbose=False)
+    path = model_path(model) if model in BUNDLED_MODELS else pack_path(model)
+    llm = Llama(model_path=str(path), n_ctx=4096, n_threads=cores, n_threads_batch=cores, verbose=False)
     backend = get_backend("local")
     backend.server.start()
     settings = dict(max_tokens=128, temperature=0.0, seed=1)
@@ -84,7 +88,7 @@ def aggregator_alone(repeats: int) -> Row:
             t0 = time.perf_counter()
             mine = llm.create_chat_completion(_aggregator_messages(2 * i), **settings)
             alone = time.perf_counter() - t0
-            usage, served = await _served(backend, S, _aggregator_messages(2 * i + 1), **settings)
+            usage, served = await _served(backend, model, _aggregator_messages(2 * i + 1), **settings)
             if i:
                 times["in-process"].append(alone)
                 times["server"].append(served)
@@ -95,12 +99,14 @@ def aggregator_alone(repeats: int) -> Row:
     finally:
         backend.server.stop()
     server, alone = statistics.median(times["server"]), statistics.median(times["in-process"])
+    tokens = usage.prompt_tokens + usage.completion_tokens
     return Row(
-        "local: aggregator alone, server ÷ in-process with every core",
+        "local: aggregator alone, server ÷ in-process with every core" + ("" if model == S else f" ({model})"),
         server / alone,
         "≤ 1.10",
         server / alone <= 1.10,
-        f"smollm2-135m, {usage.prompt_tokens} prompt tokens, {usage.completion_tokens} generated, {cores} "
+        f"{model}, {tokens / server:.0f} vs {tokens / alone:.0f} tokens/s, {usage.prompt_tokens} prompt tokens, "
+        f"{usage.completion_tokens} generated, {cores} "
         f"core(s): {server:.2f} s vs {alone:.2f} s in-process ({mine['prompt_tokens']} prompt tokens) "
         f"(medians of {repeats}, timed in turn)",
     )
@@ -254,4 +260,5 @@ def scaling() -> Row:
 
 def run(repeats: int = 3) -> list[Row]:
     with no_cache():
-        return [aggregator_alone(repeats), demo(repeats), *four_calls(repeats), scaling()]
+        pack = [aggregator_alone(repeats, name) for name in installed_pack()]
+        return [aggregator_alone(repeats), *pack, demo(repeats), *four_calls(repeats), scaling()]

@@ -34,7 +34,8 @@
 # - run every combine mode on one question and read what each decided (the choice, the ranking, the vote);
 # - compare the variants on the built-in tasks at (mostly) matched calls: win rate with its interval, exact
 #   match, calls, tokens, cost and time;
-# - see what a deceptive proposer does to the answers;
+# - see what a deceptive proposer does to the answers, and leave its answer out (Cluster & Filter);
+# - see what the aggregator took from which reference (attribution);
 # - cap a run and a batch with a budget, and resume the batch that stopped at it;
 # - find the parameters that run the Self-MoA comparison on Together.
 
@@ -55,6 +56,8 @@ window: int = 2  # Self-MoA-Seq: references per aggregator call
 top_k: int = 2  # rank: the references synthesized
 early_stop: float = 0.5  # the 3-layer variant stops when a layer's answers are this alike (lexical, 0 to 1)
 deceptive: bool = True  # include the variant with one deceptive proposer
+defence: float = 0.1  # section 3: filter_outliers, the margin below the median answer's consensus (0 to 1)
+similarity: str = "semantic"  # how answers are compared there: "semantic" (by meaning) or "lexical" (shared words)
 judge_model = None  # None: the backend's default aggregator
 n_orders: int = 2  # judge both orders (2) or one random order (1)
 max_tokens = None  # per answer; None: 512 on Together, 24 on the bundled models (this notebook)
@@ -178,6 +181,45 @@ if question.id in answers:
     print("final answer:", line["final"][:300])
 
 # %% [markdown]
+# ### The defence: leave out the answer far from the others' consensus
+#
+# The same paper's Cluster & Filter: compare the proposers' answers (by meaning, `similarity="semantic"`: an
+# embedding model on the CPU, no LLM call), and leave out of the aggregator's references any answer whose mean
+# similarity to the others is more than `filter_outliers` below the median answer's; never a majority. The
+# attacked run first, then the same run defended: its proposers' answers come from the cache, only the
+# aggregator is called again.
+
+# %%
+from moa_lab import run_moa
+
+attack = dict(roles=[DECEPTIVE_ROLE] + [None] * (n - 1), similarity=similarity, **settings)
+proposers = [pool[i % len(pool)] for i in range(n)]
+attacked = await run_moa(question.prompt, proposers, aggregator, **attack)
+defended = await run_moa(question.prompt, proposers, aggregator, filter_outliers=defence, **attack)
+for name, r in (("attacked", attacked), ("defended", defended)):
+    print(f"--- {name}: the aggregator read answers {[i + 1 for i in (r.layers[0].kept or range(n))]} of {n}")
+    for note in r.notes:
+        print("   ", note)
+    print("    final:", r.text.strip()[:200])
+
+# %% [markdown]
+# On strong models the deceptive answer is the one far from the others, and the defence removes it; on the
+# bundled ones every answer is far from every other, and the margin decides. Either way the notes say what was
+# left out and why: a defence you can audit.
+#
+# ### What the aggregator took from whom
+#
+# `result.attribution()`: each sentence of the final answer, coloured by the reference it is closest to (hover for
+# how close); white is the aggregator's own. The MoA paper found the aggregator draws most from the best proposals:
+# here you can see it, run by run.
+
+# %%
+attacked.attribution()
+
+# %%
+print(attacked.attribution())
+
+# %% [markdown]
 # ## 4. Budgets
 #
 # `max_cost` (USD) and `max_tokens_total` cap a run, or a whole batch. A run whose bound (every answer at
@@ -246,6 +288,8 @@ print("\nagain, with a larger budget:", summary)
 #   `sequential`; the trace says what it chose, and `estimate` knows its calls.
 # - `roles`, `shuffle_references` and `max_references` change what each proposer reads; `early_stop` how deep
 #   a run goes, and the result says where it stopped and why.
+# - `filter_outliers` (with `similarity="semantic"`) leaves a deceptive answer out, saying why;
+#   `result.attribution()` shows what the final answer took from each reference.
 # - `max_cost` and `max_tokens_total` are hard caps: refused before the run when the bound does not fit,
 #   never crossed during it; a batch stopped at its budget resumes.
 # - Every variant is a configuration of `moa_lab.evaluate`, compared with the same judge and tables as in 05.

@@ -28,6 +28,15 @@ def has_output(nb, mime: str) -> bool:
     return any(mime in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
+def all_html(nb) -> str:
+    return "".join(
+        "".join(o.get("data", {}).get("text/html", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
+
+
 def panel_cell(nb):
     """The cell that shows the playground panel (the lessons end with a recap after it)."""
     return next(c for c in nb.cells if c.cell_type == "code" and "Playground(" in c.source)
@@ -308,6 +317,11 @@ def test_variants_notebook_defaults(tmp_path):
     assert sorted(line["id"] for line in batch) == [str(i) for i in range(1, 6)]  # one line per prompt, resumed
     assert "of 5 prompts" in text and "from the cache" in text
     assert "the role: You are taking part in a robustness experiment" in text
+    assert "--- attacked: the aggregator read answers [1, 2, 3] of 3" in text  # the attack goes through
+    defended = text.split("--- defended: the aggregator read answers ")[1]
+    kept = json.loads(defended.split(" of 3")[0])
+    assert 2 <= len(kept) <= 3 and (len(kept) == 3 or "filter_outliers 0.1, semantic similarity" in defended)
+    assert has_output(nb, "text/html") and "Taken from</b> (semantic similarity)" in all_html(nb)
 
 
 @pytest.mark.local
@@ -361,3 +375,29 @@ def test_benchmarks_notebook_defaults(tmp_path):
 
     row = _summary_metrics(out / "summary.json")
     assert row["gsm8k_moa_maj@2"] == gsm8k["rows"][2]["maj"]["2"] and "choice_single_accuracy" in row
+
+
+@pytest.mark.local
+@pytest.mark.timeout(600)
+def test_offline_effect_notebook_defaults(tmp_path):
+    """Notebook 09 on the pack: five word problems answered five ways (single greedy, vote, synthesize, select,
+    mixed proposers), scored against their known answers; the table, attribution and the saved numbers."""
+    nb = execute("09_offline_effect", tmp_path)
+    folder = tmp_path / "runs" / "09_offline_effect"
+    summary = json.loads((folder / "summary.json").read_text())["metrics"]
+    ways = ["single (greedy)", "Self-MoA synthesize", "Self-MoA select", "mixed proposers",
+            "Self-MoA vote (no aggregator)", "one sample"]  # fmt: skip
+    assert list(summary) == [f"{w} accuracy" for w in ways] + ["questions"] and summary["questions"] == 5
+    assert all(summary[f"{w} accuracy"] in {0.0, 20.0, 40.0, 60.0, 80.0, 100.0} for w in ways)
+    lines = {p.name: [json.loads(x) for x in p.read_text().splitlines()] for p in folder.glob("*.jsonl")}
+    assert sorted(lines) == ["mixed-synthesize.jsonl", "self-moa-select.jsonl", "self-moa-synthesize.jsonl",
+                             "single-synthesize.jsonl"]  # fmt: skip
+    for batch in lines.values():
+        assert len(batch) == 5 and all(line["status"] == "ok" or line["error"] for line in batch)
+    synth = lines["self-moa-synthesize.jsonl"]
+    assert all(line["layers"][0]["models"] == ["qwen-coder-0.5b"] * 3 for line in synth)
+    assert all(set(line["attribution"]) == {"ref1", "ref2", "ref3", "own"} for line in synth if line["status"] == "ok")
+    mixed = lines["mixed-synthesize.jsonl"]  # its first proposer's answers are the samples' first, from the cache
+    assert all(line["trace"][0]["cached"] for line in mixed)
+    text = all_text(nb)
+    assert "p vs single" in text and "Taken from</b> (semantic similarity)" in all_html(nb)

@@ -63,3 +63,42 @@ def write_samples(folder: str | os.PathLike) -> dict[str, Path]:
         "alpaca-eval": alpaca,
         "mt-bench": jsonl("question.jsonl", MT_BENCH),
     }
+
+
+#: Multi-step word problems: (question template, how the answer follows from the numbers). Each needs 3 or 4
+#: operations on small numbers, so that a small model's single greedy answer is wrong often enough to measure.
+_PROBLEMS = (
+    ("A shop has {a} boxes with {b} apples in each. It sells {c} apples on Monday and {d} on Tuesday. How many "
+     "apples are left?", lambda a, b, c, d: a * b - c - d),
+    ("Tom earns {a} dollars an hour and works {b} hours a day for {d} days. He then spends {c} dollars. How many "
+     "dollars does he have left?", lambda a, b, c, d: a * b * d - c),
+    ("A train runs at {a} km an hour for {b} hours, then at {c} km an hour for {d} hours. How many km does it "
+     "travel in all?", lambda a, b, c, d: a * b + c * d),
+    ("Anna buys {a} notebooks at {b} dollars each and {c} pens at {d} dollars each. She pays with a 500 dollar "
+     "note. How much change does she get?", lambda a, b, c, d: 500 - (a * b + c * d)),
+    ("A farm has {a} rows of {b} trees. A storm knocks down {c} trees, and the farmer plants {d} rows of {b} new "
+     "trees. How many trees are there now?", lambda a, b, c, d: a * b - c + d * b),
+    ("A library has {a} shelves of {b} books. It lends out {c} books and gets back {d} of them. How many books "
+     "are on the shelves?", lambda a, b, c, d: a * b - c + d),
+)  # fmt: skip
+
+
+def word_problems(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` multi-step arithmetic word problems of moa_lab's own, as ``(question, answer)``: the same for the same
+    ``seed``, each with a whole, positive answer. Written here, not tuned to any model: their numbers are drawn."""
+    import random
+
+    rng = random.Random(seed)
+    out: list[tuple[str, str]] = []
+    while len(out) < n:
+        template, solve = _PROBLEMS[len(out) % len(_PROBLEMS)]
+        a, b, c, d = rng.randint(3, 12), rng.randint(3, 12), rng.randint(5, 30), rng.randint(2, 9)
+        if len(out) % len(_PROBLEMS) == 3:  # the change from 500: the purchase must cost less
+            a, b, c, d = rng.randint(3, 9), rng.randint(12, 29), rng.randint(4, 9), rng.randint(6, 15)
+        if len(out) % len(_PROBLEMS) == 5:  # lent: fewer than it has; got back: fewer than were lent
+            c = rng.randint(5, min(30, a * b - 1))
+            d = rng.randint(1, c - 1)
+        answer = solve(a, b, c, d)
+        if answer > 0:
+            out.append((template.format(a=a, b=b, c=c, d=d), str(answer)))
+    return out
