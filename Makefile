@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-moa_lab
-PROMPT ?= What are some fun things to do in San Francisco?
+PROMPT ?= A school buys 14 boxes of 24 pencils and gives each of its 9 classes 35 pencils. How many pencils are left?
+#: The demo's MoA: three samples of the pack's 0.5B, synthesized by AGGREGATOR (README: The pack).
+PROPOSER ?= qwen-coder-0.5b
+AGGREGATOR ?= qwen-coder-0.5b
 
 .PHONY: install demo test check lint bench browser lab sync check-sync clean
 
@@ -15,8 +18,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install moa_lab with its test tools (compiles llama-cpp-python once)
 
-demo: $(STAMP)  ## an MoA answer from the bundled local models, offline
-	$(BIN)/moa-lab ask "$(PROMPT)" --max-tokens 160
+demo: $(STAMP)  ## an MoA answer from the pack's local models, offline
+	$(BIN)/moa-lab ask "$(PROMPT)" --proposers $(PROPOSER),$(PROPOSER),$(PROPOSER) --aggregator $(AGGREGATOR) \
+		--temperature 0.2 --max-tokens 320
 
 test: $(STAMP) browser lint  ## lint, types and the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q -n 6 -m "$(FAST)"  # the fast tests at once (they wait on sockets), as make check

@@ -40,6 +40,7 @@
 
 # %% tags=["parameters"]
 n_questions: int = 5  # word problems (their numbers drawn from `seed`)
+tasks_path = None  # a GSM8K-style file of your own (question, answer ending "#### N"); None: moa_lab's problems
 seed: int = 0  # which problems, and the samples' seeds
 model: str = "qwen-coder-0.5b"  # the single model, sampled for Self-MoA
 aggregator: str = "qwen-coder-0.5b"  # synthesizes or selects ("qwen-coder-1.5b": better, about twice as slow)
@@ -62,12 +63,16 @@ output_path: str = "runs/09_offline_effect/summary.json"  # the table's numbers 
 from pathlib import Path
 
 from moa_lab import estimate, get_backend
+from moa_lab.evaluate.benchmark import READERS
 from moa_lab.evaluate.samples import word_problems
 
 backend = get_backend()
 backend.check_models([model, aggregator, *weak])  # a missing pack says how to install it, before any call
 ASK = " Reply with only a short Python program, no explanation and no comments, that computes the answer and prints it."
-problems = word_problems(n_questions, seed)
+if tasks_path:
+    problems = [(item.turns[0], item.answer) for item in READERS["gsm8k"](tasks_path)][:n_questions]
+else:
+    problems = word_problems(n_questions, seed)
 prompts = [{"id": f"q{i}", "prompt": question + ASK} for i, (question, _) in enumerate(problems)]
 truth = {f"q{i}": answer for i, (_, answer) in enumerate(problems)}
 folder = Path(output_dir)

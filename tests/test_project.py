@@ -80,7 +80,7 @@ def test_environment_yml_names_every_dependency_of_pyproject():
     have = {**_requirements(conda), **_requirements(pip)}
     assert {"python", "pip"} <= set(have)
     assert str(have["python"].specifier) == project["requires-python"]
-    assert "-e ." in pip, "moa_lab itself"
+    assert "-e .[pack]" in pip, "moa_lab itself, with the demo's models"
     for name, req in wanted.items():
         assert name in have, f"environment.yml lacks {req}"
         assert have[name].specifier == req.specifier and have[name].extras == req.extras, (

@@ -1015,9 +1015,21 @@ BAD = [
     ),
     (
         "API",
-        "a similarity that is not a function",
+        "a similarity that is neither a measure's name nor a function",
         api(lambda b: run_moa(P, ["a"], "g", backend=b, similarity="cosine")),
-        "similarity must be None (lexical) or a function f(a, b) -> [0, 1], got 'cosine'",
+        "similarity must be None (lexical), 'lexical' or 'semantic' or a function f(a, b) -> [0, 1], got 'cosine'",
+    ),
+    (
+        "API",
+        "a filter_outliers margin above 1",
+        api(lambda b: run_moa(P, ["a", "b", "c"], "g", backend=b, filter_outliers=2)),
+        "filter_outliers must be None (off) or a similarity margin in [0, 1], got 2",
+    ),
+    (
+        "CLI",
+        "an unknown --similarity",
+        cli("ask", "q", "--similarity", "cosine"),
+        "argument --similarity: invalid choice: 'cosine' (choose from 'lexical', 'semantic')",
     ),
     (
         "API",
