@@ -60,6 +60,8 @@ def test_run_shows_every_layer_the_stream_the_trace_and_the_settings(fault, remo
     assert panel.final_text == panel.result.text == answer_text(fault.calls_to("agg")[0])
     assert "agg answers (seed 3000, with references)." in panel.final.value
     assert "Done: 6 calls" in panel.message
+    assert "Taken from</b> (lexical similarity)" in panel.attribution.value  # the answer coloured by its sources
+    assert "1. c: " in panel.attribution.value and "2. d: " in panel.attribution.value
     assert 0 < panel.first_token_seconds < panel.result.seconds + 1
     # Every call went out with the form's values; the prompt is escaped in the HTML views.
     assert {r["max_tokens"] for r in fault.requests} == {40} and {r["temperature"] for r in fault.requests} == {0.3}

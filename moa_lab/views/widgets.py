@@ -147,6 +147,7 @@ class Playground:
         self.layer_tabs = w.Tab(layout=w.Layout(display="none"))  # shown from the first run on
         self.slots: list[list[w.HTML]] = []
         self.final, self.trace, self.copy_area = w.HTML(), w.HTML(), w.HTML()
+        self.attribution = w.HTML()  # after a run: the final answer coloured by the reference each sentence came from
         self.timeline = w.Image(format="png", layout=w.Layout(max_width="900px", display="none"))
         self.copy_format = w.ToggleButtons(
             options=_FORMATS, description="Settings as", style={**_WIDE, "button_width": "170px"}
@@ -171,6 +172,7 @@ class Playground:
             (self.stop_button, "stop"),
             (self.status, "status"),
             (self.final, "final"),
+            (self.attribution, "attribution"),
             (self.trace, "trace"),
             (self.timeline, "timeline"),
             (self.copy_area, "copy"),
@@ -195,6 +197,7 @@ class Playground:
                 self.layer_tabs,
                 w.HTML("<b>Aggregator</b>"),
                 self.final,
+                self.attribution,
                 self.trace,
                 self.timeline,
                 self.copy_format,
@@ -345,6 +348,7 @@ class Playground:
         self.layer_tabs.layout.display = None if self.slots else "none"
         self.final.value = f"<i style='color:#777'>{html.escape(plan.aggregator)}: waiting</i>"
         self.trace.value, self.timeline.value, self.timeline.layout.display = "", b"", "none"
+        self.attribution.value = ""
         self._show_settings()
 
     async def _run(self, plan: RunPlan, clicked: float) -> None:
@@ -396,6 +400,8 @@ class Playground:
                     for i, slot in enumerate(self.slots[layer]):
                         slot.value = _slot_html(None, self.plan.proposers[layer][i], i, "skipped (early stop)")
                 notes = "".join(f"\n{note}" for note in r.notes)
+                if r.layers and r.text:  # what the answer took from which reference (the run's similarity)
+                    self.attribution.value = r.attribution()._repr_html_()
                 self.next_turn_button.disabled = False
                 self._say(
                     f"Done: {len(r.trace)} calls{from_cache} in {r.seconds:.1f} s; first token "
