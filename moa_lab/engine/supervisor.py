@@ -41,13 +41,23 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-class Worker:
-    """One llama.cpp worker process (:mod:`moa_lab.engine.worker`): one model, loaded once, up to ``slots`` calls at
-    once in cells ``first_cell ..`` of the board. ``generation`` counts its restarts."""
+class _Placed:
+    """What a worker (started, or :class:`Dormant`) is: its place in the pool and on the board, and its model."""
 
-    def __init__(
-        self, index: int, spec: ModelSpec, log_dir: Path, board: Path, slots: int, cells: int, generation: int = 0
-    ) -> None:
+    index: int
+    spec: ModelSpec
+    log_dir: Path
+    board: Path
+    slots: int
+    cells: int
+    model: str
+    generation: int
+    first_cell: int
+    restarting: bool
+    failed_starts: int  # restarts that failed in a row
+    failed: str | None  # why it could not be restarted (it is given up on)
+
+    def _place(self, index: int, spec: ModelSpec, log_dir: Path, board: Path, slots: int, cells: int, generation: int):
         self.index, self.spec, self.log_dir, self.board, self.slots, self.cells = (
             index,
             spec,
@@ -56,11 +66,18 @@ class Worker:
             slots,
             cells,
         )
-        self.model, self.generation = spec.name, generation
-        self.first_cell = index * slots
-        self.restarting = False
-        self.failed_starts = 0  # restarts that failed in a row
-        self.failed: str | None = None  # why it could not be restarted (it is given up on)
+        self.model, self.generation, self.first_cell = spec.name, generation, index * slots
+        self.restarting, self.failed_starts, self.failed = False, 0, None
+
+
+class Worker(_Placed):
+    """One llama.cpp worker process (:mod:`moa_lab.engine.worker`): one model, loaded once, up to ``slots`` calls at
+    once in cells ``first_cell ..`` of the board. ``generation`` counts its restarts."""
+
+    def __init__(
+        self, index: int, spec: ModelSpec, log_dir: Path, board: Path, slots: int, cells: int, generation: int = 0
+    ) -> None:
+        self._place(index, spec, log_dir, board, slots, cells, generation)
         self.port = _free_port("127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port}"
         name = f"worker{index}" + (f".{generation}" if generation else "")
@@ -123,7 +140,7 @@ class Worker:
                 self.proc.kill()
 
 
-class Dormant:
+class Dormant(_Placed):
     """The worker of a lazy model (:class:`~moa_lab.engine.models.ModelSpec`'s ``lazy``: the pack's) before its
     first call: no process, no memory. :func:`supervise` starts it (as a :class:`Worker`) when a call for its model
     waits."""
@@ -133,16 +150,7 @@ class Dormant:
     alive = False
 
     def __init__(self, index: int, spec: ModelSpec, log_dir: Path, board: Path, slots: int, cells: int) -> None:
-        self.index, self.spec, self.log_dir, self.board, self.slots, self.cells = (
-            index,
-            spec,
-            log_dir,
-            board,
-            slots,
-            cells,
-        )
-        self.model, self.generation, self.first_cell = spec.name, -1, index * slots
-        self.restarting, self.failed_starts, self.failed = False, 0, None
+        self._place(index, spec, log_dir, board, slots, cells, -1)
         self.log = log_dir / f"worker{index}.log"
 
     def __repr__(self) -> str:
