@@ -63,10 +63,13 @@ def test_serve_announces_and_lists_aliases(served):
     url, banner = served
     assert f"listening on {url}" in banner
     assert "alias: Qwen/Qwen2-72B-Instruct -> smollm2-135m" in banner and "alias: my-model -> gemma3-270m" in banner
+    assert "model: qwen-coder-1.5b (" in banner and "loaded on its first call" in banner
     ids = {m["id"] for m in httpx.get(url + "/v1/models").json()["data"]}
     assert ids == {
         "smollm2-135m",
         "gemma3-270m",
+        "qwen-coder-0.5b",  # the pack (make test installs it), loaded on its first call
+        "qwen-coder-1.5b",
         "my-model",
         "Qwen/Qwen2-72B-Instruct",
         "Qwen/Qwen1.5-72B-Chat",
