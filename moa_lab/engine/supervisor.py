@@ -256,7 +256,9 @@ async def _restart(engine: Engine, position: int, dead: Worker | Dormant) -> Non
             dead.restarting = False
         engine._wake()
         return
-    log.log(logging.WARNING if dead.proc else logging.INFO, "%s started as %s", dead, fresh)
+    log.log(
+        logging.WARNING if dead.proc else logging.INFO, "%s started %sas %s", dead, "again " * bool(dead.proc), fresh
+    )
     engine.workers[position] = fresh
     engine._wake()
 
