@@ -56,6 +56,7 @@ class _Placed:
     restarting: bool
     failed_starts: int  # restarts that failed in a row
     failed: str | None  # why it could not be restarted (it is given up on)
+    dormant = False  # a lazy model's worker before its first call (Dormant)
 
     def _place(self, index: int, spec: ModelSpec, log_dir: Path, board: Path, slots: int, cells: int, generation: int):
         self.index, self.spec, self.log_dir, self.board, self.slots, self.cells = (
@@ -217,7 +218,7 @@ async def supervise(engine: Engine, every: float = 0.5) -> None:
         await asyncio.sleep(every)
         wanted = set(engine.waiting.values())
         for position, worker in enumerate(engine.workers):
-            if getattr(worker, "dormant", False) and worker.model not in wanted:
+            if worker.dormant and worker.model not in wanted:
                 continue  # started by its model's first call
             if not worker.alive and not worker.restarting and not worker.failed:
                 worker.restarting = True
