@@ -10,10 +10,20 @@ AGGREGATOR ?= qwen-coder-0.5b
 
 .PHONY: install demo test check lint bench browser lab sync check-sync clean
 
+#: llama-cpp-python comes as source only: it is built once per machine into moa_lab's own wheel folder, for any x86-64
+#: CPU with AVX2, not with -march=native: on a CPU with AMX, a native build runs ggml's AMX kernels, which crash
+#: (SIGSEGV in ggml_backend_amx_mul_mat) where the system does not grant AMX state. pip's own wheel cache cannot
+#: be used for this: it keys a built wheel by the source alone, not by CMAKE_ARGS.
+LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
+LLAMA_WHEELS ?= $(HOME)/.cache/moa_lab/wheels/llama-cpp-$(LLAMA_VERSION)-avx2
+LLAMA_CMAKE := $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[test]'
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE)" \
+		$(BIN)/python -m pip wheel --no-deps --no-cache-dir -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/python -m pip install --find-links $(LLAMA_WHEELS) -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install moa_lab with its test tools (compiles llama-cpp-python once)

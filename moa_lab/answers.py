@@ -17,10 +17,15 @@ _NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
 
 
 def number(text: str) -> str | None:
-    """A number written as text, normalised (``"1,000"`` and ``"1000.0"`` are ``"1000"``); None if not one."""
-    try:
-        value = float(text.replace(",", ""))
-    except ValueError:
+    """A number written as text, normalised: thousands commas, a ``$`` and a final period dropped, trailing zeros
+    too (``"1,000"``, ``"$1000.00"`` and ``"1000."`` are ``"1000"``; ``"5.50"`` is ``"5.5"``); None if not one.
+    The one normalisation of both sides of a comparison: a model's answer and a benchmark's reference."""
+    cleaned = text.strip().replace(",", "").replace("$", "").strip()
+    cleaned = cleaned[:-1] if cleaned.endswith(".") else cleaned
+    if not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", cleaned, re.I):
+        return None
+    value = float(cleaned)
+    if not math.isfinite(value):
         return None
     return str(int(value)) if value.is_integer() else repr(value)
 
@@ -140,24 +145,43 @@ def extract_number(reply: str) -> str | None:
     return number(found[-1]) if found else None
 
 
+_OPTION = re.compile(r"^\s*\(?([A-J])[).:]\s*(.+?)\s*$", re.M)
+
+
+def choice_options(prompt: str) -> dict[str, str]:
+    """A multiple-choice prompt's options by letter: its ``"B. Paris"``, ``"B) Paris"``, ``"(B) Paris"`` or
+    ``"B: Paris"`` lines (the letters in order from A, as :func:`moa_lab.evaluate.formats.read_choice` writes
+    them); {} when it has none."""
+    options: dict[str, str] = {}
+    for letter, text in _OPTION.findall(prompt):
+        if len(options) < 10 and letter == "ABCDEFGHIJ"[len(options)]:  # a question's own "A." line is not one
+            options[letter] = text
+    return options
+
+
 def extract_choice(reply: str, prompt: str = "") -> str | None:
-    """The letter a multiple-choice reply picked, by the first rule that matches: the reply is a letter alone
-    (``"B"``, ``"(B)."``, ``"**B**"``); ``"answer is B"`` / ``"Answer: B"``; the reply starts with ``"B)"``,
-    ``"B."`` or ``"B:"``; a ``"(B)"`` or ``"B)"`` anywhere; else the text of exactly one of the prompt's options
-    (``"B) Jupiter"`` lines) appears in the reply. None when nothing matches (scored as wrong)."""
+    """The letter a multiple-choice reply picked. Only the question's own letters count (its options' letters,
+    from ``prompt``; A-J when it lists none): "Answer: I think it is B." is B, never I. The first rule that
+    matches: the reply is a letter alone (``"B"``, ``"(B)."``, ``"**B**"``); ``"answer is B"`` / ``"Answer: B"``;
+    the reply starts with ``"B)"``, ``"B."`` or ``"B:"``; a ``"(B)"`` or ``"B)"`` anywhere; ``"is B."`` closing a
+    sentence; else the text of exactly one of the prompt's options appears in the reply ("Paris" for
+    ``"B. Paris"``). None when nothing matches (scored as wrong)."""
+    options = choice_options(prompt)
+    letters = "".join(options) or "ABCDEFGHIJ"
+    one = f"[{letters}]"
     rules = (
-        r"^\W*([A-J])\W*$",
-        r"(?i:answer)\s*(?:is|:)?\s*\W{0,3}([A-J])\b",
-        r"^\W*([A-J])[).:]",
-        r"\(([A-J])\)",
-        r"\b([A-J])\)",
+        rf"^\W*({one})\W*$",
+        rf"(?i:answer)\s*(?:is|:)?\s*\W{{0,3}}({one})\b",
+        rf"^\W*({one})[).:]",
+        rf"\(({one})\)",
+        rf"\b({one})\)",
+        rf"\b(?i:is|be)\s+\W{{0,2}}({one})\b\W{{0,2}}(?:[.!,;]|$)",
     )
     for rule in rules:
         match = re.search(rule, reply.strip())
         if match:
             return match.group(1)
-    options = re.findall(r"^\s*([A-J])\)\s*(.+?)\s*$", prompt, re.M)
-    named = {letter for letter, text in options if re.search(rf"\b{re.escape(text)}\b", reply, re.I)}
+    named = {letter for letter, text in options.items() if re.search(rf"(?<!\w){re.escape(text)}(?!\w)", reply, re.I)}
     return named.pop() if len(named) == 1 else None
 
 

@@ -288,9 +288,29 @@ def _model_url(
     # entry says so.
     if url == own[0]:
         return url, own[1], own[2] if own[1] else None
-    if url in TOGETHER_URLS and together_key:
+    if (url in TOGETHER_URLS or url == _env_url("TOGETHER_BASE_URL")) and together_key:
         return url, together_key, "TOGETHER_API_KEY" if together_key == os.environ.get("TOGETHER_API_KEY") else None
     return url, None, None
+
+
+def _env_url(name: str) -> str | None:
+    """The URL an environment variable names, as :func:`_clean_url` writes it (None: unset or not a URL)."""
+    value = os.environ.get(name) or ""
+    return _clean_url(value, name) if value.startswith(("http://", "https://")) else None
+
+
+def _given_url_key(url: str, api_key: str | None) -> tuple[str | None, str | None]:
+    """The key for a URL given as the backend (``backend=URL``, a recipe's ``backend:``, ``--backend URL``) and the
+    variable it came from: ``api_key=`` if given; else the key of the variable that names this URL
+    (``MOA_LAB_API_KEY`` for ``MOA_LAB_BASE_URL``; ``TOGETHER_API_KEY`` for ``TOGETHER_BASE_URL`` or Together's own
+    API); else none. A URL no variable names gets no key: a recipe file cannot send your key elsewhere."""
+    if api_key:
+        return api_key, None
+    if url == _env_url("MOA_LAB_BASE_URL") and os.environ.get("MOA_LAB_API_KEY"):
+        return os.environ["MOA_LAB_API_KEY"], "MOA_LAB_API_KEY"
+    if (url == _env_url("TOGETHER_BASE_URL") or url in TOGETHER_URLS) and os.environ.get("TOGETHER_API_KEY"):
+        return os.environ["TOGETHER_API_KEY"], "TOGETHER_API_KEY"
+    return None, None
 
 
 def _env_models(default_proposers: tuple[str, ...], default_aggregator: str) -> dict:
@@ -327,13 +347,21 @@ def get_backend(
     moa_url = os.environ.get("MOA_LAB_BASE_URL") or None
     base_url = moa_url or os.environ.get("TOGETHER_BASE_URL") or None
     choice = backend or ("url" if base_url else "together" if key else "local")
-    if choice not in ("local", "together", "url"):
-        base_url, moa_url, choice = backend, None, "url"
-    own_url = _clean_url(base_url or "", "MOA_LAB_BASE_URL" if moa_url else "the base URL") if choice == "url" else None
-    own_key = (api_key or os.environ.get("MOA_LAB_API_KEY") or None) if moa_url else key
-    own_env = None if api_key or not own_key else "MOA_LAB_API_KEY" if moa_url else "TOGETHER_API_KEY"
+    own_url: str | None
+    if choice not in ("local", "together", "url"):  # a URL given (backend=URL, a recipe's, --backend)
+        choice, own_url = "url", _clean_url(choice, "the backend URL")
+        own_key, own_env = _given_url_key(own_url, api_key)
+    else:
+        own_url = (
+            _clean_url(base_url or "", "MOA_LAB_BASE_URL" if moa_url else "the base URL") if choice == "url" else None
+        )
+        own_key = (api_key or os.environ.get("MOA_LAB_API_KEY") or None) if moa_url else key
+        own_env = None if api_key or not own_key else "MOA_LAB_API_KEY" if moa_url else "TOGETHER_API_KEY"
+    # Together's key for a model_urls entry at Together's API: api_key= is the backend URL's key when one is used
+    together_key = (os.environ.get("TOGETHER_API_KEY") or None) if choice == "url" and api_key else key
     entries = {
-        name: _model_url(name, entry, (own_url, own_key, own_env), key) for name, entry in (model_urls or {}).items()
+        name: _model_url(name, entry, (own_url, own_key, own_env), together_key)
+        for name, entry in (model_urls or {}).items()
     }
     urls = {name: url for name, (url, _, _) in entries.items()}
     url_keys = {name: k for name, (_, k, _) in entries.items() if k}

@@ -85,16 +85,17 @@ def _server_message(exc: together.APIStatusError) -> str:
     return error if isinstance(error, str) and error.strip() else exc.message
 
 
-def _stream_error(exc: together.APIError) -> _Failure:
-    """An error event inside a stream (``data: {"error": {...}}``): its message, and its code when it has one
-    (retried as that HTTP status would be; an error without a code is not retried)."""
+def _stream_error(exc: together.APIError, where: str = "the stream") -> _Failure:
+    """An error event inside a stream (``data: {"error": {...}}``), or an error object as the body of a 200: its
+    message, and its code when it has one (retried as that HTTP status would be; an error without a code is not
+    retried)."""
     body = exc.body if isinstance(exc.body, dict) else {"message": exc.body}
     given = body.get("message")
     message = given if isinstance(given, str) else str(exc.message)
     code = body.get("code")
     if isinstance(code, int) and not isinstance(code, bool) and 100 <= code < 600:
-        return _status_failure(code, message, where=" in the stream")
-    return _Failure(f"error in the stream: {message}", retry=False)
+        return _status_failure(code, message, where=f" in {where}")
+    return _Failure(f"error in {where}: {message}", retry=False)
 
 
 def _classify(exc: Exception, timeout: float) -> _Failure:
@@ -138,9 +139,13 @@ async def _one_attempt(client, model, messages, seed, settings: Settings, stream
                 response = await client.chat.completions.create(**kwargs)
         except TimeoutError:
             raise _Failure(f"timed out after {settings.timeout:g}s waiting for the answer", retry=True) from None
+        error = getattr(response, "error", None)  # a 200 whose body is an error object (a server that sent its
+        if isinstance(error, dict):  # status before the answer was made, as OpenRouter and moa-lab serve do)
+            raise _stream_error(together.APIError(str(error.get("message")), None, body=error), "the body")  # type: ignore[arg-type]
         try:
             content = response.choices[0].message.content
             usage = response.usage
+            record.finish_reason = getattr(response.choices[0], "finish_reason", None)
         except (AttributeError, IndexError, TypeError, KeyError) as exc:
             raise _Failure(f"malformed response: {type(exc).__name__}: {exc}", retry=False) from None
         _set_usage(record, usage)
@@ -174,7 +179,9 @@ async def _one_attempt(client, model, messages, seed, settings: Settings, stream
             choices = getattr(chunk, "choices", None)
             if choices is None:
                 raise _Failure("malformed stream chunk: no choices", retry=False)
-            finished = finished or any(getattr(c, "finish_reason", None) for c in choices)
+            reason = next((c.finish_reason for c in choices if getattr(c, "finish_reason", None)), None)
+            if reason:
+                finished, record.finish_reason = True, reason
             if choices and choices[0].delta is not None and choices[0].delta.content:
                 left, waiting_for = settings.timeout, "the next token"
                 yield repair(choices[0].delta.content)
@@ -226,6 +233,8 @@ async def chat(
                 hit.prompt_tokens,
                 hit.completion_tokens,
             )
+            full = settings.max_tokens is not None and (hit.completion_tokens or 0) >= settings.max_tokens
+            record.finish_reason = "length" if full else "stop"
             for piece in _replay(hit.text) if stream else [hit.text]:
                 parts.append(piece)
                 yield piece

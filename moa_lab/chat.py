@@ -41,7 +41,8 @@ def _stdout(text: str) -> None:
 
 
 def run_chat(settings: dict, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
-    """The terminal loop of ``moa-lab chat``: 0 at the end of input or /quit."""
+    """The terminal loop of ``moa-lab chat``: 0 at the end of input or /quit, 130 for Ctrl-C at the prompt (Ctrl-C
+    during a run stops that run only)."""
 
     def write(text: str) -> None:
         stdout.write(text)
@@ -52,6 +53,9 @@ def run_chat(settings: dict, stdin: TextIO = sys.stdin, stdout: TextIO = sys.std
     with asyncio.Runner() as runner:
         try:
             return _loop(chat, runner, stdin, write)
+        except KeyboardInterrupt:  # Ctrl-C at the prompt (one during a run stops that run only: see _loop)
+            write("\n")
+            return 130
         finally:
             runner.run(close_clients())
 

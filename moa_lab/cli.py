@@ -18,7 +18,15 @@ from moa_lab._sync import run_sync
 from moa_lab.backends import get_backend
 from moa_lab.budget import BudgetExceeded
 from moa_lab.chat import run_chat
-from moa_lab.engine.local import BUNDLED_MODELS, SEED_ALIASES, LocalServerError, check_aliases, model_path, pack_file
+from moa_lab.engine.local import (
+    BUNDLED_MODELS,
+    SEED_ALIASES,
+    LocalServerError,
+    check_aliases,
+    model_path,
+    pack_file,
+    pack_spec,
+)
 from moa_lab.engine.models import ModelSpec, chat_formats, check_models, parse_models
 from moa_lab.engine.pack import installed_pack
 from moa_lab.engine.policy import default_threads, thread_policy
@@ -43,11 +51,21 @@ def _models(text: str) -> list[str]:
     return [m.strip() for m in text.split(",") if m.strip()]
 
 
-#: What each run flag is when it is not given: a flag that differs from it overrides a --recipe's value.
-_NOT_GIVEN = {
-    **DEFAULTS.to_dict(only_changed=False),
-    **dict.fromkeys(("proposers", "aggregator", "layers", "backend", "max_tokens", "system_prompt", "cache")),
-}
+#: The run setting each run flag sets, where its name differs.
+_SETTING_OF = {"chinese_prompt": "system_prompt", "no_cache": "cache", "role": "roles"}
+
+
+def _given(actions: list[argparse.Action]) -> None:
+    """Make ``actions`` note in the namespace (``_given``) that their flag was given: a flag given wins over a
+    --recipe's value, whatever its value (the built-in default too)."""
+    for action in actions:
+        base = type(action)
+
+        def call(self, parser, namespace, values, option_string=None, _base=base):
+            _base.__call__(self, parser, namespace, values, option_string)
+            namespace._given = {*getattr(namespace, "_given", ()), _SETTING_OF.get(self.dest, self.dest)}
+
+        action.__class__ = type(f"Given{base.__name__}", (base,), {"__call__": call})
 
 
 def _run_settings(args: argparse.Namespace) -> dict:
@@ -82,8 +100,8 @@ def _run_settings(args: argparse.Namespace) -> dict:
         max_cost=args.max_cost,
         max_tokens_total=args.max_tokens_total,
     )
-    if args.recipe:  # the recipe's values, changed by the flags given
-        given = {k: v for k, v in cli.items() if v != _NOT_GIVEN.get(k)}
+    if args.recipe:  # the recipe's values, changed by the flags given (whatever their values)
+        given = {k: v for k, v in cli.items() if k in getattr(args, "_given", ())}
         cli = {**Recipe.from_file(args.recipe, backend=args.backend).arguments(), **given}
     return {**cli, "backend": get_backend(cli.get("backend"))}
 
@@ -161,6 +179,7 @@ def _eval(args: argparse.Namespace) -> int:
                 reuse=args.reuse,
                 progress=not args.no_progress,
                 concurrency=args.concurrency,
+                retry_failed=args.retry_failed,
                 **options,
             )
         )
@@ -260,8 +279,19 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def parse_alias_args(pairs: list[str], files: list[str], models=tuple(BUNDLED_MODELS)) -> dict[str, str]:
-    """``NAME=MODEL`` strings and alias files (a JSON object, or ``NAME=MODEL`` lines, ``#`` comments)."""
+    """``NAME=MODEL`` strings and alias files (a JSON object, or ``NAME=MODEL`` lines, ``#`` comments). A name
+    given twice (in one file, in two, or as two flags) is refused naming both places, as specs and prices are."""
     raw: dict[str, str] = {}
+    where: dict[str, str] = {}
+
+    def add(name: str, target: object, place: str) -> None:
+        if name in where:
+            raise ValueError(
+                f"the alias {name!r} is given twice: {where[name]} ({raw[name]!r}) and {place} ({target!r}); "
+                "give each name one target"
+            )
+        raw[name], where[name] = target, place  # type: ignore[assignment]  # check_aliases checks the target
+
     for path in files:
         try:
             text = Path(path).read_text()
@@ -269,20 +299,33 @@ def parse_alias_args(pairs: list[str], files: list[str], models=tuple(BUNDLED_MO
             raise ValueError(f"cannot read alias file {path!r}: {exc.strerror}") from None
         if text.lstrip().startswith("{"):
             try:
-                raw.update(json.loads(text))
+                entries = json.loads(text, object_pairs_hook=list)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"alias file {path!r} is not a JSON object ({exc})") from None
+            for name, target in entries:
+                add(name, target, f"alias file {path}")
             continue
-        pairs = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")] + pairs
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip() and not line.strip().startswith("#"):
+                name, sep, target = line.strip().rpartition("=")
+                if not sep or not name.strip():
+                    raise ValueError(f"{path}:{number}: alias {line.strip()!r} is not of the form NAME=MODEL")
+                add(name.strip(), target.strip(), f"{path}:{number}")
     for pair in pairs:
         name, sep, target = pair.rpartition("=")
         if not sep or not name.strip():
             raise ValueError(f"alias {pair!r} is not of the form NAME=MODEL")
-        raw[name.strip()] = target.strip()
+        add(name.strip(), target.strip(), f"--alias {pair}")
     return check_aliases(raw, models)
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
+    before = len(p._actions)
+    _add_run_args(p)
+    _given(p._actions[before:])
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--recipe",
         default=None,
@@ -455,23 +498,42 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "--concurrency", type=int, default=16, help="model calls at once over every MoA run (default %(default)s)"
     )
     p.add_argument("--max-tokens-cap", type=int, default=1024, help="max_tokens for requests that set none")
+    p.add_argument(
+        "--patience",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="a non-streamed moa/NAME answer not ready after S seconds gets its 200 status, then a space every "
+        "second until its body (clients' read timeouts stay quiet; a failure is then the body's error object)",
+    )
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--log-dir", help=argparse.SUPPRESS)
     p.add_argument("--model-file", action="append", default=[], help=argparse.SUPPRESS)  # NAME=PATH (LocalServer)
+    p.add_argument("--model-broken", action="append", default=[], help=argparse.SUPPRESS)  # NAME=WHY (LocalServer)
 
 
 def serve_models(args: argparse.Namespace) -> list:
-    """The bundled models (their files from --model-file, else found) and those of --model, checked."""
+    """The bundled models (their files from --model-file, else found) and those of --model, checked. A pack model
+    whose file cannot be made (a damaged part package, a full disk) is served as broken: a 503 naming it and the
+    reason for each of its calls, the other models served as ever."""
 
     files = dict(pair.split("=", 1) for pair in args.model_file)
+    broken = dict(pair.split("=", 1) for pair in args.model_broken)
+
+    def pack(name: str) -> ModelSpec:
+        if name in files or name in broken:
+            return pack_spec(name, Path(files[name]) if name in files else None, broken.get(name))
+        try:
+            return pack_spec(name, pack_file(name))
+        except LocalServerError as exc:
+            print(f"moa-lab serve: {exc}; the other models are served", file=sys.stderr, flush=True)
+            return pack_spec(name, None, str(exc))
+
     bundled = [
         ModelSpec(name, Path(files[name]) if name in files else model_path(name), fmt, bundled=True)
         for name, fmt in BUNDLED_MODELS.items()
-    ] + [
-        ModelSpec(name, Path(files[name]) if name in files else pack_file(name), None, bundled=True, lazy=True)
-        for name in installed_pack()
-    ]
+    ] + [pack(name) for name in installed_pack()]
     return check_models(bundled + parse_models(args.model, "--model"), chat_formats())
 
 
@@ -496,7 +558,9 @@ def run_serve(args: argparse.Namespace) -> int:
                 f"--keep-runs and --concurrency must be at least 1, got {args.keep_runs}, {args.concurrency}"
             )
         recipes = load_recipes(args.recipe, [m.name for m in models] + list(aliases))
-        endpoint = MoAEndpoint(recipes, concurrency=args.concurrency, keep_runs=args.keep_runs)
+        if args.patience < 0:
+            raise ValueError(f"--patience must be at least 0 seconds, got {args.patience}")
+        endpoint = MoAEndpoint(recipes, concurrency=args.concurrency, keep_runs=args.keep_runs, patience=args.patience)
         serve(
             models,
             args.host,
@@ -598,6 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--judge-prompts", default=None, metavar="FILE", help="mt-bench: FastChat's judge_prompts.jsonl")
     ev.add_argument("--concurrency", type=int, default=16, help="model calls at once (default 16)")
+    ev.add_argument("--retry-failed", action="store_true", help="run the questions whose run failed before again")
     ev.add_argument("--prices", default=None, metavar="FILE", help="prices for --dry-run's cost bound")
     ev.add_argument("--dry-run", action="store_true", help="print the calls and token/cost bounds; run nothing")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -4,6 +4,7 @@ in which layer, and the call settings. ``run_moa`` uses it; notebooks show it ri
 
 from __future__ import annotations
 
+import hashlib
 import pprint
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -248,7 +249,34 @@ def plan_run(
 
 
 def _named(function) -> str | None:
-    """A function by its name, for JSON (``module.name``); a measure's name as it is."""
+    """A function by its name and a fingerprint of its code, for JSON (``module.name#1a2b3c4d``); a measure's name
+    as it is. The fingerprint tells two lambdas, or a notebook cell's function before and after it was edited,
+    apart: a batch's settings id then changes with the measure (its file and line numbers do not count, so the same
+    cell run again in a new kernel keeps its id)."""
     if function is None or isinstance(function, str):
         return function
-    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
+    name = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
+    code = getattr(function, "__code__", None) or getattr(type(function).__call__, "__code__", None)
+    if code is None:
+        return name
+    extra = (getattr(function, "__defaults__", None), getattr(function, "__kwdefaults__", None))
+    cells = [_cell(c) for c in getattr(function, "__closure__", None) or ()]
+    digest = hashlib.sha256(repr((_code(code), repr(extra), cells)).encode("utf-8", "surrogatepass"))
+    return f"{name}#{digest.hexdigest()[:8]}"
+
+
+def _code(code) -> tuple:
+    """What a code object computes (its bytecode, names and constants, nested code too), not where it was written."""
+    consts = tuple(_code(c) if hasattr(c, "co_code") else repr(c) for c in code.co_consts)
+    return (code.co_code, code.co_names, code.co_varnames, consts)
+
+
+def _cell(cell) -> str:
+    try:
+        value = cell.cell_contents
+    except ValueError:  # an empty cell
+        return "<empty>"
+    if callable(value):
+        return _named(value) or ""
+    shown = repr(value)
+    return type(value).__qualname__ if " at 0x" in shown else shown  # an address changes from run to run

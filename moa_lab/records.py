@@ -36,6 +36,9 @@ class CallRecord:
     straggler: bool = False  # cancelled because its layer moved on without it (quorum or deadline)
     step: str | None = None  # what an aggregator call did: "synthesize", "select", "rank", "window 2 of 3"
     references: list[int] | None = None  # the answers it read, as their numbers before, in the order it read them
+    #: why the model stopped: "stop", or "length" when max_tokens cut the answer (OpenAI's values; an answer from
+    #: the cache: "length" when it used all of max_tokens); None when the server did not say
+    finish_reason: str | None = None
 
     @property
     def ok(self) -> bool:

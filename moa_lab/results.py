@@ -51,6 +51,13 @@ class MoAResult:
         return self.final.text or "" if self.final is not None else ""
 
     @property
+    def finish_reason(self) -> str:
+        """Why the final answer ended, in OpenAI's words: ``"length"`` when ``max_tokens`` cut the call that wrote it,
+        else ``"stop"`` (also for a vote, or a ``select`` that returns a reference: no call wrote that text now)."""
+        writes = self.combination is None or self.combination.mode not in ("vote", "select")
+        return "length" if writes and self.final is not None and self.final.finish_reason == "length" else "stop"
+
+    @property
     def messages(self) -> list[dict[str, str]]:
         """The conversation so far: the prompt's turns (a string: one user turn), then the final answer as the
         assistant's. Add the next user turn and run it: ``run_moa(messages=result.messages + [{"role": "user",

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fault_server import FaultServer  # noqa: E402
 
 import moa_lab  # noqa: E402
+from moa_lab.sweeps.kernel import kernel_manager_class  # noqa: E402
 
 MOA = [str(Path(sys.executable).parent / "moa-lab")]  # the CLI of the environment running the tests
 ENV = (
@@ -21,6 +22,7 @@ ENV = (
     "MOA_LAB_BASE_URL",
     "MOA_LAB_API_KEY",
     "MOA_LAB_MODELS",
+    "RAY_ADDRESS",  # a user's cluster: the tests use only the one they start, by its address
 )
 
 
@@ -87,10 +89,28 @@ def execute_notebook(name: str, folder: Path, **parameters):
         str(out),
         parameters=parameters,
         kernel_name="python3",
+        kernel_manager_class=kernel_manager_class(),  # this Python's, whatever "python3" names for Jupyter
         cwd=str(folder),
         progress_bar=False,
     )
     return nbformat.read(out, as_version=4)
+
+
+def start_kernel():
+    """A kernel in this Python (not whatever Jupyter finds under "python3"), started, with its client ready."""
+    from jupyter_client.manager import KernelManager
+
+    km = kernel_manager_class(KernelManager)()
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+    except RuntimeError:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        raise
+    return km, kc
 
 
 def check_table(path: Path, table: str) -> None:

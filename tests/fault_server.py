@@ -191,7 +191,17 @@ def _handler(server: FaultServer):
             self._send(200, json.dumps(stats).encode())
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            length = int(self.headers.get("Content-Length", 0))
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if len(raw) == length and raw else None
+            except ValueError:
+                body = None
+            if self.path == "/_reset" and not raw:
+                body = {}
+            if not isinstance(body, dict):  # the client died mid-send (or sent no JSON object): nothing is recorded
+                self.close_connection = True
+                return self._error(400, "the body did not arrive whole, or is not a JSON object")
             if self.path == "/_script":  # {"model": ..., "faults": [...]}: script() from another process
                 server.script(body["model"], *body["faults"])
                 return self._send(200, b"{}")

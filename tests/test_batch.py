@@ -318,3 +318,29 @@ def test_other_servers_behind_the_same_model_names_are_refused(fault, tmp_path):
     # Only "a" is asked again, where it is served now (both servers answer alike, so the aggregator's call is the same).
     assert summary.usage.model_calls == 1 and summary.usage.cached == 4
     assert len(other.requests) == 1 and [r["model"] for r in fault.requests].count("a") == 1
+
+
+def test_a_similarity_function_redefined_is_other_settings(fault, remote, tmp_path):
+    """Hardening 22: a ``similarity=`` function enters the settings id by what it computes, not only by name: two
+    lambdas, or a notebook cell's function edited and run again, do not resume each other's batch."""
+    from moa_lab.plan import plan_run
+    from moa_lab.runs import settings_id
+
+    def measure(namespace: dict, body: str):
+        exec(f"def alike(a, b):\n    return {body}\n", namespace)  # a cell defining the same name, as edited
+        return namespace["alike"]
+
+    first, edited, same = (
+        measure({}, "1.0 if a == b else 0.5"),
+        measure({}, "0.0"),
+        measure({}, "1.0 if a == b else 0.5"),
+    )
+    ids = [
+        settings_id(plan_run("q", ["a", "b", "c"], "g", backend=remote, filter_outliers=0.2, similarity=f))
+        for f in (first, edited, same, lambda a, b: 1.0, lambda a, b: 0.0)
+    ]
+    assert ids[0] != ids[1] and ids[0] == ids[2] and ids[3] != ids[4]  # by what it computes
+    prompts, out = write_jsonl(tmp_path / "in.jsonl", 1), tmp_path / "out.jsonl"
+    batch(remote, prompts, out, proposers=["a", "b", "c"], filter_outliers=0.2, similarity=first)
+    with pytest.raises(ValueError, match="other settings"):
+        batch(remote, prompts, out, proposers=["a", "b", "c"], filter_outliers=0.2, similarity=edited)

@@ -198,3 +198,73 @@ def test_alpaca_eval_judged_pairwise_against_a_baseline_models_outputs(fault, re
     assert "win rate vs the baseline (this judge, not AlpacaEval's): 50.0%" in str(report)
     with pytest.raises(ValueError, match="judging needs a reference output per instruction"):
         estimate_benchmark("alpaca-eval", instructions, recipe, judge="j")
+
+
+def test_reuse_refuses_answers_to_other_questions_and_another_recipe_in_its_outdir(fault, remote, tmp_path):
+    """Hardening 2 and 3: ``--reuse`` matches the earlier answers by id *and* question (a file of other questions
+    is refused, naming the first id that differs), and an OUTDIR made with another aggregator or mode is refused,
+    as a batch's is (never the first run's answers reported for the second's)."""
+    data = jsonl(tmp_path / "c.jsonl", [{"question": "Sky?", "choices": ["red", "blue"], "answer": "B"}])
+    others = jsonl(tmp_path / "o.jsonl", [{"question": "Grass?", "choices": ["green", "pink"], "answer": "A"}])
+    fault.script("a", "say:B").script("b", "say:B").script("g", "say:B")
+    run(run_benchmark("choice", others, tmp_path / "one", Recipe(["a", "b"], "g", backend=remote.base_url)))
+    earlier = tmp_path / "one" / "answers.s0.jsonl"
+    synthesize = Recipe(["a", "b"], "g2", backend=remote.base_url)  # not g: its answer to "Grass?" is cached
+    with pytest.raises(ValueError, match=r"the answers under id '1' are to another question \('Grass\?"):
+        run(run_benchmark("choice", data, tmp_path / "two", synthesize, reuse=earlier, progress=False))
+    assert len(fault.requests) == 3  # refused before any call
+
+    run(run_benchmark("choice", others, tmp_path / "two", synthesize, reuse=earlier, progress=False))
+    assert [b["model"] for b in fault.requests[3:]] == ["g2"]
+    fault.script("h", "say:2")
+    select = Recipe(["a", "b"], "h", backend=remote.base_url, options={"combine": "select"})
+    with pytest.raises(ValueError, match="holds results made with other settings"):
+        run(run_benchmark("choice", others, tmp_path / "two", select, reuse=earlier, progress=False))
+    assert len(fault.requests) == 4  # the new aggregator is not called, and the old answers are not reported
+    report = run(run_benchmark("choice", others, tmp_path / "three", select, reuse=earlier, progress=False))
+    assert [b["model"] for b in fault.requests[4:]] == ["h"] and report.failed == 0
+
+
+def test_eval_retries_failed_questions_when_asked(fault, remote, tmp_path):
+    """Hardening 4: after an outage, ``retry_failed`` (``moa-lab eval --retry-failed``) runs the failed questions
+    again (without it they stay failed, and the report says how to retry them)."""
+    data = jsonl(
+        tmp_path / "g.jsonl", [{"question": "2+2?", "answer": "#### 4"}, {"question": "3+4?", "answer": "#### 7"}]
+    )
+    recipe = Recipe(["a"], "g", backend=remote.base_url, options={"retries": 0})
+    fault.script("g", "say:4", "500")
+    report = run(run_benchmark("gsm8k", data, tmp_path / "out", recipe, progress=False, concurrency=1))
+    assert report.failed == 1 and "--retry-failed" in str(report)
+    calls = len(fault.requests)
+    again = run(run_benchmark("gsm8k", data, tmp_path / "out", recipe, progress=False))
+    assert again.failed == 1 and len(fault.requests) == calls  # kept as failed, no call
+    fault.script("g", "say:7")
+    (tmp_path / "r.yaml").write_text(f"backend: {remote.base_url}\nproposers: [a]\naggregator: g\nretries: 0\n")
+    done = subprocess.run(
+        [*MOA, "eval", "gsm8k", str(data), str(tmp_path / "out"), "--recipe", str(tmp_path / "r.yaml"),
+         "--retry-failed", "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [b["model"] for b in fault.requests[calls:]] == ["g"]  # the failed question's aggregator: a cached proposer
+    lines = [json.loads(x) for x in (tmp_path / "out" / "answers.s0.jsonl").read_text().splitlines()]
+    assert sorted(x["id"] for x in lines) == ["1", "2"] and {x["status"] for x in lines} == {"ok"}  # one line per id
+    moa = json.loads((tmp_path / "out" / "report.json").read_text())["rows"][2]
+    assert moa["config"] == "moa" and moa["accuracy"] == 100.0
+
+
+def test_gsm8k_references_are_normalised_as_answers_are(fault, remote, tmp_path):
+    """Hardening 5: ``#### 5.50``, ``#### 3.0``, ``#### $1,000`` and ``#### 12.`` answered "5.50", "3.0", "1000"
+    and "12" all score."""
+    rows = [
+        {"question": "a?", "answer": "#### 5.50"},
+        {"question": "b?", "answer": "#### 3.0"},
+        {"question": "c?", "answer": "#### $1,000"},
+        {"question": "d?", "answer": "#### 12."},
+    ]
+    data = jsonl(tmp_path / "g.jsonl", rows)
+    fault.script("a", "say:5.50", "say:3.0", "say:$1000", "say:12")
+    fault.script("g", "say:It costs $5.50.", "say:3.0", "say:1,000 dollars", "say:12.")
+    report = run(run_benchmark("gsm8k", data, tmp_path / "o", Recipe(["a"], "g", backend=remote.base_url),
+                               progress=False, concurrency=1))  # fmt: skip
+    assert {r["config"]: r["accuracy"] for r in report.rows} == {"single": 100.0, "vote": 100.0, "moa": 100.0}

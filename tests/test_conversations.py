@@ -134,3 +134,48 @@ def test_moa_lab_chat_keeps_the_history_and_shows_the_trace(fault):
     assert turns == [1, 3, 1]  # the second turn read the first; after /reset, a new conversation
     second = [b for b in fault.requests if b["model"] == "a"][1]["messages"]
     assert second[0] == {"role": "user", "content": "Name a river."} and second[1]["role"] == "assistant"
+
+
+def test_a_flag_given_wins_over_the_recipe_even_at_its_default_value(fault, tmp_path):
+    """Hardening 18: ``--temperature 0.7 --seed 0`` (the built-in defaults) over a recipe with 0.2 and 5 sends
+    0.7 and seed 0, for ``ask``, ``batch`` and ``chat``; a flag not given leaves the recipe's value."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"backend: {fault.url}\nproposers: [a]\naggregator: g\ntemperature: 0.2\nseed: 5\nretries: 1\n")
+    flags = ["--recipe", str(recipe), "--temperature", "0.7", "--seed", "0", "--no-cache"]
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": 1, "prompt": "Hi"}\n')
+    for command, more, stdin in (
+        (["ask", "Hi"], [], None),
+        (["batch", str(prompts), str(tmp_path / "out.jsonl")], ["--no-progress"], None),
+        (["chat"], [], "Hi\n/quit\n"),
+    ):
+        start = len(fault.requests)
+        done = subprocess.run([*MOA, *command, *flags, *more], input=stdin, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        sent = fault.requests[start:]
+        assert {b["temperature"] for b in sent} == {0.7}, command
+        assert {b["seed"] for b in sent} == {1000, 2000}, command  # each call's own seed, from seed 0 (5: 1005, 2005)
+    done = subprocess.run([*MOA, "ask", "Hi", "--recipe", str(recipe), "--no-cache"], capture_output=True, text=True)
+    assert done.returncode == 0 and {b["temperature"] for b in fault.requests[-2:]} == {0.2}
+
+
+def test_ctrl_c_at_the_chat_prompt_leaves_without_a_traceback(fault):
+    """Hardening 20: Ctrl-C while ``you>`` waits for a line exits 130, with no KeyboardInterrupt traceback."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [*MOA, "chat", "--backend", fault.url, "--proposers", "a", "--aggregator", "g"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    seen = ""
+    while "you> " not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.read(1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err

@@ -19,7 +19,7 @@ import yaml
 from conftest import MOA
 from fault_server import FaultServer
 
-from moa_lab import run_moa
+from moa_lab import get_backend, run_layer, run_moa
 from moa_lab.recipe import Recipe
 
 pytestmark = pytest.mark.local
@@ -84,6 +84,14 @@ def served(tmp_path_factory):
             "tiny": TINY,
             "remote": {"backend": fault.url, "proposers": ["a", "b"], "aggregator": "g", "retries": 0},
             "capped": {"backend": fault.url, "proposers": ["a"], "aggregator": "g", "max_tokens_total": 5},
+            "budgeted": {
+                "backend": fault.url,
+                "proposers": ["a"],
+                "aggregator": "g",
+                "max_tokens": 20,
+                "max_tokens_total": 400,
+                "retries": 0,
+            },
         }
         args = []
         for name, recipe in recipes.items():
@@ -91,12 +99,13 @@ def served(tmp_path_factory):
             args += ["--recipe", f"{name}={folder / f'{name}.yaml'}"]
         cache = folder / "cache.sqlite"
         env = {"MOA_LAB_SERVE_KEY": KEY, "TOGETHER_API_KEY": UPSTREAM, "MOA_LAB_CACHE": str(cache)}
-        proc, url = start_serve(folder, *args, env=env)
+        proc, url = start_serve(folder, *args, "--patience", "1", env=env)
         served = Served(url, fault, cache, proc, folder)
         yield served
         proc.terminate()
         served.log = proc.communicate(timeout=30)[0]
         assert KEY not in served.log and UPSTREAM not in served.log
+        assert "Task was destroyed" not in served.log and "Traceback" not in served.log, served.log
 
 
 def test_the_openai_sdk_sync_async_and_streamed_with_usage(served):
@@ -357,3 +366,118 @@ def test_32_clients_at_once_4_leaving_mid_stream(served):
     started = [w for w in status["workers"] if w["pid"] is not None]  # not the pack's: loaded on first call
     assert started and all(w["alive"] and w["generation"] == 0 for w in started)
     assert status["busy"] == 0  # no call left running
+
+
+def _stream(served: Served, body: dict) -> tuple[str, list[dict]]:
+    """A streamed request's text and events (its error events too)."""
+    lines = served.post({**body, "stream": True}).text.splitlines()
+    events = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices"))
+    return text, events
+
+
+def test_finish_reason_is_length_when_max_tokens_cut_the_final_answer(served):
+    """Hardening 10: "length" when max_tokens cut the final answer (a harness's truncation check), in the
+    completion and in the stream's last chunk, also when it comes from the cache; "stop" otherwise."""
+    body = {"model": "moa/tiny", "messages": [{"role": "user", "content": "Tell a long story about a cat."}]}
+    cut = served.post({**body, "max_tokens": 3}).json()
+    assert cut["choices"][0]["finish_reason"] == "length" and cut["moa_lab"]["calls"] == 3
+    text, events = _stream(served, {**body, "max_tokens": 3, "seed": 0})  # the same calls, from the cache
+    assert [e["choices"][0]["finish_reason"] for e in events if e.get("choices")][-1] == "length"
+    assert text == cut["choices"][0]["message"]["content"]
+    served.fault.script("g", "say:Blue.")
+    whole = served.post({"model": "moa/remote", "messages": [{"role": "user", "content": "Sky colour?"}]}).json()
+    assert whole["choices"][0]["finish_reason"] == "stop" and whole["choices"][0]["message"]["content"] == "Blue."
+
+
+def test_a_stop_string_is_cut_from_a_stream_that_arrives_in_small_pieces(served):
+    """Hardening 11: the answer "ab END" arrives as "ab " and "END"; stop "b END" leaves "a", streamed or not."""
+    body = {"model": "moa/remote", "messages": [{"role": "user", "content": "stop test"}], "stop": ["b END"]}
+    served.fault.script("g", "say:ab END", "say:ab END")
+    assert served.post(body).json()["choices"][0]["message"]["content"] == "a"
+    text, events = _stream(served, {**body, "seed": 1})
+    assert text == "a" and [e["choices"][0]["finish_reason"] for e in events if e.get("choices")][-1] == "stop"
+
+
+def test_a_run_stopped_by_its_budget_midway_is_a_400_not_a_502(served):
+    """Hardening 12: the proposer reports more tokens than its bound, so the aggregator's call cannot fit: a 400
+    (budget_exceeded), streamed or not; a client retries a 502 and would pay for the MoA again."""
+    served.fault.script("a", "tokens:1000", "tokens:1000")
+    body = {"model": "moa/budgeted", "messages": [{"role": "user", "content": "budget"}]}
+    r = served.post(body)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "budget_exceeded", r.text
+    assert "max_tokens_total" in r.json()["error"]["message"]
+    _, events = _stream(served, {**body, "seed": 3})
+    (error,) = [e["error"] for e in events if "error" in e]
+    assert error["code"] == 400 and error["type"] == "invalid_request_error" and "max_tokens_total" in error["message"]
+
+
+def test_without_a_seed_each_request_is_a_fresh_sample_and_its_seed_is_kept_for_a_replay(served):
+    """Hardening 13: the same request twice without ``seed`` gets two samples (a harness's epochs differ); each
+    run's record keeps the seed drawn, and a request with that seed replays it from the cache."""
+    body = {"model": "moa/remote", "messages": [{"role": "user", "content": "Sample me."}], "temperature": 1.0}
+    one, two = served.post(body), served.post(body)
+    assert one.json()["choices"][0]["message"]["content"] != two.json()["choices"][0]["message"]["content"]
+    seeds = [served.record(r.headers["x-moa-lab-run-id"])["seed"] for r in (one, two)]
+    assert seeds[0] != seeds[1] and all(isinstance(s, int) for s in seeds)
+    before = len(served.fault.requests)
+    again = served.post({**body, "seed": seeds[0]}).json()
+    assert again["choices"][0]["message"]["content"] == one.json()["choices"][0]["message"]["content"]
+    assert len(served.fault.requests) == before and again["moa_lab"]["cached_calls"] == 3  # replayed, no call
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == again["usage"]["prompt_tokens"] > 0
+
+
+def test_openai_error_json_for_routes_formats_and_schemes_and_a_case_insensitive_bearer(served):
+    """Hardening 14 and 15: ``response_format`` is refused naming it; unknown routes and wrong methods answer
+    OpenAI's error JSON naming the path (the together SDK given ``.../v1``, inspect's ``/v1/responses``); the
+    Authorization scheme is case-insensitive."""
+    base = {"model": "moa/remote", "messages": [{"role": "user", "content": "hi"}]}
+    before = len(served.fault.requests)
+    for form in ({"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}):
+        r = served.post({**base, "response_format": form})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "response_format", r.text
+    assert len(served.fault.requests) == before
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for method, path, status in (
+        ("POST", "/v1/responses", 404),
+        ("GET", "/v1/nothing", 404),
+        ("GET", "/v1/chat/completions", 405),
+    ):
+        r = httpx.request(method, served.url + path, headers=auth, json={})
+        error = r.json()["error"]
+        assert r.status_code == status and path in error["message"] and error["type"] == "invalid_request_error"
+    assert (
+        "chat completions" in httpx.post(served.url + "/v1/responses", headers=auth, json={}).json()["error"]["message"]
+    )
+    wrong = together.Together(base_url=served.url + "/v1", api_key=KEY, max_retries=0)
+    with pytest.raises(together.NotFoundError, match="/v1/v1/chat/completions"):
+        wrong.chat.completions.create(**base)
+    lower = httpx.post(
+        served.url + "/v1/chat/completions", json={**base, "seed": 5}, headers={"Authorization": f"bearer {KEY}"}
+    )
+    assert lower.status_code == 200, lower.text
+
+
+def test_a_run_longer_than_the_clients_read_timeout_is_kept_alive(served):
+    """Hardening 16: the together SDK reads for at most 2 s here; the run takes about 3.5 s (this server's
+    ``--patience`` is 1 s). The status goes out as 200 and spaces keep the connection alive: one run, answered once
+    (no retry pays for a second MoA). A run that fails after that gives its error as the body's error object,
+    which moa_lab's own calls read as a failure."""
+    served.fault.script("a", "delay:3.5").script("b", "delay:3.5").script("g", "say:Slow but sure.")
+    runs = len(served.runs())
+    client = together.Together(base_url=served.url, api_key=KEY, timeout=2.0)
+    answer = client.chat.completions.create(model="moa/remote", messages=[{"role": "user", "content": "slow one"}])
+    assert answer.choices[0].message.content == "Slow but sure." and answer.choices[0].finish_reason == "stop"
+    assert len(served.runs()) == runs + 1 and [r["status"] for r in served.runs()][-1] == "ok"
+
+    served.fault.script("a", "delay:2.5").script("b", "500").script("g", "500")
+    r = served.post({"model": "moa/remote", "messages": [{"role": "user", "content": "slow failure"}]})
+    assert r.status_code == 200 and r.text.startswith(" ")  # committed before the run failed
+    error = r.json()["error"]
+    assert error["type"] == "upstream_error" and "g (layer 2 aggregator): HTTP 500" in error["message"]
+
+    served.fault.script("a", "delay:2.5").script("b", "500").script("g", "500")
+    backend = get_backend(served.url, api_key=KEY)
+    layer = asyncio.run(run_layer("slow failure, again", ["moa/remote"], backend=backend, retries=0, cache=False))
+    (call,) = layer.calls
+    assert not call.ok and call.error.startswith("error in the body: moa/remote: the MoA run failed"), call.error

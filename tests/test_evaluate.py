@@ -447,3 +447,25 @@ def test_a_reference_baseline_needs_every_reference(fault, remote, tmp_path):
     assert (report.row("reference").questions, report.row("a alone").questions) == (0, 1)
     assert report.row("reference").calls == 0 and len(fault.calls_to("a")) == 3
     assert "Answer B: Roses are red." in "".join(r["messages"][0]["content"] for r in fault.calls_to("A"))
+
+
+def test_a_choice_is_read_by_its_text_and_only_the_questions_own_letters_count(tmp_path):
+    """Hardening 6 and 7: with the prompt ``read_choice`` writes ("B. Paris" lines), the option's text names it
+    ("Paris" scores); "Answer: I think it is B." is B, never the I that is not one of the choices."""
+    from moa_lab.evaluate.formats import read_choice
+
+    data = tmp_path / "c.jsonl"
+    data.write_text(json.dumps({"question": "Capital of France?", "choices": ["Rome", "Paris", "Oslo"], "answer": "B"}))
+    (item,) = read_choice(data)
+    prompt = item.turns[0]
+    assert "B. Paris" in prompt
+    for reply, letter in [
+        ("Paris", "B"),
+        ("It is Paris.", "B"),
+        ("The capital of France is **Paris**", "B"),
+        ("Answer: I think it is B.", "B"),
+        ("I believe the answer is C", "C"),
+        ("I", None),  # not a letter of this question
+        ("Rome or Paris", None),  # two options named: no answer
+    ]:
+        assert extract_choice(reply, prompt) == letter, reply

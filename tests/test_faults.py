@@ -61,7 +61,7 @@ def test_a_retry_after_too_long_or_unreadable_never_hangs_nor_crashes(fault, rem
     t0 = time.perf_counter()
     layer = run(run_layer(P, ["a", "b"], backend=remote))
     call = layer.calls[0]
-    assert time.perf_counter() - t0 < 2.5
+    assert time.perf_counter() - t0 < 10  # not the hour (or day) asked for: a loaded machine is slow, not that slow
     if header.endswith(("soon", "nan")):
         assert call.ok and call.attempts == 2 and 0.35 <= retry_gap(fault, "a") <= 0.8
     else:
@@ -93,16 +93,17 @@ def test_timeout_bounds_the_wait_not_the_silence(fault, remote, fault_name, stre
         error = info.value.failures[0].error
     else:
         error = run(run_layer(P, ["x", "y"], timeout=0.5, retries=0, backend=remote)).calls[0].error
-    assert 0.5 <= time.perf_counter() - t0 < 2.0
+    assert 0.5 <= time.perf_counter() - t0 < 5.0  # the timeout, not the endless silence (slack for a busy machine)
     assert error == f"timed out after 0.5s waiting for {waiting_for}"
 
 
 def test_a_slow_stream_is_not_cut_while_its_tokens_keep_coming(fault, remote):
     """timeout bounds each token's wait, not the whole stream: a stream of 14 events, each trickled over about
-    0.25 s, takes about 3 s in all and is whole with timeout=1."""
+    0.25 s, takes about 3 s in all (more on a loaded machine) and is whole with timeout=2 (8 times an event's
+    time: a busy machine that slows the trickle does not cut it)."""
     fault.script("agg", "trickle:0.0015")
     t0 = time.perf_counter()
-    text = run(aggregate(P, ["x"], "agg", timeout=1.0, retries=0, backend=remote))
+    text = run(aggregate(P, ["x"], "agg", timeout=2.0, retries=0, backend=remote))
     assert time.perf_counter() - t0 > 2.0 and text == "agg answers (seed 2000, with references)."
 
 
@@ -255,8 +256,8 @@ def test_layer_calls_run_concurrently(fault, remote):
     fault.latency = 0.4
     t0 = time.perf_counter()
     run(run_layer(P, ["a", "b", "c", "d"], backend=remote))
-    assert fault.peak == 4
-    assert time.perf_counter() - t0 < 4 * 0.4
+    assert fault.peak == 4  # all four at the server at once (a wall-time bound would fail on a busy machine)
+    assert time.perf_counter() - t0 >= 0.4
 
 
 def test_cancel_propagates(fault, remote):
@@ -292,6 +293,6 @@ def test_a_stream_that_stops_mid_way_times_out_keeping_its_text(fault, remote, f
     t0 = time.perf_counter()
     with pytest.raises(MoAError) as info:
         run(aggregate(P, ["x"], "agg", timeout=0.5, backend=remote))
-    assert time.perf_counter() - t0 < 2.0
+    assert time.perf_counter() - t0 < 5.0  # the timeout, not the endless stall (slack for a busy machine)
     assert "stream broke after 12 characters: timed out after 0.5s waiting for the next token" in str(info.value)
     assert info.value.partial == "agg answers "

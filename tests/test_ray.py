@@ -1,6 +1,7 @@
 """run_batch(engine="ray") and `moa-lab batch --ray` on a real local Ray cluster (`ray start --head`, 2 CPUs),
 against the fault server: the same results as run_batch, a killed driver, a killed worker, a budget."""
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -31,8 +32,15 @@ NODE_KEYS = {
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A Ray head on this machine for the module (about 10 s to start); stopped, with all it started, after."""
+    """A Ray head on this machine for the module (about 10 s to start); stopped after, with all it started and
+    nothing else: another Ray cluster on the machine (a user's, a CI runner's) is never touched. The head runs
+    under ``ray start --block`` in its own session: stopping that process stops its processes; any left over are
+    found by this cluster's own temp folder in their command line. A decoy "gcs_server" (the name ``ray stop``
+    looks for) stands in for a user's cluster and must survive."""
     import secrets
+    import shutil
+
+    import psutil
 
     port = free_port()
     temp = tmp_path_factory.mktemp("ray")
@@ -41,30 +49,67 @@ def cluster(tmp_path_factory):
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
     saved = {name: os.environ.get(name) for name in auth}
     os.environ.update(auth)  # this process's drivers and the subprocesses' see the cluster's token
+    decoy_program = shutil.copy("/bin/sleep", temp / "gcs_server")
+    decoy = subprocess.Popen([decoy_program, "600"])  # "a user's cluster"
+    head = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--object-store-memory=134217728",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **NODE_KEYS},
+        start_new_session=True,
+    )
+
+    def ours() -> list:
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if proc.pid != decoy.pid and any(str(temp) in part for part in proc.info["cmdline"] or ()):
+                    found.append(proc)
+        return found
+
     try:
-        subprocess.run(
-            [
-                RAY,
-                "start",
-                "--head",
-                f"--port={port}",
-                "--node-ip-address=127.0.0.1",
-                "--num-cpus=2",
-                "--object-store-memory=134217728",
-                "--include-dashboard=false",
-                "--disable-usage-stats",
-                f"--temp-dir={temp}",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-            env={**os.environ, **NODE_KEYS},
-        )
+        deadline = time.monotonic() + 120
+        while not _listening(port) and head.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _listening(port), f"the Ray head did not start (exit code {head.poll()})"
+        time.sleep(2)  # the raylet registers with the GCS
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+        head.terminate()  # `ray start --block` stops the processes it started
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=60)
+        left = ours()
+        for proc in left:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(left, timeout=30)
+        alive = decoy.poll() is None
+        decoy.kill()
+        decoy.wait()
         for name, value in saved.items():
             os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+        assert alive, "stopping the tests' cluster stopped another Ray process of the machine"
+        assert not [p for p in ours() if p.is_running()], "a process of the tests' cluster outlived it"
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def lines_of(outdir: Path) -> list[dict]:

@@ -378,3 +378,25 @@ def test_the_py_of_a_pair_in_sync_runs_its_ipynb(tmp_path):
         shutil.copy(NOTEBOOKS / f"01_two_layer_moa{suffix}", tmp_path / f"nb{suffix}")
     sweep = plan_sweep(tmp_path / "nb.py", {"grid": {"seed": [1]}}, tmp_path / "out")
     assert sweep.notebook == (tmp_path / "nb.ipynb").resolve()
+
+
+@pytest.mark.kernel
+def test_points_run_in_this_python_whatever_kernel_jupyter_finds_under_python3(tmp_path, monkeypatch):
+    """Hardening 19: a user-level "python3" kernel of another Python (a conda base, a ``pip --user`` install)
+    comes first in Jupyter's search; the points still run in the Python that runs the sweep."""
+    import sys
+
+    other = Path(os.path.realpath(sys.executable))  # the venv's base interpreter: no moa_lab, no ipykernel
+    assert Path(sys.prefix) != Path(sys.base_prefix), "the tests run in a virtual environment"
+    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    kernel = {"argv": [str(other), "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": "Python 3",
+              "language": "python"}  # fmt: skip
+    (spec_dir / "kernel.json").write_text(json.dumps(kernel))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    no_server(monkeypatch)
+    notebook = small_notebook(tmp_path / "where.ipynb", "n = 0", "import sys, moa_lab\nprint(sys.executable, n)")
+    summary = run(run_sweep(notebook, {"grid": {"n": [1]}}, tmp_path / "out", progress=False))
+    assert summary.failed == 0, summary
+    (point,) = (tmp_path / "out" / "points").iterdir()
+    assert sys.executable in (point / "notebook.ipynb").read_text()

@@ -122,7 +122,7 @@ def test_stop_cancels_a_slow_run_and_keeps_what_finished(fault, remote):
         return time.perf_counter() - t0
 
     seconds = run(scenario())
-    assert seconds < 2
+    assert seconds < 10  # at once, not after the slow proposer's 30 s (slack for a busy machine)
     assert panel.task.cancelled() and panel.result is None
     assert "Stopped. 1 finished call(s)" in panel.message
     assert "fast answers" in panel.slots[0][0].value and "running" in panel.slots[0][1].value

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import secrets
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,18 +36,22 @@ from moa_lab.endpoint._forms import (
     completion,
     cut_at_stop,
     error_event,
+    failure_message,
+    failure_status,
     refuse_unsupported,
     stop_list,
     usage_chunk,
+    usage_json,
 )
+from moa_lab.endpoint._records import RunRecords
+from moa_lab.endpoint._tasks import client_gone, stop
 from moa_lab.engine.local import attach
 from moa_lab.estimate import check_budget
 from moa_lab.moa import run_plan
 from moa_lab.openai_api import BadRequest, error_json
 from moa_lab.plan import RunPlan
 from moa_lab.recipe import Recipe
-from moa_lab.records import MoAError
-from moa_lab.results import MoAResult, layers_dict, trace_dict
+from moa_lab.results import MoAResult
 
 PREFIX = "moa/"
 
@@ -55,29 +60,28 @@ def _error(status: int, message: str, code: str, kind: str = "invalid_request_er
     return JSONResponse(error_json(message, kind, code, param), status)
 
 
-def failure_message(model: str, exc: BaseException) -> str:
-    """What a failed run says: the model served, and the cause (each failed model and why)."""
-    if isinstance(exc, MoAError):
-        return f"{model}: the MoA run failed: {exc}"
-    if isinstance(exc, asyncio.TimeoutError):
-        return f"{model}: the MoA run timed out upstream"
-    return f"{model}: the MoA run failed: {type(exc).__name__}: {exc}"
-
-
 class MoAEndpoint:
     """The recipes a ``moa-lab serve`` serves as ``moa/NAME`` models, with their runs' records.
 
     ``recipes``: name → :class:`~moa_lab.recipe.Recipe` (checked already); ``concurrency``: model calls at once over
     every run; ``keep_runs``: run records kept (the oldest are dropped); ``keepalive``: seconds between SSE comments
-    while a streamed run has no token to send yet."""
+    while a streamed run has no token to send yet (and between the spaces of a non-streamed answer kept alive);
+    ``patience``: seconds a non-streamed answer is awaited before its status is sent as 200 and spaces keep the
+    connection alive until its body (:meth:`_kept_alive`)."""
 
     def __init__(
-        self, recipes: Mapping[str, Recipe], *, concurrency: int = 16, keep_runs: int = 256, keepalive: float = 1.0
+        self,
+        recipes: Mapping[str, Recipe],
+        *,
+        concurrency: int = 16,
+        keep_runs: int = 256,
+        keepalive: float = 1.0,
+        patience: float = 5.0,
     ) -> None:
         self.recipes = dict(recipes)
         self.limiter = limits.CallLimiter(concurrency)
-        self.keep_runs, self.keepalive = keep_runs, keepalive
-        self.runs: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.keepalive, self.patience = keepalive, patience
+        self.records = RunRecords(keep_runs)
         self.active: dict[str, asyncio.Task] = {}  # the runs in progress, by id
 
     def handles(self, model: str) -> bool:
@@ -104,24 +108,7 @@ class MoAEndpoint:
         await asyncio.gather(*self.active.values(), return_exceptions=True)
 
     def routes(self) -> list[Route]:
-        return [Route("/moa_lab/runs", self.run_list), Route("/moa_lab/runs/{run_id}", self.run_record)]
-
-    async def run_list(self, request: Request) -> Response:
-        """The runs kept, oldest first: each one's id, model, status and when it started."""
-        keys = ("id", "model", "status", "created")
-        return JSONResponse({"object": "list", "data": [{k: r.get(k) for k in keys} for r in self.runs.values()]})
-
-    async def run_record(self, request: Request) -> Response:
-        run_id = request.path_params["run_id"]
-        record = self.runs.get(run_id)
-        if record is None:
-            return _error(
-                404,
-                f"no run {run_id!r} here: runs are kept for the server's life, the last {self.keep_runs} of them",
-                "run_not_found",
-                param="run_id",
-            )
-        return JSONResponse(record)
+        return self.records.routes()
 
     # --- one request ------------------------------------------------------------------------------------------
 
@@ -135,8 +122,9 @@ class MoAEndpoint:
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if limit is not None:
             options["max_tokens"] = limit
-        if body.get("seed") is not None:
-            options["seed"] = body["seed"]
+        # No seed: a fresh sample, as OpenAI means it (a harness's epochs and pass@k get different answers); the seed
+        # drawn is kept in the run's record, so the run can be replayed (and is cached under it, like any seed).
+        options["seed"] = body["seed"] if body.get("seed") is not None else secrets.randbelow(2**31)
         plan = self.recipes[body["model"][len(PREFIX) :]].plan(messages=messages, **options)
         check_budget(plan)
         return plan
@@ -153,33 +141,58 @@ class MoAEndpoint:
         except ValueError as exc:
             return _error(400, f"{model}: {exc}", "invalid_value")
         run_id, created = uuid.uuid4().hex[:24], int(time.time())
-        self._keep(run_id, {"id": run_id, "model": model, "status": "running", "created": created})
+        record = {"id": run_id, "model": model, "status": "running", "created": created, "seed": plan.settings.seed}
+        self.records.add(run_id, {**record, "seed_given": body.get("seed") is not None})
         headers = {"x-moa-lab-run-id": run_id}
         if body.get("stream"):
             events = self._events(plan, run_id, created, body)
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         task = self._start(plan, run_id, model, None)
-        gone = asyncio.ensure_future(_client_gone(request))
+        gone = asyncio.ensure_future(client_gone(request))
         try:
-            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not task.done():  # the client left (or this handler was cancelled): its run stops now
-                task.cancel()
-            gone.cancel()
-            await asyncio.gather(task, gone, return_exceptions=True)
+            await asyncio.wait({task, gone}, timeout=self.patience, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            await stop(task, gone)
+            raise
+        if not task.done() and not gone.done():  # a long run: keep the client's read timeout from firing
+            await stop(gone)  # from now on a client that left is found by the write of the next space
+            answer = self._kept_alive(task, run_id, created, body)
+            return StreamingResponse(answer, media_type="application/json", headers=headers)
+        await stop(task, gone)  # the client left (its run stops now), or the run ended
         if task.cancelled():
             return Response(b"", 499)
-        failure = task.exception()
+        status, answer = self._answer(task, run_id, created, body)
+        return JSONResponse(answer, status, headers=headers)
+
+    def _answer(self, task: asyncio.Task, run_id: str, created: int, body: dict) -> tuple[int, dict[str, Any]]:
+        """A finished run's status and body: the completion, or OpenAI's error JSON (400 for a budget or bad input:
+        retrying it would pay for the same refusal; 502 for models that failed)."""
+        model, failure = body["model"], task.exception()
         if failure is not None:
-            bad = isinstance(failure, ValueError)
-            status, kind = (400, "invalid_request_error") if bad else (502, "upstream_error")
+            status, kind = failure_status(failure)
             code = "budget_exceeded" if isinstance(failure, BudgetExceeded) else "moa_run_failed"
-            return JSONResponse(error_json(failure_message(model, failure), kind, code), status, headers=headers)
+            return status, error_json(failure_message(model, failure), kind, code)
         result: MoAResult = task.result()
-        text, _ = cut_at_stop(result.text, stop_list(body))
-        return JSONResponse(
-            completion(run_id, created, model, text, result.usage(), self._extra(run_id, result)), headers=headers
-        )
+        text, stopped = cut_at_stop(result.text, stop_list(body))
+        finish = "stop" if stopped else result.finish_reason
+        used = self._usage(result)
+        return 200, completion(run_id, created, model, text, used, self._extra(run_id, result), finish)
+
+    async def _kept_alive(self, task: asyncio.Task, run_id: str, created: int, body: dict):
+        """A non-streamed answer whose run outlasts ``patience``: the status is sent as 200, then a space every
+        ``keepalive`` seconds while the run goes on (JSON allows whitespace before a value; a client's read timeout
+        sees bytes arrive), then the body: the completion, or the error object (``{"error": ...}``, OpenAI's
+        form) if the run failed, as OpenRouter does. A client that leaves cancels the run."""
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=self.keepalive)
+                if not task.done():
+                    yield b" "
+            if not task.cancelled():
+                yield json.dumps(self._answer(task, run_id, created, body)[1], ensure_ascii=False).encode("utf-8")
+        finally:  # the client left (the write failed, or the server saw it go): its run stops
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(stop(task))
 
     def _start(self, plan: RunPlan, run_id: str, model: str, on_chunk) -> asyncio.Task:
         """The run as a task of its own (cancelled when its client leaves), recorded as it ends."""
@@ -189,12 +202,12 @@ class MoAEndpoint:
             try:
                 result = await run_plan(plan, stream=True, on_chunk=on_chunk)
             except asyncio.CancelledError:
-                self._finish(run_id, "cancelled", None, "the client disconnected: the run was cancelled")
+                self.records.finish(run_id, "cancelled", None, "the client disconnected: the run was cancelled")
                 raise
             except BaseException as exc:
-                self._finish(run_id, "failed", exc, failure_message(model, exc))
+                self.records.finish(run_id, "failed", exc, failure_message(model, exc))
                 raise
-            self._finish(run_id, "ok", result, None)
+            self.records.finish(run_id, "ok", result, None)
             return result
 
         task = asyncio.ensure_future(run())
@@ -210,6 +223,7 @@ class MoAEndpoint:
         queue: asyncio.Queue[str] = asyncio.Queue()
         task = self._start(plan, run_id, model, queue.put_nowait)
         pending, stopped = "", False
+        get: asyncio.Future | None = None
 
         def emit(piece: str, final: bool = False) -> str | None:
             nonlocal pending, stopped
@@ -217,7 +231,7 @@ class MoAEndpoint:
                 return None
             pending += piece
             text, stopped = cut_at_stop(pending, stops)
-            out = text if stopped or final else text[: len(text) - hold] if hold else text
+            out = text if stopped or final else text[: max(0, len(text) - hold)]
             pending = "" if stopped else pending[len(out) :]
             return chunk(run_id, created, model, {"content": out}) if out else None
 
@@ -238,53 +252,35 @@ class MoAEndpoint:
                     yield ": moa_lab: the proposers are running\n\n"
             exc = task.exception()
             if exc is not None:
-                kind = "invalid_request_error" if isinstance(exc, ValueError) else "upstream_error"
-                yield error_event(failure_message(model, exc), kind, 400 if kind == "invalid_request_error" else 502)
+                status, kind = failure_status(exc)
+                yield error_event(failure_message(model, exc), kind, status)
                 return
             event = emit("", final=True)
             if event:
                 yield event
             result: MoAResult = task.result()
-            yield chunk(run_id, created, model, {}, "stop")
+            yield chunk(run_id, created, model, {}, "stop" if stopped else result.finish_reason)
             if (body.get("stream_options") or {}).get("include_usage"):
-                yield usage_chunk(run_id, created, model, result.usage(), self._extra(run_id, result))
+                yield usage_chunk(run_id, created, model, self._usage(result), self._extra(run_id, result))
             yield "data: [DONE]\n\n"
-        finally:  # the client left, or the stream ended: no call goes on for it
-            if not task.done():
-                task.cancel()
+        finally:  # the client left, or the stream ended: no call goes on for it (nor a pending read of the queue)
             with contextlib.suppress(BaseException):
-                await asyncio.shield(asyncio.gather(task, return_exceptions=True))
+                await asyncio.shield(stop(task, *([get] if get is not None else [])))
 
     # --- the runs' records ------------------------------------------------------------------------------------
 
     def _extra(self, run_id: str, result: MoAResult) -> dict[str, Any]:
-        used = result.usage()
-        return {"run_id": run_id, "calls": used.calls, "cached_calls": used.cached, "seconds": result.seconds}
+        used, cached = result.usage(), [c for c in result.trace if c.cached]
+        return {
+            "run_id": run_id,
+            "calls": used.calls,
+            "cached_calls": used.cached,
+            "cached_completion_tokens": sum(c.completion_tokens or 0 for c in cached),
+            "seconds": result.seconds,
+        }
 
-    def _keep(self, run_id: str, record: dict[str, Any]) -> None:
-        self.runs[run_id] = record
-        while len(self.runs) > self.keep_runs:
-            self.runs.popitem(last=False)
-
-    def _finish(self, run_id: str, status: str, outcome: Any, error: str | None) -> None:
-        record = self.runs.get(run_id)
-        if record is None:  # dropped already (more runs than keep_runs)
-            return
-        record.update(status=status, error=error, finished=time.time())
-        if isinstance(outcome, MoAResult):
-            record["result"] = outcome.to_dict()
-        elif outcome is not None:  # what the run computed before it failed
-            layers = getattr(outcome, "layers", [])
-            steps = getattr(outcome, "steps", [])
-            record["result"] = {
-                **layers_dict(layers),
-                **trace_dict([c for layer in layers for c in layer.calls] + list(steps)),
-            }
-
-
-async def _client_gone(request: Request) -> None:
-    """Return when the client disconnects (the body was read already: the next message is the disconnect)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
+    def _usage(self, result: MoAResult) -> dict[str, Any]:
+        """The run's ``usage``: every call, those answered from the cache too (their prompt tokens also in
+        ``prompt_tokens_details.cached_tokens``)."""
+        cached = sum(c.prompt_tokens or 0 for c in result.trace if c.cached)
+        return usage_json(result.usage(), cached)

@@ -83,6 +83,11 @@ def model_path(name: str) -> Path:
     raise ValueError(f"unknown bundled model {name!r}; bundled models: {', '.join(BUNDLED_MODELS)}")
 
 
+def pack_spec(name: str, path: Path | None, broken: str | None = None) -> ModelSpec:
+    """The spec of a pack model, lazy (loaded on its first call); with no file, ``broken`` with the reason."""
+    return ModelSpec(name, path or Path(), None, bundled=True, lazy=True, broken=None if path else broken)
+
+
 def pack_file(name: str) -> Path:
     """The checked GGUF file of a pack model (:func:`moa_lab.engine.pack.pack_path`), its errors as LocalServerError."""
     try:
@@ -210,6 +215,8 @@ class LocalServer:
         self.api_key = api_key
         self._proc: subprocess.Popen | None = None
         self._files: dict[str, Path] | None = None
+        #: pack models whose file could not be made, with the reason: served as a 503 naming it, nothing else lost
+        self.broken: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -242,23 +249,32 @@ class LocalServer:
         return names
 
     def specs(self) -> list[ModelSpec]:
-        """Every model it serves, the bundled ones first, then the pack's (loaded on first call), then yours, each
-        with its file (found once) and chat format."""
+        """Every model it serves, the bundled ones first, then the pack's (loaded on first call; a broken one as
+        such), then yours, each with its file (found once) and chat format."""
         files = self.model_files()
         return (
             [ModelSpec(name, files[name], fmt, bundled=True) for name, fmt in BUNDLED_MODELS.items()]
-            + [ModelSpec(name, files[name], None, bundled=True, lazy=True) for name in self.pack]
+            + [pack_spec(name, files.get(name), self.broken.get(name)) for name in self.pack]
             + list(self.user_models)
         )
 
     def model_files(self) -> dict[str, Path]:
         """The GGUF file of each model, found once (``MOA_LAB_MODEL_DIR`` is read then): the server serves these
-        files, and the answers cache knows them by content (:meth:`identity`)."""
+        files, and the answers cache knows them by content (:meth:`identity`). A pack model whose file cannot be
+        made (a damaged part package, a full disk) is left out, with its reason in :attr:`broken`: it costs only
+        its own calls (a 503 naming it and the reason), never the other models."""
         with self._lock:
             if self._files is None:
+                pack = {}
+                for name in self.pack:
+                    try:
+                        pack[name] = pack_file(name)
+                    except LocalServerError as exc:
+                        self.broken[name] = str(exc)
+                        log.warning("%s; the other models are served", exc)
                 self._files = (
                     {name: model_path(name) for name in BUNDLED_MODELS}
-                    | {name: pack_file(name) for name in self.pack}
+                    | pack
                     | {m.name: m.path for m in self.user_models}
                 )
             return self._files
@@ -277,7 +293,9 @@ class LocalServer:
             if model in listed and listed[model].get("moa_lab_identity"):
                 return str(listed[model]["moa_lab_identity"])
         target = self.aliases.get(model, model)
-        path = self.model_files()[target]
+        path = self.model_files().get(target)
+        if path is None:  # a broken pack model: never answered, so never cached; its checked content, by name
+            return f"{target}:{PACK_MODELS[target].sha256[:16]}:gguf-template"
         return f"{target}:{fingerprint(path)}:{self.chat_format(target) or 'gguf-template'}"
 
     @property
@@ -327,7 +345,10 @@ class LocalServer:
                 str(workdir),
             ]
             for name in [*BUNDLED_MODELS, *self.pack]:
-                cmd += ["--model-file", f"{name}={files[name]}"]
+                if name in files:
+                    cmd += ["--model-file", f"{name}={files[name]}"]
+            for name, why in self.broken.items():  # the server need not try again: it answers 503 with the reason
+                cmd += ["--model-broken", f"{name}={why}"]
             for spec in self.user_models:
                 cmd += ["--model", str(spec)]
             for name, target in self.aliases.items():

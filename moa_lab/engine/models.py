@@ -22,13 +22,15 @@ class ModelSpec:
     """A model of the embedded server: its name, its GGUF file, and its chat format (None: the file's own
     template, as llama.cpp reads it). ``bundled``: ours (a bundled or pack model); ``lazy``: its worker starts on
     the model's first call, not with the server (the pack's larger models: a server that never uses them never
-    loads them)."""
+    loads them); ``broken``: why it cannot be served (a pack model whose file could not be made): the server
+    starts without it, and each call to it is answered 503 with this reason."""
 
     name: str
     path: Path
     chat_format: str | None = None
     bundled: bool = False
     lazy: bool = False
+    broken: str | None = None
 
     def __str__(self) -> str:
         return f"{self.name}={self.path}" + (f":{self.chat_format}" if self.chat_format else "")
@@ -115,6 +117,9 @@ def check_models(specs: Iterable[ModelSpec], formats: Sequence[str] | None = Non
                 + ": give each model its own name"
             )
         seen[spec.name] = spec
+        if spec.broken:  # served as a 503 naming it, not checked
+            out.append(spec)
+            continue
         where = f"the model file of {spec.name!r}, {str(spec.path)!r},"
         if not spec.path.exists():
             raise ValueError(f"{where} does not exist")

@@ -83,15 +83,16 @@ class _Relay(StreamingResponse):
 
 
 class KeyRequired:
-    """ASGI: every request must carry ``Authorization: Bearer KEY`` (else a 401 in OpenAI's error form)."""
+    """ASGI: every request must carry ``Authorization: Bearer KEY`` (the scheme in any case, as RFC 7235 says;
+    else a 401 in OpenAI's error form)."""
 
     def __init__(self, app, key: str) -> None:
-        self.app, self.expected = app, f"Bearer {key}".encode()
+        self.app, self.expected = app, key.encode()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").strip().partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.expected):
                 message = "this server requires an API key: send it as 'Authorization: Bearer KEY'"
                 await _error(401, message, "invalid_api_key")(scope, receive, send)
                 return
@@ -115,7 +116,10 @@ def build_app(
     ``api_key``: every request must carry it."""
     names = {w.model: w.model for w in workers} | dict(aliases)
     hung_after = worker_timeout()
-    costs = {w.model: RELATIVE_COST.get(w.model) or w.spec.path.stat().st_size / SMOLLM2_BYTES for w in workers}
+    costs = {
+        w.model: 1.0 if w.spec.broken else RELATIVE_COST.get(w.model) or w.spec.path.stat().st_size / SMOLLM2_BYTES
+        for w in workers
+    }
     state: dict = {}
 
     @contextlib.asynccontextmanager
@@ -141,7 +145,9 @@ def build_app(
     # What answers each name (the model, its file's fingerprint, its chat format): a client attached through
     # MOA_LAB_LOCAL_URL keys its answers cache by it, as it would for a server of its own.
     identity = {
-        w.model: f"{w.model}:{fingerprint(w.spec.path)}:{w.spec.chat_format or 'gguf-template'}" for w in workers
+        w.model: f"{w.model}:{'broken' if w.spec.broken else fingerprint(w.spec.path)}:"
+        f"{w.spec.chat_format or 'gguf-template'}"
+        for w in workers
     }
 
     def served() -> list[dict]:
@@ -202,8 +208,23 @@ def build_app(
         Route("/moa_lab/status", status_route),
         *(extension.routes() if extension is not None else []),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: _no_route, 405: _no_route})
     return KeyRequired(app, api_key) if api_key else app  # type: ignore[return-value]
+
+
+async def _no_route(request: Request, exc: Exception) -> JSONResponse:
+    """An unknown path (404) or a method a path does not take (405), in OpenAI's error JSON naming them."""
+    status = getattr(exc, "status_code", 404)
+    method, path = request.method, request.url.path
+    if status == 405:
+        message = f"{method} is not allowed on {path}"
+    else:
+        message = f"no route {method} {path} on this server; it serves POST /v1/chat/completions and GET /v1/models"
+        if path.endswith("/responses"):
+            message += " (OpenAI's Responses API is not served here: use the chat completions API)"
+    code = "method_not_allowed" if status == 405 else "not_found"
+    headers = getattr(exc, "headers", None)
+    return JSONResponse(error_json(message, "invalid_request_error", code, None), status, headers=headers)
 
 
 def _reachable(url: str) -> str:
@@ -345,6 +366,8 @@ def serve(
     try:
         for spec in models:
             pool.append(start_worker(len(pool), spec, log_dir, board.path, threads, cells))
+            if spec.broken:  # never started: each call to it is answered 503 with the reason
+                pool[-1].failed = spec.broken
         deadline = time.monotonic() + 180
         for w in pool:  # they load and warm up in parallel (a lazy model's on its first call)
             if not isinstance(w, Worker):
@@ -380,7 +403,8 @@ def serve(
                 spec = w.spec
                 announce(
                     f"model: {spec.name} ({spec.path}, chat format: {spec.chat_format or 'from the GGUF'})"
-                    + (" NOT SERVED: it could not be loaded (see above)" if w.failed else "")
+                    + (f" NOT SERVED: {w.failed}" if spec.broken else "")
+                    + (" NOT SERVED: it could not be loaded (see above)" if w.failed and not spec.broken else "")
                     + (" loaded on its first call" if spec.lazy else "")
                 )
             for name, target in aliases.items():

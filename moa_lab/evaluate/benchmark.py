@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from moa_lab.estimate import Estimate, call_bounds, estimate, total
 from moa_lab.evaluate.alpaca import baselines, judge_outputs, read_baseline
+from moa_lab.evaluate.benchmark_report import BenchmarkReport
 from moa_lab.evaluate.checkable import score_checkable
 from moa_lab.evaluate.formats import (
     Item,
@@ -37,7 +38,7 @@ from moa_lab.evaluate.formats import (
 )
 from moa_lab.evaluate.judge import JUDGE_SETTINGS
 from moa_lab.evaluate.judge import judge_messages as pair_messages
-from moa_lab.evaluate.mt_bench import grade, judge_messages, load_judge_prompts, mt_bench_lines
+from moa_lab.evaluate.mt_bench import grade, judge_messages, load_judge_prompts
 from moa_lab.evaluate.reuse import earlier_answers, reaggregate
 from moa_lab.jsonl import dumps
 from moa_lab.recipe import Recipe, resolve_recipe
@@ -153,58 +154,6 @@ def _second_turn(item: Item, first_answer: str) -> list[dict[str, str]]:
     ]
 
 
-@dataclass
-class BenchmarkReport:
-    """What :func:`run_benchmark` made: the files written, and for a checkable set the ``rows`` (one per way of
-    answering: ``config``, ``accuracy`` in percent, its ``interval``, ``p`` against the single model, ``maj``:
-    maj@k accuracy per k)."""
-
-    kind: str
-    outdir: Path
-    questions: int
-    files: dict[str, Path] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    failed: int = 0
-    scores: dict[str, Any] | None = None  # MT-Bench's grades, when judged
-
-    def __str__(self) -> str:
-        head = f"{self.kind}: {self.questions} question(s), {self.failed} failed run(s); files: " + ", ".join(
-            f"{name} {path}" for name, path in self.files.items()
-        )
-        if self.scores is not None and "win_rate" in self.scores:  # AlpacaEval, judged here
-            s = self.scores
-            if s["win_rate"] is None:
-                return f"{head}\nno instruction judged in both orders ({s['unjudged']})"
-            low, high = s["interval"]
-            return (
-                f"{head}\nwin rate vs the baseline (this judge, not AlpacaEval's): {s['win_rate']:.1f}% [{low:.1f}, "
-                f"{high:.1f}], length-controlled {s['length_controlled']:.1f}%, p = {s['p']:.3g} against 50%; "
-                f"{s['judged']} judged, {s['unjudged']} without a verdict in both orders"
-            )
-        if self.scores is not None:
-            return "\n".join([head, *mt_bench_lines(self.scores)])
-        if not self.rows:
-            return head
-        ks = list(self.rows[0]["maj"])
-        lines = [head, "", "config | accuracy % [95% interval] | p vs single | " + " | ".join(f"maj@{k}" for k in ks)]
-        for row in self.rows:
-            low, high = row["interval"] or (float("nan"), float("nan"))
-            p = "—" if row["p"] is None else f"{row['p']:.3g}"
-            maj = " | ".join(f"{row['maj'][k]:.1f}" for k in ks)
-            lines.append(f"{row['config']} | {row['accuracy']:.1f} [{low:.1f}, {high:.1f}] | {p} | {maj}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "questions": self.questions,
-            "failed": self.failed,
-            "files": {name: str(path) for name, path in self.files.items()},
-            "rows": self.rows,
-            "scores": self.scores,
-        }
-
-
 async def run_benchmark(
     kind: str,
     data: str | os.PathLike,
@@ -219,6 +168,7 @@ async def run_benchmark(
     reuse: str | os.PathLike | None = None,
     progress: bool = True,
     concurrency: int = 16,
+    retry_failed: bool = False,
     **options: Any,
 ) -> BenchmarkReport:
     """Put ``recipe`` (a :class:`~moa_lab.recipe.Recipe` or its file) through the benchmark file ``data`` of
@@ -229,7 +179,9 @@ async def run_benchmark(
     instructions' own ``output``: :mod:`moa_lab.evaluate.alpaca`); two more calls per question. Everything is
     checked before any call; run again to resume. ``reuse``: the batch file of an earlier run of the same
     questions (``answers.jsonl``, ``answers.s0.jsonl``): its proposers' answers are combined again by this
-    recipe's aggregator and ``combine`` mode, and no proposer is called (:mod:`moa_lab.evaluate.reuse`)."""
+    recipe's aggregator and ``combine`` mode, and no proposer is called (:mod:`moa_lab.evaluate.reuse`).
+    ``retry_failed``: the questions whose run failed in ``outdir`` before are run again (else they are kept, as
+    failed, and the report counts them)."""
     items = READERS[check_kind(kind)](data)
     k = _check_k(kind, k)
     judging = _check_judge(kind, judge, judge_prompts, baseline, items)
@@ -245,9 +197,18 @@ async def run_benchmark(
 
     async def batch(prompts: list[dict], path: Path, j: int = 0) -> list[dict]:
         if earlier is not None:  # the last layer only, on the earlier run's proposers' answers
-            return await reaggregate(items, earlier, chosen, path.with_suffix(".reused.jsonl"), concurrency=concurrency)
+            return await reaggregate(
+                items,
+                earlier,
+                chosen,
+                path.with_suffix(".reused.jsonl"),
+                concurrency=concurrency,
+                retry_failed=retry_failed,
+            )
         arguments = {**chosen.arguments(), **_seed(chosen, j)}
-        await run_batch(prompts, path, progress=progress, concurrency=concurrency, **arguments)
+        await run_batch(
+            prompts, path, progress=progress, concurrency=concurrency, retry_failed=retry_failed, **arguments
+        )
         return read_results(path)
 
     first = [{"id": i.id, "prompt": i.turns[0]} for i in items]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moa_lab.answers import number
 from moa_lab.jsonl import dumps, split_lines
 from moa_lab.runs.files import check_unique
 
@@ -45,6 +46,8 @@ class Item:
     answer: str | None = None
     reference: Any = None
     category: str | None = None
+    #: the id as the file wrote it (MT-Bench's ``question_id``: 81, "081"), written back unchanged
+    source_id: int | str | None = None
 
 
 def _records(source: str | os.PathLike) -> list[tuple[str, Any]]:
@@ -65,14 +68,16 @@ def _records(source: str | os.PathLike) -> list[tuple[str, Any]]:
             values = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: no items (an empty JSON list)")
         return [(f"{path} item {i + 1}", v) for i, v in enumerate(values)]
     out = []
-    for number, line in enumerate(split_lines(text), start=1):
+    for row, line in enumerate(split_lines(text), start=1):
         if line.strip():
             try:
-                out.append((f"{path}:{number}", json.loads(line)))
+                out.append((f"{path}:{row}", json.loads(line)))
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                raise ValueError(f"{path}:{row}: not valid JSON ({exc.msg})") from None
     if not out:
         raise ValueError(f"{path}: no items")
     return out
@@ -153,7 +158,9 @@ def read_mt_bench(path: str | os.PathLike) -> list[Item]:
                 f'{where}: "turns" must be a list of 2 non-empty strings (MT-Bench has two), got {turns!r}'
             )
         category = _text(record, "category", where)
-        items.append(Item(str(qid), tuple(turns), where, reference=record.get("reference"), category=category))
+        items.append(
+            Item(str(qid), tuple(turns), where, reference=record.get("reference"), category=category, source_id=qid)
+        )
     return check_unique(items, "question_id")
 
 
@@ -161,14 +168,15 @@ def write_mt_bench_answers(
     path: str | os.PathLike, items: Sequence[Item], answers: Sequence[Sequence[str]], model_id: str
 ) -> Path:
     """FastChat's answer JSONL: per question ``{"question_id", "answer_id", "model_id", "choices": [{"index": 0,
-    "turns": [...]}], "tstamp"}``; a question id that was an integer stays one."""
+    "turns": [...]}], "tstamp"}``; each ``question_id`` as the questions file wrote it (81 stays 81, "081" stays
+    "081"), since FastChat's judge matches answers to questions by it."""
     if len(items) != len(answers):
         raise ValueError(f"{len(items)} questions but {len(answers)} answers")
     lines = []
     for item, turns in zip(items, answers):
         if len(turns) != len(item.turns):
             raise ValueError(f"question {item.id}: {len(item.turns)} turns but {len(turns)} answers")
-        qid: int | str = int(item.id) if item.id.isdigit() else item.id
+        qid = item.source_id if item.source_id is not None else item.id
         lines.append(
             dumps(
                 {
@@ -187,24 +195,31 @@ _FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
 
 
 def gsm8k_answer(text: str) -> str | None:
-    """The number after ``####`` at the end of a GSM8K answer (commas and a trailing period dropped), or None."""
+    """The number after ``####`` at the end of a GSM8K answer, normalised as a model's answer is
+    (:func:`moa_lab.answers.number`); what follows ``####`` as it is when that is not a number; None when there is
+    no ``####``."""
     match = _FINAL.search(text)
     if not match:
         return None
-    return match.group(1).replace(",", "").rstrip(".").strip() or None
+    raw = match.group(1).strip()
+    return number(raw) or raw
 
 
 def read_gsm8k(path: str | os.PathLike) -> list[Item]:
     """GSM8K-style items (``question``, ``answer`` ending in ``#### N``); ``id`` from the line's ``id`` field, else
-    its number. An answer without ``####`` is refused."""
+    its number. The reference N is normalised as a model's answer is (:func:`moa_lab.answers.number`: ``#### 5.50``,
+    ``#### $1,000`` and ``#### 3.`` are 5.5, 1000 and 3). An answer without ``####``, or whose N is not a number,
+    is refused."""
     items = []
-    for number, (where, value) in enumerate(_records(path), start=1):
+    for line, (where, value) in enumerate(_records(path), start=1):
         record = _object(value, where, "GSM8K")
         question, answer = _text(record, "question", where), _text(record, "answer", where)
         final = gsm8k_answer(answer)
         if final is None:
             raise ValueError(f'{where}: "answer" must end with "#### N" (the final answer), got {answer[-60:]!r}')
-        items.append(Item(str(record.get("id", number)), (question,), where, answer=final, reference=answer))
+        if number(final) is None:
+            raise ValueError(f'{where}: the answer after "####" must be a number (as 42, 5.50, $1,000), got {final!r}')
+        items.append(Item(str(record.get("id", line)), (question,), where, answer=final, reference=answer))
     return check_unique(items, "id")
 
 
@@ -212,7 +227,7 @@ def read_choice(path: str | os.PathLike) -> list[Item]:
     """Multiple-choice items (``question``, ``choices``: 2 to 10 strings, ``answer``: a letter or an index); the
     prompt lists the choices lettered A, B, ... and asks for the letter."""
     items = []
-    for number, (where, value) in enumerate(_records(path), start=1):
+    for line, (where, value) in enumerate(_records(path), start=1):
         record = _object(value, where, "multiple-choice")
         question = _text(record, "question", where)
         choices = record.get("choices")
@@ -226,7 +241,7 @@ def read_choice(path: str | os.PathLike) -> list[Item]:
             raise ValueError(f'{where}: "answer" must be one of {", ".join(letters)} (or an index), got {answer!r}')
         lines = [question, ""] + [f"{letter}. {choice}" for letter, choice in zip(letters, choices)]
         prompt = "\n".join(lines + ["", "Answer with the letter of the correct choice."])
-        items.append(Item(str(record.get("id", number)), (prompt,), where, answer=answer.strip().upper()))
+        items.append(Item(str(record.get("id", line)), (prompt,), where, answer=answer.strip().upper()))
     return check_unique(items, "id")
 
 

@@ -38,6 +38,7 @@ from moa_lab.jsonl import dumps
 from moa_lab.logs import log
 from moa_lab.rendering import progress_bar
 from moa_lab.runs.files import FolderLock, OutputError, probe
+from moa_lab.sweeps.kernel import kernel_manager_class
 from moa_lab.sweeps.plan import OUTPUTS, STATUS_FILE, SWEEP_FILE, Point, Sweep, SweepSummary, outputs, plan_sweep
 from moa_lab.sweeps.results import write_table
 
@@ -78,11 +79,9 @@ class _Kernels:
         self.stopping = threading.Event()
 
     def manager_class(self):
-        from jupyter_client.manager import AsyncKernelManager
-
         kernels = self
 
-        class Tracked(AsyncKernelManager):
+        class Tracked(kernel_manager_class()):  # in this Python, whatever Jupyter finds under "python3"
             async def _async_launch_kernel(self, kernel_cmd, **kw):
                 if kernels.stopping.is_set():  # the sweep is ending: no new kernel
                     raise RuntimeError("the sweep is stopping")

@@ -118,6 +118,22 @@ def serve(*args: str):
     return cli("serve", "--port", "0", *args, backend=False)
 
 
+def endpoint(**fields):
+    """A ``moa/NAME`` request body with ``fields``, as ``moa-lab serve`` answers it (its 400's message)."""
+
+    def go(ctx):
+        from moa_lab.endpoint import MoAEndpoint
+        from moa_lab.recipe import Recipe
+
+        served = MoAEndpoint({"r": Recipe(["a"], "agg", backend=ctx.fault.url)})
+        body = {"model": "moa/r", "messages": [{"role": "user", "content": "hi"}], **fields}
+        response = asyncio.run(served.chat(None, body))  # type: ignore[arg-type]  # refused before the request is read
+        assert response.status_code == 400
+        return json.loads(response.body)["error"]["message"]
+
+    return go
+
+
 def serve_on_a_busy_port(ctx):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -1268,6 +1284,37 @@ BAD = [
         cli("serve", "--recipe", "r.yaml", backend=False),
         "--recipe 'r.yaml': expected NAME=FILE",
     ),
+    (
+        "CLI",
+        "eval: an empty .json file",
+        cli("eval", "gsm8k", "g.json", "out", files={"g.json": "[]\n"}, backend=False),
+        "g.json: no items (an empty JSON list)",
+    ),
+    (
+        "CLI",
+        "eval: #### abc",
+        cli(
+            "eval",
+            "gsm8k",
+            "g.jsonl",
+            "out",
+            files={"g.jsonl": '{"question": "q", "answer": "#### abc"}'},
+            backend=False,
+        ),
+        "g.jsonl:1: the answer after \"####\" must be a number (as 42, 5.50, $1,000), got 'abc'",
+    ),
+    (
+        "serve",
+        "an alias given twice",
+        serve("--alias", "fast=smollm2-135m", "--alias", "fast=gemma3-270m"),
+        "the alias 'fast' is given twice: --alias fast=smollm2-135m ('smollm2-135m') and --alias fast=gemma3-270m",
+    ),
+    (
+        "endpoint",
+        "response_format json_object",
+        endpoint(response_format={"type": "json_object"}),
+        "'response_format' 'json_object' is not supported",
+    ),
 ]
 
 
@@ -1294,7 +1341,8 @@ def test_bad_input(fault, remote, tmp_path, surface, case, how, message):
 
 def test_the_table_has_thirty_cases_over_every_surface_and_is_the_documented_one():
     surfaces = {b[0] for b in BAD}
-    assert len(BAD) >= 30 and {"API", "evaluate", "batch file", "CLI", "papermill", "widgets", "serve"} <= surfaces
+    assert len(BAD) >= 30
+    assert {"API", "evaluate", "batch file", "CLI", "papermill", "widgets", "serve", "endpoint"} <= surfaces
     rows = "".join(f"| {surface} | {case} | {message.replace('|', '/')} |\n" for surface, case, _, message in BAD)
     check_table(
         Path(__file__).with_name("bad_input_table.md"),

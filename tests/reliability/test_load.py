@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import start_kernel
 from fault_server import FaultServer
 
 DRIVER = Path(__file__).with_name("load_driver.py")
@@ -63,9 +64,7 @@ def _server_tree(code_output: str) -> list[psutil.Process]:
 def test_no_server_outlives_a_notebook_kernel(how):
     """A kernel that started the embedded server (and its llama.cpp workers), then shut down politely or killed:
     every one of those processes is gone within seconds."""
-    from jupyter_client.manager import start_new_kernel
-
-    km, kc = start_new_kernel(kernel_name="python3")
+    km, kc = start_kernel()
     outputs: list[str] = []
     try:
         code = "import moa_lab\nb = moa_lab.get_backend('local')\nb.server.start()\nprint(b.server._proc.pid)"
@@ -116,13 +115,11 @@ def test_an_interrupted_batch_in_a_kernel_stops_and_lets_go_of_its_output(tmp_pa
     import fcntl
     import os
 
-    from jupyter_client.manager import start_new_kernel
-
     from moa_lab import read_results
 
     out, n = tmp_path / "out.jsonl", 60
     with FaultServer(latency=0.1) as server:
-        km, kc = start_new_kernel(kernel_name="python3")
+        km, kc = start_kernel()
         try:
             code = (
                 f"import moa_lab\nmoa_lab.run_batch_sync([f'Question {{i}}?' for i in range({n})], {str(out)!r}, "

@@ -291,3 +291,37 @@ def test_the_embedded_server_is_sent_no_key(monkeypatch, local):
     backend = moa_lab.get_backend("local")
     client = run(backend.client("smollm2-135m"))
     assert client.api_key == "no-key-needed" and client.base_url.host == "127.0.0.1"
+
+
+def test_a_url_given_as_the_backend_gets_no_key_of_another_server(monkeypatch, tmp_path):
+    """Hardening 1: a recipe's ``backend: URL`` (also ``--backend URL``, ``get_backend(URL)``, ``run_moa(backend=URL)``,
+    and a ``MOA_LAB_MODEL_URLS`` entry at that URL) is sent no TOGETHER_API_KEY, nor MOA_LAB_API_KEY: a URL gets the
+    key of the variable that names it, or none."""
+    from fault_server import FaultServer
+
+    with FaultServer() as stranger, FaultServer() as together_base, FaultServer() as moa_base:
+        monkeypatch.setenv("TOGETHER_API_KEY", KEY)
+        monkeypatch.setenv("TOGETHER_BASE_URL", together_base.url)
+        monkeypatch.setenv("MOA_LAB_API_KEY", OTHER_KEY)
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(f"backend: {stranger.url}/v1\nproposers: [a]\naggregator: agg\nlayers: 1\n")
+        run(run_moa("Hi", ["a"], "agg", cache=False, backend=stranger.url))
+        run(moa_lab.run_moa("Hi", cache=False, **moa_lab.Recipe.from_file(recipe).arguments()))
+        run(moa_lab.run_layer("Hi", ["a"], cache=False, backend=moa_lab.get_backend(f"{stranger.url}/")))
+        monkeypatch.setenv("MOA_LAB_MODEL_URLS", f"m={stranger.url}")
+        run(moa_lab.run_layer("Hi", ["m"], cache=False, backend=moa_lab.get_backend(f"{stranger.url}/v1")))
+        done = subprocess.run(
+            MOA + ["ask", "Hi", "--backend", stranger.url, "--proposers", "a", "--aggregator", "agg", "--no-cache"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        # The URLs the variables name get their own keys, given as the backend too.
+        run(moa_lab.run_layer("Hi", ["a"], cache=False, backend=moa_lab.get_backend(together_base.url)))
+        monkeypatch.setenv("MOA_LAB_BASE_URL", moa_base.url)
+        run(moa_lab.run_layer("Hi", ["a"], cache=False, backend=moa_lab.get_backend(f"{moa_base.url}/v1")))
+    assert len(stranger.authorizations()) == 2 + 1 + 1 + 1 + 2
+    assert set(stranger.authorizations()) == {"Bearer no-key-needed"}
+    assert together_base.authorizations() == [f"Bearer {KEY}"]
+    assert moa_base.authorizations() == [f"Bearer {OTHER_KEY}"]
