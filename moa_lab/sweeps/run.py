@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import os
 import shutil
@@ -100,6 +101,25 @@ class _Kernels:
                     process.kill()
 
 
+def _own_loop(function, *args, **kwargs):
+    """``function`` (papermill) run with an event loop of its own, closed after. jupyter_core keeps the loop its
+    blocking calls run in a context variable, and ``asyncio.to_thread`` copies the caller's context: two points at
+    once (or a point after a notebook run in the caller's thread) would be handed the same loop, and all but one
+    would fail with "This event loop is already running" (their kernel's start never awaited). An empty context
+    makes jupyter_core make a new one here."""
+    from jupyter_core.utils import ensure_event_loop
+
+    def run():
+        loop = ensure_event_loop()  # new: nothing in this context has one
+        try:
+            return function(*args, **kwargs)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    return contextvars.Context().run(run)
+
+
 def _execute(sweep: Sweep, point: Point, html: bool, kernels: _Kernels) -> dict:
     """Run one point's notebook (blocking: in a thread) and return its status, written by the caller. OSError
     when OUTDIR cannot be written (a full disk); the point is then left unfinished."""
@@ -113,15 +133,16 @@ def _execute(sweep: Sweep, point: Point, html: bool, kernels: _Kernels) -> dict:
     t0 = time.perf_counter()
     error = None
     try:  # the kernel runs in the point's folder (papermill's cwd= would chdir this whole process: not per thread)
-        papermill.execute_notebook(
+        _own_loop(
+            papermill.execute_notebook,
             str(sweep.notebook),
             str(executed),
             parameters=parameters,
             progress_bar=False,
             resources={"metadata": {"path": str(folder)}},
             kernel_manager_class=kernels.manager_class(),
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )  # no start-up chatter
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no start-up chatter
+        )
     except papermill.PapermillExecutionError as exc:
         error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
     except OSError as exc:
