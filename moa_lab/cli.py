@@ -499,6 +499,13 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-tokens-cap", type=int, default=1024, help="max_tokens for requests that set none")
     p.add_argument(
+        "--max-tokens-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="no request generates more than N tokens, whatever it asks (e.g. the seed's scripts' 512, on a laptop)",
+    )
+    p.add_argument(
         "--patience",
         type=float,
         default=5.0,
@@ -549,6 +556,8 @@ def run_serve(args: argparse.Namespace) -> int:
             raise ValueError(f"--port must be from 0 to 65535 (0: any free port), got {args.port}")
         if args.max_tokens_cap < 1:
             raise ValueError(f"--max-tokens-cap must be at least 1, got {args.max_tokens_cap}")
+        if args.max_tokens_limit is not None and args.max_tokens_limit < 1:
+            raise ValueError(f"--max-tokens-limit must be at least 1, got {args.max_tokens_limit}")
         models = serve_models(args)
         aliases = (dict(SEED_ALIASES) if args.seed_aliases else {}) | parse_alias_args(
             args.alias, args.alias_file, [m.name for m in models]
@@ -574,6 +583,7 @@ def run_serve(args: argparse.Namespace) -> int:
             announce=lambda s: print(s, flush=True),
             extension=endpoint,
             api_key=args.api_key or os.environ.get("MOA_LAB_SERVE_KEY") or None,
+            max_tokens_limit=args.max_tokens_limit,
         )
     except (ValueError, LocalServerError) as exc:
         print(f"moa-lab serve: error: {exc}", file=sys.stderr)

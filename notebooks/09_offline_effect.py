@@ -39,7 +39,7 @@
 # ## Parameters
 
 # %% tags=["parameters"]
-n_questions: int = 5  # word problems (their numbers drawn from `seed`)
+n_questions: int = 4  # word problems (their numbers drawn from `seed`)
 tasks_path = None  # a GSM8K-style file of your own (question, answer ending "#### N"); None: moa_lab's problems
 seed: int = 0  # which problems, and the samples' seeds
 model: str = "qwen-coder-0.5b"  # the single model, sampled for Self-MoA

@@ -44,6 +44,8 @@ def served(tmp_path_factory):
             "my-model=gemma3-270m",
             "--max-tokens-cap",
             "12",
+            "--max-tokens-limit",
+            "40",  # the seed's script asks each proposer for 512: a CI run need not wait for 4 × 512 tokens
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -84,6 +86,9 @@ def test_serve_caps_requests_without_max_tokens(served):
     body = {"model": "my-model", "messages": [{"role": "user", "content": "Tell me a long story."}]}
     answer = httpx.post(url + "/v1/chat/completions", json=body, timeout=60).json()
     assert answer["model"] == "my-model" and 0 < answer["usage"]["completion_tokens"] <= 12
+    asked = httpx.post(url + "/v1/chat/completions", json={**body, "max_tokens": 512}, timeout=60).json()
+    assert 0 < asked["usage"]["completion_tokens"] <= 40  # --max-tokens-limit: never more, whatever is asked
+    assert asked["usage"]["completion_tokens"] < 40 or asked["choices"][0]["finish_reason"] == "length"
 
 
 def test_seed_script_runs_unchanged_against_serve(served):

@@ -2,10 +2,13 @@
 
 A request is one MoA run over its ``messages`` (:func:`moa_lab.run_plan`): the recipe's calls (``plan.calls``), each
 layer's proposers at once, the layers in turn; the aggregator's tokens streamed as SSE chunks when ``stream`` is set,
-with SSE comments every ``keepalive`` seconds while the proposers run (clients with read timeouts stay connected).
-``temperature``, ``max_tokens`` (or ``max_completion_tokens``), ``seed`` change the recipe's settings for the run;
-``stop`` cuts the final answer; ``n`` > 1, tools and ``logprobs`` are refused with a 400 naming the field; other
-fields are ignored, as OpenAI-compatible servers do. ``usage`` counts every call of the run. The run's record (every
+with SSE comments every ``keepalive`` seconds while the proposers run (clients with read timeouts stay connected);
+a non-streamed answer not ready after ``patience`` seconds is kept alive with spaces before its JSON body.
+``temperature``, ``max_tokens`` (or ``max_completion_tokens``), ``seed`` change the recipe's settings for the run
+(no ``seed``: a fresh sample, its drawn seed kept in the record); ``stop`` cuts the final answer; ``finish_reason``
+is ``"length"`` when ``max_tokens`` cut it; ``n`` > 1, tools, ``logprobs`` and a ``response_format`` other than text
+are refused with a 400 naming the field; other fields are ignored, as OpenAI-compatible servers do. ``usage`` counts
+every call of the run (the cached calls' prompt tokens also in ``prompt_tokens_details``). The run's record (every
 layer's answers, every call's time and tokens) is kept for the server's life, the last ``keep_runs`` of them, at
 ``GET /moa_lab/runs/{id}`` (``GET /moa_lab/runs`` lists them); the id is in the ``x-moa-lab-run-id`` header and
 the body's ``moa_lab.run_id``. Every run shares one calls limit and the answers cache; a client that disconnects
@@ -141,8 +144,8 @@ class MoAEndpoint:
         except ValueError as exc:
             return _error(400, f"{model}: {exc}", "invalid_value")
         run_id, created = uuid.uuid4().hex[:24], int(time.time())
-        record = {"id": run_id, "model": model, "status": "running", "created": created, "seed": plan.settings.seed}
-        self.records.add(run_id, {**record, "seed_given": body.get("seed") is not None})
+        seeds = {"seed": plan.settings.seed, "seed_given": body.get("seed") is not None}  # a drawn seed replays it
+        self.records.add(run_id, {"id": run_id, "model": model, "status": "running", "created": created, **seeds})
         headers = {"x-moa-lab-run-id": run_id}
         if body.get("stream"):
             events = self._events(plan, run_id, created, body)

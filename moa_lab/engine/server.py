@@ -109,11 +109,13 @@ def build_app(
     extension=None,
     url: str = "",
     api_key: str | None = None,
+    max_tokens_limit: int | None = None,
 ) -> Starlette:
     """The front. ``extension``: more models served here (the MoA endpoint, :mod:`moa_lab.endpoint`): its
     ``models()`` are listed, a request for a model it ``handles()`` goes to its ``chat(request, body)``, its
     ``routes()`` are added; ``start(url, served, api_key)`` and ``close()`` bracket the server's life.
-    ``api_key``: every request must carry it."""
+    ``api_key``: every request must carry it. ``max_tokens_limit``: no request generates more (one that asks
+    for more gets this many, and ``finish_reason`` "length" where they are all used)."""
     names = {w.model: w.model for w in workers} | dict(aliases)
     hung_after = worker_timeout()
     costs = {
@@ -192,6 +194,8 @@ def build_app(
                 "invalid_max_tokens",
                 param="max_tokens",
             )
+        if max_tokens_limit is not None:
+            body["max_tokens"] = min(body["max_tokens"], max_tokens_limit)
         cost = expected_cost(body, costs[target])
         try:
             if body.get("stream"):
@@ -340,6 +344,7 @@ def serve(
     announce=print,
     extension=None,
     api_key: str | None = None,
+    max_tokens_limit: int | None = None,
 ) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM (or stdin closes, with ``watch_stdin``).
     ``models``: checked already (:func:`moa_lab.engine.models.check_models`); one worker process each, started at once
@@ -412,7 +417,16 @@ def serve(
             announce(f"use it: MOA_LAB_BASE_URL={url} python your_script.py")
 
         app = build_app(
-            pool, threads, board, aliases, max_tokens_cap, ready, extension=extension, url=url, api_key=api_key
+            pool,
+            threads,
+            board,
+            aliases,
+            max_tokens_cap,
+            ready,
+            extension=extension,
+            url=url,
+            api_key=api_key,
+            max_tokens_limit=max_tokens_limit,
         )
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
 
