@@ -34,10 +34,21 @@ demo: $(STAMP)  ## an MoA answer from the pack's local models, offline
 
 test: $(STAMP) browser lint  ## lint, types and the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q -n 6 -m "$(FAST)"  # the fast tests at once (they wait on sockets), as make check
-	$(BIN)/python -m pytest -m "not ($(FAST))" --durations=25  # then those that share the cores: llama.cpp, kernels, Ray
+	@# Then two streams at once: the real models' tests (llama.cpp takes the cores: one at a time), and beside them
+	@# the tests that mostly wait (kernels starting, a Ray cluster, the load test, all on the fault server). The
+	@# waiting stream's report is printed after the models' one; either failing fails the target.
+	$(BIN)/python -m pytest -q -m "$(WAITING)" -p no:cacheprovider > $(WAIT_LOG) 2>&1 & waiting=$$!; \
+	$(BIN)/python -m pytest -m "$(MODELS)" --durations=25; models=$$?; \
+	wait $$waiting; waited=$$?; echo "--- beside them, the tests that wait (kernels, Ray, load):"; \
+	cat $(WAIT_LOG); test $$models = 0 && test $$waited = 0
 
 #: The tests that need neither llama.cpp nor a Jupyter kernel nor Ray (nor a browser, nor the load test).
 FAST := not local and not kernel and not ray and not browser and not load
+#: The real models' tests (the embedded llama.cpp server with the bundled models and the pack; notebooks on them).
+MODELS := local
+#: Kernels, Ray and the load test without a real model: they wait more than they compute.
+WAITING := not ($(FAST)) and not local
+WAIT_LOG := $(VENV)/waiting-tests.log
 
 check: $(STAMP) lint  ## the fast check while you work (under 3 minutes): lint, types, the fast tests
 	$(BIN)/python -m pytest -q -n 6 -m "$(FAST)"  # six at once: most of them wait on sockets, not on the cores

@@ -96,6 +96,15 @@ def execute_notebook(name: str, folder: Path, **parameters):
     return nbformat.read(out, as_version=4)
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` of a child that a test sends Ctrl-C (SIGINT): the default disposition, as a terminal gives
+    it. pytest-xdist's workers, and anything a non-interactive shell starts in the background (``cmd &``, a CI
+    runner), ignore SIGINT, and a Python started so never turns SIGINT into KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_kernel():
     """A kernel in this Python (not whatever Jupyter finds under "python3"), started, with its client ready."""
     from jupyter_client.manager import KernelManager

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import default_sigint, free_port
 
 pytestmark = pytest.mark.local
 DATA = Path(__file__).parent / "data"
@@ -168,6 +168,7 @@ def test_ctrl_c_in_ask_exits_130_with_a_message_not_a_traceback(fault):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # Ctrl-C as from a terminal, however the tests were started
     )
     deadline = time.monotonic() + 60
     while len(fault.requests) < 2 and time.monotonic() < deadline:

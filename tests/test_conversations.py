@@ -5,7 +5,7 @@ every request as it arrived."""
 import json
 import subprocess
 
-from conftest import MOA, run
+from conftest import MOA, default_sigint, run
 from test_widgets import click_and_wait
 
 from moa_lab import estimate, plan_run, run_batch, run_moa
@@ -170,6 +170,7 @@ def test_ctrl_c_at_the_chat_prompt_leaves_without_a_traceback(fault):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # Ctrl-C as from a terminal, however the tests were started
     )
     deadline = time.monotonic() + 60
     seen = ""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from conftest import MOA, NOTEBOOKS, run
+from conftest import MOA, NOTEBOOKS, default_sigint, run
 
 from moa_lab.sweeps import load_sweep, plan_sweep, run_sweep
 
@@ -261,8 +261,14 @@ def test_ctrl_c_leaves_the_running_point_unfinished_and_stops_its_kernel(tmp_pat
     (tmp_path / "spec.json").write_text(json.dumps({"parameters": {"hold": str(hold)}, "grid": {"n": [1, 2]}}))
     command = MOA + ["sweep", str(notebook), "spec.json", "out", "--jobs", "2", "--no-progress"]
     sweep = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )  # its own process group, as a terminal gives a command
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal gives a command
+        preexec_fn=default_sigint,  # and Ctrl-C's default meaning, however the tests were started
+    )
     wait_until(
         lambda: (
             len(
