@@ -248,20 +248,22 @@ def plan_run(
     return RunPlan(prompt, plan, aggregator, backend, checked)
 
 
-def _named(function) -> str | None:
+def _named(function, _seen: frozenset[int] = frozenset()) -> str | None:
     """A function by its name and a fingerprint of its code, for JSON (``module.name#1a2b3c4d``); a measure's name
     as it is. The fingerprint tells two lambdas, or a notebook cell's function before and after it was edited,
-    apart: a batch's settings id then changes with the measure (its file and line numbers do not count, so the same
-    cell run again in a new kernel keeps its id)."""
+    apart: a batch's settings id then changes with the measure (its file and line numbers do not count, nor the
+    memory addresses of the objects it holds, so the same cell run again in a new kernel keeps its id)."""
     if function is None or isinstance(function, str):
         return function
     name = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
     code = getattr(function, "__code__", None) or getattr(type(function).__call__, "__code__", None)
-    if code is None:
+    if code is None or id(function) in _seen:  # a function that holds itself (a recursive closure): once
         return name
-    extra = (getattr(function, "__defaults__", None), getattr(function, "__kwdefaults__", None))
-    cells = [_cell(c) for c in getattr(function, "__closure__", None) or ()]
-    digest = hashlib.sha256(repr((_code(code), repr(extra), cells)).encode("utf-8", "surrogatepass"))
+    seen = _seen | {id(function)}
+    extra = [_shown(v, seen) for v in (getattr(function, "__defaults__", None) or ())]
+    extra += [f"{k}={_shown(v, seen)}" for k, v in sorted((getattr(function, "__kwdefaults__", None) or {}).items())]
+    cells = [_cell(c, seen) for c in getattr(function, "__closure__", None) or ()]
+    digest = hashlib.sha256(repr((_code(code), extra, cells)).encode("utf-8", "surrogatepass"))
     return f"{name}#{digest.hexdigest()[:8]}"
 
 
@@ -271,12 +273,17 @@ def _code(code) -> tuple:
     return (code.co_code, code.co_names, code.co_varnames, consts)
 
 
-def _cell(cell) -> str:
+def _cell(cell, seen: frozenset[int]) -> str:
     try:
-        value = cell.cell_contents
+        return _shown(cell.cell_contents, seen)
     except ValueError:  # an empty cell
         return "<empty>"
+
+
+def _shown(value, seen: frozenset[int]) -> str:
+    """A value a function holds (a default, a closure's), as it enters the fingerprint: a function by
+    :func:`_named`, anything else by its repr, or its type where the repr shows an address (it changes every run)."""
     if callable(value):
-        return _named(value) or ""
+        return _named(value, seen) or ""
     shown = repr(value)
-    return type(value).__qualname__ if " at 0x" in shown else shown  # an address changes from run to run
+    return type(value).__qualname__ if " at 0x" in shown else shown

@@ -340,6 +340,15 @@ def test_a_similarity_function_redefined_is_other_settings(fault, remote, tmp_pa
         for f in (first, edited, same, lambda a, b: 1.0, lambda a, b: 0.0)
     ]
     assert ids[0] != ids[1] and ids[0] == ids[2] and ids[3] != ids[4]  # by what it computes
+
+    def made():  # a closure that holds itself, with a default whose repr shows an address: stable, no recursion
+        def alike(a, b, marker=object()):  # noqa: B008 - the point: an object with an address
+            return 1.0 if a == b else alike(a, a)
+
+        return alike
+
+    twice = [settings_id(plan_run("q", ["a", "b", "c"], "g", backend=remote, similarity=made())) for _ in (1, 2)]
+    assert twice[0] == twice[1]
     prompts, out = write_jsonl(tmp_path / "in.jsonl", 1), tmp_path / "out.jsonl"
     batch(remote, prompts, out, proposers=["a", "b", "c"], filter_outliers=0.2, similarity=first)
     with pytest.raises(ValueError, match="other settings"):
