@@ -22,7 +22,8 @@ import httpx
 import yaml
 from harness import Row, fault_server, no_cache
 
-from moa_lab import Recipe, run_plan, run_sync
+from moa_lab import Recipe, run_plan
+from moa_lab.moa import run_sync
 
 MOA = str(Path(sys.executable).parent / "moa-lab")
 

@@ -25,11 +25,12 @@ import time
 
 from harness import Row, no_cache
 
-from moa_lab import LocalServer, get_backend, run_moa
-from moa_lab.backends import LOCAL_AGGREGATOR, LOCAL_PROPOSERS, Backend
-from moa_lab.engine.local import BUNDLED_MODELS, model_path
-from moa_lab.engine.pack import installed_pack, pack_path
-from moa_lab.engine.policy import default_threads
+from moa_lab import get_backend, run_moa
+from moa_lab._backends import LOCAL_AGGREGATOR, LOCAL_PROPOSERS, Backend
+from moa_lab.engine import LocalServer
+from moa_lab.engine._local import BUNDLED_MODELS, model_path
+from moa_lab.engine._pack import installed_pack, pack_path
+from moa_lab.engine._policy import default_threads
 
 S = "smollm2-135m"
 FOUR = ["smollm2-135m", "smollm2-135m", "gemma3-270m", "gemma3-270m"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from harness import Row
 
 from moa_lab import get_backend
-from moa_lab.sweep import plan_sweep, run_sweep
+from moa_lab.sweeps import plan_sweep, run_sweep
 
 SPEC = {
     "parameters": {"prompt": "Give one tip for a good night's sleep.", "max_tokens": 24},

@@ -1,5 +1,5 @@
 import sys
 
-from moa_lab.cli import main
+from moa_lab._cli import main
 
 sys.exit(main())

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Iterator
-from typing import TypeVar
+import functools
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, TypeVar
 
-from moa_lab.backends import close_clients
+from moa_lab._backends import close_clients
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -100,3 +102,20 @@ def iterate(agen: AsyncGenerator[T, None]) -> Iterator[T]:
             loop.run_until_complete(close_clients())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+
+
+def synced(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The synchronous form of an ``async def`` (``run_moa`` → ``run_moa_sync``): the same parameters, types and
+    docstring (``help()`` and the API reference show them), run by :func:`run_sync`. It costs what the coroutine
+    costs."""
+
+    @functools.wraps(coroutine_function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(coroutine_function(*args, **kwargs))
+
+    wrapper.__name__ = wrapper.__qualname__ = f"{coroutine_function.__name__}_sync"
+    wrapper.__doc__ = (
+        f"The synchronous form of :func:`{coroutine_function.__name__}` (a script, or a cell without ``await``): "
+        f"the same parameters, the same cost.\n\n{coroutine_function.__doc__ or ''}"
+    )
+    return wrapper

@@ -1,6 +1,6 @@
 """The Mixture-of-Agents algorithm (the seed's recipe): proposer layers, then one aggregator.
 
-Pure orchestration: the calls themselves are in :mod:`moa_lab.calls`, the servers in :mod:`moa_lab.backends`.
+Pure orchestration: the calls themselves are in :mod:`moa_lab._calls`, the servers in :mod:`moa_lab._backends`.
 
 Over 300 lines: the algorithm's public steps (run_layer, aggregate, combine_answers, run_moa) and their docstrings,
 readable in one file on purpose.
@@ -14,19 +14,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from moa_lab import calls
-from moa_lab.backends import Backend
-from moa_lab.budget import Budget, BudgetExceeded
-from moa_lab.combine import Aggregation, call_seed, combine_layer, reference_order
-from moa_lab.conversation import PromptInput
-from moa_lab.estimate import check_budget
-from moa_lab.plan import RunPlan, plan_run, resolve
-from moa_lab.prompts import build_messages
-from moa_lab.records import CallRecord, Combination, LayerResult, MoAError
-from moa_lab.results import MoAResult
-from moa_lab.settings import Settings
-from moa_lab.similarity import mean_similarity, measure_name, most_different, outliers
-from moa_lab.validation import (
+from moa_lab import _calls as calls
+from moa_lab._backends import LOCAL_AGGREGATOR, LOCAL_PROPOSERS, REFERENCE_AGGREGATOR, REFERENCE_PROPOSERS, Backend
+from moa_lab._budget import Budget, BudgetExceeded
+from moa_lab._combine import Aggregation, call_seed, combine_layer, reference_order
+from moa_lab._conversation import PromptInput
+from moa_lab._estimate import check_budget
+from moa_lab._plan import RunPlan, plan_run, resolve
+from moa_lab._records import CallRecord, Combination, LayerResult, MoAError
+from moa_lab._results import MoAResult
+from moa_lab._settings import DEFAULTS, Settings
+from moa_lab._similarity import mean_similarity, measure_name, most_different, outliers
+from moa_lab._sync import run_sync, synced
+from moa_lab._validation import (
     check_answers,
     check_layer,
     check_min_ok,
@@ -35,11 +35,34 @@ from moa_lab.validation import (
     check_quorum,
     check_references,
 )
+from moa_lab.prompts import build_messages
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from moa_lab.settings import Options
+    from moa_lab._settings import Options
+
+__all__ = [
+    "Aggregation",
+    "Combination",
+    "DEFAULTS",
+    "LOCAL_AGGREGATOR",
+    "LOCAL_PROPOSERS",
+    "REFERENCE_AGGREGATOR",
+    "REFERENCE_PROPOSERS",
+    "Settings",
+    "aggregate",
+    "call_seed",
+    "check_budget",
+    "combine_answers",
+    "early_stop_reason",
+    "run_layer",
+    "run_layer_sync",
+    "run_moa",
+    "run_moa_sync",
+    "run_plan",
+    "run_sync",
+]
 
 OnCall = Callable[[CallRecord], None]
 
@@ -66,7 +89,7 @@ async def run_layer(
     in the error, never passed on as text).
     ``quorum=k``: move on as soon as k answers arrived; ``deadline``: move on after that many seconds.
     Either way the calls still running are cancelled and kept in the trace as stragglers.
-    ``cache``: answers already cached are replayed without a call (see :mod:`moa_lab.cache`).
+    ``cache``: answers already cached are replayed without a call (see :mod:`moa_lab._cache`).
     ``roles``, ``shuffle_references`` and ``max_references`` (which answers the result passes on, in
     ``kept``) as in :class:`Settings`; ``max_cost``/``max_tokens_total``: this layer's budget.
     """
@@ -82,7 +105,9 @@ async def run_layer(
     budget = Budget.of(settings)
     if budget is not None:
         budget.check_priced(models)
-    return await _layer(question, models, previous, layer, backend, settings, on_call, budget)
+    return await _layer(
+        question, models, previous, layer=layer, backend=backend, settings=settings, on_call=on_call, budget=budget
+    )
 
 
 async def _layer(
@@ -192,7 +217,7 @@ def aggregate(
     :func:`run_layer` (``plan``, then ``options``). One model call (none when the answer is cached).
     """
     question, backend, settings, model, answers, layer, budget = _last_step(
-        prompt, answers, model, layer, plan, backend, options
+        prompt, answers, model, layer=layer, plan=plan, backend=backend, options=options
     )
     record = CallRecord(layer, 0, model, role="aggregator", seed=call_seed(settings.seed, layer, 0), step="synthesize")
     order = reference_order(len(answers), record.seed, settings.shuffle_references)
@@ -231,12 +256,12 @@ async def combine_answers(
     **options: Unpack[Options],
 ) -> Combination:
     """The last layer as its own step: ``answers`` combined by ``model`` the ``combine`` way of ``plan`` (or of
-    ``options``): ``"synthesize"`` is :func:`aggregate`; see :mod:`moa_lab.combine` for the others. Returns a
+    ``options``): ``"synthesize"`` is :func:`aggregate`; see :mod:`moa_lab._combine` for the others. Returns a
     :class:`Combination` (``text``, ``calls``, ``chosen``, ``note``). ``layer`` as for :func:`aggregate`. Cost:
     one call (``synthesize``, ``select``), two (``rank``), one per window (``sequential``) or none (``vote``),
     one after another, the last streamed to ``on_chunk``."""
     question, backend, settings, model, answers, layer, budget = _last_step(
-        prompt, answers, model, layer, plan, backend, options
+        prompt, answers, model, layer=layer, plan=plan, backend=backend, options=options
     )
     check_references(replace(settings, max_references=None), [len(answers)] if answers else [])
     return await combine_layer(
@@ -272,7 +297,7 @@ async def run_moa(
 
     ``prompt``: a string, or a conversation (OpenAI-style chat messages ending with the user's turn; also as
     ``messages=``): every call sees the whole conversation, the user's own system message first in its system
-    message, before the references (see :mod:`moa_lab.conversation`).
+    message, before the references (see :mod:`moa_lab._conversation`).
 
     ``proposers``: one list for every layer, or one list per proposer layer (then ``layers`` may be
     left out). ``None`` for ``proposers``, ``aggregator`` or ``max_tokens``: the backend's default.
@@ -285,8 +310,8 @@ async def run_moa(
     one aggregator call (streamed to ``on_chunk``) for ``combine="synthesize"`` or ``"select"``, two for
     ``"rank"``, one per window for ``"sequential"``, none for ``"vote"`` (``plan_run(...).calls`` counts them;
     an ``early_stop`` makes fewer). Cached answers cost no call (``cache``, on by default: see
-    :mod:`moa_lab.cache`); ``quorum``/``deadline`` let each proposer layer move on without its stragglers.
-    Raises :class:`MoAError` (:class:`~moa_lab.budget.BudgetExceeded` at a budget); its ``layers`` keep what
+    :mod:`moa_lab._cache`); ``quorum``/``deadline`` let each proposer layer move on without its stragglers.
+    Raises :class:`MoAError` (:class:`~moa_lab._budget.BudgetExceeded` at a budget); its ``layers`` keep what
     was computed, so nothing is lost.
     """
     plan = plan_run(
@@ -316,7 +341,16 @@ async def run_plan(
     previous, stopped = None, None
     for number, models in enumerate(plan.proposers, start=1):
         try:
-            layer = await _layer(plan.prompt, models, previous, number, backend, settings, on_call, budget)
+            layer = await _layer(
+                plan.prompt,
+                models,
+                previous,
+                layer=number,
+                backend=backend,
+                settings=settings,
+                on_call=on_call,
+                budget=budget,
+            )
         except MoAError as exc:
             exc.layers = done + exc.layers
             raise
@@ -340,7 +374,15 @@ async def run_plan(
         layers=done,
     )
     final = combination.calls[-1] if combination.calls else None
-    return MoAResult(plan.prompt, done, final, time.perf_counter() - t0, combination, stopped, plan.similarity)
+    return MoAResult(
+        plan.prompt,
+        done,
+        final,
+        seconds=time.perf_counter() - t0,
+        combination=combination,
+        early_stop=stopped,
+        similarity=plan.similarity,
+    )
 
 
 def early_stop_reason(layer: LayerResult, plan: RunPlan) -> str | None:
@@ -356,3 +398,7 @@ def early_stop_reason(layer: LayerResult, plan: RunPlan) -> str | None:
         f"early stop after layer {layer.layer}: its {len(layer.answers)} answers were {alike:.2f} alike (mean "
         f"pairwise {measure} similarity >= early_stop {settings.early_stop:g}); proposer {skipped} skipped"
     )
+
+
+run_moa_sync = synced(run_moa)
+run_layer_sync = synced(run_layer)

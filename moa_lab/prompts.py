@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from moa_lab.conversation import Prompt, turns
+from moa_lab._conversation import Prompt, turns
+
+__all__ = [
+    "AGGREGATOR_PROMPT",
+    "AGGREGATOR_PROMPT_EN",
+    "AGGREGATOR_PROMPT_ZH",
+    "DECEPTIVE_ROLE",
+    "RANK_PROMPT",
+    "SELECT_PROMPT",
+    "build_messages",
+    "references_prompt",
+]
 
 #: The paper's aggregate-and-synthesize prompt (Wang et al. 2024, Table 1), in English.
 AGGREGATOR_PROMPT_EN = (

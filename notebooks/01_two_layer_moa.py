@@ -80,7 +80,8 @@ recipe = None  # a recipe file (YAML/JSON: models and settings, e.g. saved from 
 # A `recipe` file, if given, holds the models and settings instead (the prompt stays this notebook's).
 
 # %%
-from moa_lab import Recipe, check_output_path, plan_run
+from moa_lab import Recipe, plan_run
+from moa_lab.runs import check_output_path
 
 if recipe:
     plan = Recipe.from_file(recipe).plan(prompt)
@@ -119,7 +120,7 @@ layer_table(layer1)
 # the aggregator gets:
 
 # %%
-from moa_lab import build_messages
+from moa_lab.prompts import build_messages
 from moa_lab.views import messages_view
 
 messages_view(build_messages(prompt, layer1.answers, plan.system_prompt))
@@ -211,7 +212,7 @@ print(f"\n\n{second.usage()}")
 # you like into this notebook's papermill parameters or a `run_moa(...)` call. Notebook 03 is the panel alone.
 
 # %%
-from moa_lab.widgets import Playground
+from moa_lab.views import Playground
 
 Playground(plan=plan)
 

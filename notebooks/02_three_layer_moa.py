@@ -79,8 +79,9 @@ max_tokens_total = None  # a budget in tokens for the run; None: none
 # else the embedded local server with the bundled models (no key, no network). Nothing else changes.
 
 # %%
-from moa_lab import check_output_path, plan_run
-from moa_lab.estimate import check_budget
+from moa_lab import plan_run
+from moa_lab.moa import check_budget
+from moa_lab.runs import check_output_path
 
 plan = plan_run(prompt, proposers, aggregator, layers=layers, temperature=temperature, max_tokens=max_tokens,
                 seed=seed, system_prompt=system_prompt, combine=combine, top_k=top_k, window=window, roles=roles,
@@ -118,7 +119,8 @@ layer_table(first)
 # %%
 from IPython.display import Markdown, display
 
-from moa_lab import build_messages, early_stop_reason
+from moa_lab.moa import early_stop_reason
+from moa_lab.prompts import build_messages
 from moa_lab.views import messages_view
 
 for number, models in enumerate(plan.proposers[1:], start=2):
@@ -142,7 +144,8 @@ for number, models in enumerate(plan.proposers[1:], start=2):
 # two to rank, one per window, none to vote).
 
 # %%
-from moa_lab import aggregate, combine_answers
+from moa_lab import aggregate
+from moa_lab.moa import combine_answers
 
 if plan.combine == "synthesize":  # the paper's recipe
     final = aggregate(prompt, proposer_layers[-1].passed_on, plan.aggregator, plan=plan,
@@ -197,7 +200,7 @@ import asyncio
 
 import nest_asyncio
 
-from moa_lab import AGGREGATOR_PROMPT_ZH
+from moa_lab.prompts import AGGREGATOR_PROMPT_ZH
 
 
 async def main():
@@ -219,7 +222,7 @@ asyncio.run(main())
 # you like into this notebook's papermill parameters or a `run_moa(...)` call. Notebook 03 is the panel alone.
 
 # %%
-from moa_lab.widgets import Playground
+from moa_lab.views import Playground
 
 Playground(plan=plan)
 

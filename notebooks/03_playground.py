@@ -40,7 +40,7 @@ layers: int = 2  # proposer layers + 1 aggregator
 max_tokens = None  # per call; None: 512 as in the seed, or 64 on the bundled local models
 
 # %%
-from moa_lab.widgets import Playground
+from moa_lab.views import Playground
 
 panel = Playground(prompt, layers=layers, max_tokens=max_tokens)
 await panel.backend.ready()  # the embedded server starts here (a few seconds), not at the first click

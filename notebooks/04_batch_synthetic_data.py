@@ -71,10 +71,10 @@ max_tokens_total = None  # a hard cap in tokens over the batch; None: none
 # at `max_tokens`; the bundled models cost nothing).
 
 # %%
-from moa_lab import check_output_path, estimate, plan_run, read_prompts
-from moa_lab.runs import check_batch_settings
+from moa_lab import estimate, plan_run
+from moa_lab.runs import check_batch_settings, check_output_path, read_prompts
 
-SEED_INSTRUCTIONS = [
+EXAMPLE_INSTRUCTIONS = [
     "Give three tips for staying healthy.",
     "Explain why the sky is blue to a ten-year-old.",
     "Write a haiku about autumn rain.",
@@ -86,7 +86,7 @@ SEED_INSTRUCTIONS = [
 ]
 if not isinstance(n_prompts, int) or isinstance(n_prompts, bool) or n_prompts < 0:
     raise ValueError(f"n_prompts must be an integer >= 0 (0: all), got {n_prompts!r}")
-items = read_prompts(prompts_path or SEED_INSTRUCTIONS)
+items = read_prompts(prompts_path or EXAMPLE_INSTRUCTIONS)
 items = items[:n_prompts] if n_prompts else items
 prompts = [{"id": item.id, "prompt": item.prompt} for item in items]
 results_file, dataset_file = check_output_path(output_path), check_output_path(dataset_path)
@@ -130,7 +130,7 @@ batch_table(rows)
 # its own column (`layer1_1`, `layer1_2`, ...), and the totals (calls, tokens, cost, seconds).
 
 # %%
-from moa_lab import results_frame
+from moa_lab.runs import results_frame
 
 frame = results_frame(results_file)
 frame[["id", "status", "calls", "prompt_tokens", "completion_tokens", "seconds"]].describe()
@@ -170,7 +170,7 @@ print("new output file: ", copy)
 # %%
 import json
 
-from moa_lab.jsonl import dumps  # JSON Lines that any reader splits right: U+2028 and the like are escaped
+from moa_lab.runs import dumps  # JSON Lines that any reader splits right: U+2028 and the like are escaped
 
 dataset = [{"instruction": row["prompt"], "output": row["final"]} for row in rows if row["status"] == "ok"]
 dataset_file.parent.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,8 @@ output_dir: str = "runs/05_evaluate"  # answers, judgments, results.md / .csv an
 # %%
 from pathlib import Path
 
-from moa_lab import check_output_path, get_backend
+from moa_lab import get_backend
+from moa_lab.runs import check_output_path
 from moa_lab.evaluate import (LOCAL_CAVEAT, builtin_tasks, check_configs, check_judge, estimate_evaluation,
                               load_tasks, reference, standard_configs)
 
@@ -111,7 +112,6 @@ if backend.kind == "local":
 
 # %%
 from moa_lab.evaluate import generate
-
 runs = await generate(tasks, configs, folder, concurrency=concurrency, **settings)
 for name, run in runs.items():
     print(f"{name}: {len(run.answers)} answered, {len(run.failed)} failed; {run.usage}")

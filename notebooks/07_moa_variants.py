@@ -75,7 +75,8 @@ output_dir: str = "runs/07_moa_variants"
 # %%
 from pathlib import Path
 
-from moa_lab import check_output_path, estimate, get_backend, plan_run
+from moa_lab import estimate, get_backend, plan_run
+from moa_lab.runs import check_output_path
 from moa_lab.evaluate import (LOCAL_CAVEAT, builtin_tasks, check_configs, check_judge, estimate_evaluation, single,
                               variants)
 
@@ -226,7 +227,7 @@ print(attacked.attribution())
 # `max_tokens`) does not fit is refused before any call:
 
 # %%
-from moa_lab.budget import BudgetExceeded
+from moa_lab import BudgetExceeded
 
 try:
     await run_plan(plan_run(prompt, [pool[0]] * n, aggregator, max_tokens_total=50, **settings))

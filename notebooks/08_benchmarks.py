@@ -30,7 +30,7 @@
 # - judge AlpacaEval-style answers against a baseline, and grade MT-Bench answers when you give its judge prompts;
 # - leave with the exact commands that run the paper's settings on Together.
 #
-# Offline, the data are **format samples** that moa_lab writes itself (`moa_lab.evaluate.samples`): a few
+# Offline, the data are **format samples** that moa_lab writes itself (`moa_lab.evaluate._samples`): a few
 # questions of its own in each format, not the benchmarks. The bundled models are tiny: the numbers show the method,
 # not the value of MoA.
 
@@ -64,8 +64,7 @@ import pandas as pd
 from IPython.display import display
 
 from moa_lab import Recipe, get_backend
-from moa_lab.evaluate.benchmark import READERS
-from moa_lab.evaluate.samples import write_samples
+from moa_lab.evaluate import READERS, write_samples
 
 names = {"gsm8k": "gsm8k.jsonl", "choice": "choice.jsonl", "alpaca-eval": "alpaca_eval.json",
          "mt-bench": "question.jsonl"}
@@ -95,7 +94,7 @@ print(chosen.text())
 # second turn is a conversation that holds the first turn's answer), and each judged answer two judge calls.
 
 # %%
-from moa_lab.evaluate.benchmark import estimate_benchmark
+from moa_lab.evaluate import estimate_benchmark
 
 for kind, path in files.items():
     judging = {"judge": judge_model} if kind == "alpaca-eval" else {}
@@ -113,7 +112,7 @@ for kind, path in files.items():
 # maj@k takes the majority of the first k samples: the whole curve comes from the same `k` runs.
 
 # %%
-from moa_lab.evaluate.benchmark import run_benchmark
+from moa_lab.evaluate import run_benchmark
 
 checkable = {}
 for kind in ("gsm8k", "choice"):

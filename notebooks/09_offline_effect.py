@@ -56,15 +56,14 @@ output_path: str = "runs/09_offline_effect/summary.json"  # the table's numbers 
 #
 # Every problem needs three or four operations. These are Coder models: asked to reason in prose they write
 # long LaTeX derivations that `max_tokens` cuts before the answer (2 of 12 right, greedy, at 200 tokens), so the
-# prompt asks for a short Python program instead (program-of-thought: 7 of 12 at 128 tokens). `moa_lab.answers`
+# prompt asks for a short Python program instead (program-of-thought: 7 of 12 at 128 tokens). `extract_number`
 # reads what the program prints without running it (arithmetic only), as it reads `\boxed{N}` and `Answer: N`.
 
 # %%
 from pathlib import Path
 
 from moa_lab import estimate, get_backend
-from moa_lab.evaluate.benchmark import READERS
-from moa_lab.evaluate.samples import word_problems
+from moa_lab.evaluate import READERS, word_problems
 
 backend = get_backend()
 backend.check_models([model, aggregator, *weak])  # a missing pack says how to install it, before any call
@@ -122,9 +121,7 @@ for name, run in runs.items():
 # %%
 import pandas as pd
 
-from moa_lab.answers import extract_number
-from moa_lab.evaluate.significance import majority, mcnemar
-from moa_lab.evaluate.stats import bootstrap_ci
+from moa_lab.evaluate import bootstrap_ci, extract_number, majority, mcnemar
 
 ids = list(truth)
 
@@ -166,7 +163,7 @@ pd.DataFrame({name: [f"{a}{' ✓' if a == truth[i] else ''}" for a, i in zip(ans
 # `moa_lab[semantic]`), `"lexical"` by shared words.
 
 # %%
-from moa_lab.attribution import attribute
+from moa_lab.evaluate import attribute
 
 first = lines["Self-MoA synthesize"][ids[0]]
 found = attribute(first["final"], first["layers"][0]["answers"], first["layers"][0]["models"], "semantic")

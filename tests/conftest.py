@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fault_server import FaultServer  # noqa: E402
 
 import moa_lab  # noqa: E402
-from moa_lab.sweeps.kernel import kernel_manager_class  # noqa: E402
+from moa_lab.sweeps._kernel import kernel_manager_class  # noqa: E402
 
 MOA = [str(Path(sys.executable).parent / "moa-lab")]  # the CLI of the environment running the tests
 ENV = (
@@ -65,7 +65,7 @@ def free_port() -> int:
 
 
 def run(coro):
-    return moa_lab.run_sync(coro)
+    return moa_lab.moa.run_sync(coro)
 
 
 def write_jsonl(path: Path, n: int) -> Path:

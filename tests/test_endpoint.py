@@ -20,7 +20,7 @@ from conftest import MOA
 from fault_server import FaultServer
 
 from moa_lab import MoAError, get_backend, run_layer, run_moa
-from moa_lab.recipe import Recipe
+from moa_lab._recipe import Recipe
 
 pytestmark = pytest.mark.local
 

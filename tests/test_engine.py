@@ -15,7 +15,7 @@ from conftest import MOA, run
 
 import moa_lab
 from moa_lab import aggregate, estimate, get_backend, plan_run, run_layer
-from moa_lab.engine.local import model_path
+from moa_lab.engine._local import model_path
 
 pytestmark = pytest.mark.local
 
@@ -97,7 +97,7 @@ def wait_idle(server, seconds: float = 20) -> bool:
 def test_a_call_that_waited_for_a_core_says_so_in_the_trace():
     """One core, two calls at once: one runs, the other waits for it. The wait is the call's ``queued`` time
     (inside its ``seconds``), the timeline draws it apart, and the trace table has the column."""
-    server = moa_lab.LocalServer(threads=1)
+    server = moa_lab.engine.LocalServer(threads=1)
     try:
         backend = moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=32)
         layer = run(run_layer(LONG, [S, S], max_tokens=32, cache=False, backend=backend))
@@ -106,8 +106,8 @@ def test_a_call_that_waited_for_a_core_says_so_in_the_trace():
     first, second = sorted(layer.calls, key=lambda c: c.queued)
     assert first.queued < 0.2 and second.queued > 0.3 and second.queued < second.seconds
     assert second.queued == pytest.approx(first.started + first.seconds - second.started, abs=0.5)
-    assert "queued" in moa_lab.format_trace(layer.calls).splitlines()[0]
-    from moa_lab.views.display import plot_timeline
+    assert "queued" in moa_lab.views.format_trace(layer.calls).splitlines()[0]
+    from moa_lab.views._display import plot_timeline
 
     figure = plot_timeline(layer.calls)
     assert len(figure.axes[0].patches) == 3  # two calls, one of them waited first
@@ -123,7 +123,7 @@ def own(tmp_path_factory):
     tiny, base = folder / "tiny chat.Q4_1.gguf", folder / "base model.gguf"
     shutil.copyfile(model_path(S), tiny)
     shutil.copyfile(model_path(G), base)
-    server = moa_lab.LocalServer(threads=2, models=[f"tiny={tiny}", f"base:270m={base}:alpaca"])
+    server = moa_lab.engine.LocalServer(threads=2, models=[f"tiny={tiny}", f"base:270m={base}:alpaca"])
     server.start()
     yield server, tiny, base
     server.stop()
@@ -150,7 +150,7 @@ def test_your_own_models_answer_and_every_view_knows_them(own):
     plan = plan_run("Hi", ["tiny", "base:270m"], "tiny", backend=backend)
     bound = estimate(plan)
     assert bound.calls == 3
-    from moa_lab.widgets import Playground
+    from moa_lab.views._playground import Playground
 
     assert {"tiny", "base:270m"} <= set(Playground(backend=backend).models)
 
@@ -262,7 +262,7 @@ def test_a_model_in_a_non_ascii_folder_answers_non_ascii_prompts_streamed_and_no
     folder.mkdir()
     path = folder / "小模型.gguf"
     shutil.copyfile(model_path(S), path)
-    server = moa_lab.LocalServer(threads=1, models=[f"小={path}"])
+    server = moa_lab.engine.LocalServer(threads=1, models=[f"小={path}"])
     prompt = "用中文回答 😀: line one\u2028line two\u2029end"
     try:
         backend = moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=12)

@@ -36,8 +36,8 @@ from moa_lab.evaluate import (
     summarize,
     win_rate,
 )
-from moa_lab.evaluate.judge import orders
-from moa_lab.evaluate.tasks import extract_choice, extract_number
+from moa_lab.evaluate._judge import orders
+from moa_lab.evaluate._tasks import extract_choice, extract_number
 
 
 @pytest.mark.parametrize(
@@ -452,7 +452,7 @@ def test_a_reference_baseline_needs_every_reference(fault, remote, tmp_path):
 def test_a_choice_is_read_by_its_text_and_only_the_questions_own_letters_count(tmp_path):
     """Hardening 6 and 7: with the prompt ``read_choice`` writes ("B. Paris" lines), the option's text names it
     ("Paris" scores); "Answer: I think it is B." is B, never the I that is not one of the choices."""
-    from moa_lab.evaluate.formats import read_choice
+    from moa_lab.evaluate._formats import read_choice
 
     data = tmp_path / "c.jsonl"
     data.write_text(json.dumps({"question": "Capital of France?", "choices": ["Rome", "Paris", "Oslo"], "answer": "B"}))

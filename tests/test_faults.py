@@ -9,7 +9,8 @@ from conftest import run
 from fault_server import answer_text
 
 import moa_lab
-from moa_lab import MoAError, aggregate, references_prompt, run_layer, run_moa
+from moa_lab import MoAError, aggregate, run_layer, run_moa
+from moa_lab.prompts import references_prompt
 
 P = "What is MoA?"
 
@@ -23,7 +24,7 @@ def test_two_layer_messages_seeds_and_trace(fault, remote):
     # Layer 2 and the aggregator get the seed's getFinalSystemPrompt of the layer before, and the user prompt.
     for request, previous in ((fault.requests[3], result.layers[0]), (fault.calls_to("agg")[0], result.layers[1])):
         assert request["messages"] == [
-            {"role": "system", "content": references_prompt(moa_lab.AGGREGATOR_PROMPT, previous.answers)},
+            {"role": "system", "content": references_prompt(moa_lab.prompts.AGGREGATOR_PROMPT, previous.answers)},
             {"role": "user", "content": P},
         ]
     seeds = [r["seed"] for r in fault.requests]

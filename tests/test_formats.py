@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from moa_lab.evaluate.formats import (
+from moa_lab.evaluate._formats import (
     gsm8k_answer,
     read_alpaca_eval,
     read_choice,

@@ -7,18 +7,19 @@ import pytest
 from conftest import run
 
 import moa_lab
-from moa_lab import aggregate, check_output_path, get_backend, plan_run, run_layer, run_moa
+from moa_lab import aggregate, get_backend, plan_run, run_layer, run_moa
+from moa_lab.runs import check_output_path
 
 P = "What is MoA?"
 
 
 def test_backend_choice_from_environment(monkeypatch, fault):
     assert get_backend().kind == "local"
-    assert get_backend().default_proposers == moa_lab.LOCAL_PROPOSERS
+    assert get_backend().default_proposers == moa_lab.moa.LOCAL_PROPOSERS
     monkeypatch.setenv("TOGETHER_API_KEY", "tok-123456789")
     together = get_backend()
-    assert together.kind == "together" and together.default_proposers == moa_lab.SEED_PROPOSERS
-    assert together.default_aggregator == moa_lab.SEED_AGGREGATOR
+    assert together.kind == "together" and together.default_proposers == moa_lab.moa.REFERENCE_PROPOSERS
+    assert together.default_aggregator == moa_lab.moa.REFERENCE_AGGREGATOR
     monkeypatch.setenv("TOGETHER_BASE_URL", fault.url + "/v1/")
     url = get_backend()
     assert url.kind == "url" and url.base_url == fault.url  # a trailing /v1 is accepted and dropped
@@ -83,7 +84,7 @@ def test_results_are_plain_data(fault, remote):
     assert data["final"] == result.text and [len(layer["answers"]) for layer in data["layers"]] == [2]
     assert len(data["trace"]) == 3
     table = result.summary().splitlines()
-    assert table[0].split() == list(moa_lab.trace.COLUMNS) and table[-1].startswith("agg")
+    assert table[0].split() == list(moa_lab._trace.COLUMNS) and table[-1].startswith("agg")
 
 
 def test_layers_1_is_the_aggregator_alone(fault, remote):
@@ -93,9 +94,9 @@ def test_layers_1_is_the_aggregator_alone(fault, remote):
 
 
 def test_chinese_prompt_is_exported():
-    assert moa_lab.AGGREGATOR_PROMPT_ZH.endswith("模型的响应：")
-    assert moa_lab.AGGREGATOR_PROMPT == moa_lab.AGGREGATOR_PROMPT_EN
-    assert moa_lab.references_prompt("S", ["x", "y"]) == "S\n1. x\n2. y"
+    assert moa_lab.prompts.AGGREGATOR_PROMPT_ZH.endswith("模型的响应：")
+    assert moa_lab.prompts.AGGREGATOR_PROMPT == moa_lab.prompts.AGGREGATOR_PROMPT_EN
+    assert moa_lab.prompts.references_prompt("S", ["x", "y"]) == "S\n1. x\n2. y"
 
 
 def test_breaking_out_of_a_sync_stream_closes_it_inside_a_running_loop(fault, remote):
@@ -113,13 +114,21 @@ def test_plan_run_resolves_defaults_per_backend(fault, remote, monkeypatch):
     def no_start(self):
         raise AssertionError("plan_run started the local server")
 
-    monkeypatch.setattr(moa_lab.LocalServer, "start", no_start)  # costs nothing: no server is started
+    monkeypatch.setattr(moa_lab.engine.LocalServer, "start", no_start)  # costs nothing: no server is started
     local = plan_run(P, backend="local")
-    assert local.proposers == [list(moa_lab.LOCAL_PROPOSERS)] and local.aggregator == moa_lab.LOCAL_AGGREGATOR
+    assert local.proposers == [list(moa_lab.moa.LOCAL_PROPOSERS)] and local.aggregator == moa_lab.moa.LOCAL_AGGREGATOR
     assert plan_run(P, max_tokens=None, backend="local").max_tokens == 64
     plan = plan_run(P, layers=3, max_tokens=None, system_prompt=None, backend=remote)
-    assert plan.proposers == [list(moa_lab.SEED_PROPOSERS)] * 2 and plan.aggregator == moa_lab.SEED_AGGREGATOR
-    assert (plan.max_tokens, plan.system_prompt, plan.layers, plan.calls) == (512, moa_lab.AGGREGATOR_PROMPT, 3, 9)
+    assert (
+        plan.proposers == [list(moa_lab.moa.REFERENCE_PROPOSERS)] * 2
+        and plan.aggregator == moa_lab.moa.REFERENCE_AGGREGATOR
+    )
+    assert (plan.max_tokens, plan.system_prompt, plan.layers, plan.calls) == (
+        512,
+        moa_lab.prompts.AGGREGATOR_PROMPT,
+        3,
+        9,
+    )
     assert "layer 3: aggregator" in str(plan) and json.dumps(plan.to_dict())
     assert fault.requests == []
 
@@ -143,7 +152,7 @@ def test_output_path_checks(tmp_path):
 def test_an_alias_name_given_twice_is_refused_naming_both_places(tmp_path):
     """Hardening 21: a repeated alias name (in one file, a JSON object's repeated key, two files, a flag and a
     file) is refused naming both places, never resolved silently to its last target."""
-    from moa_lab.cli import parse_alias_args
+    from moa_lab._cli import parse_alias_args
 
     lines = tmp_path / "a.txt"
     lines.write_text("# aliases\nfast=smollm2-135m\nfast=gemma3-270m\n")

@@ -9,30 +9,29 @@ PACKAGE = Path(__file__).resolve().parents[1] / "moa_lab"
 #: Lowest first. A module may import from its own layer and the layers below it, never from a layer above.
 LAYERS = {
     "foundations": [
-        "unicode",
-        "jsonl",
-        "logs",
-        "config_files",
-        "openai_api",
-        "conversation",
+        "_unicode",
+        "_jsonl",
+        "_logs",
+        "_config_files",
+        "_conversation",
         "prompts",
-        "similarity",
-        "attribution",
-        "answers",
-        "rendering",
-        "cache",
-        "limits",
+        "_similarity",
+        "_attribution",
+        "_answers",
+        "_rendering",
+        "_cache",
+        "_limits",
     ],
-    "settings": ["settings"],
-    "records": ["records", "usage", "trace", "results", "validation"],
+    "settings": ["_settings"],
+    "records": ["_records", "_usage", "_trace", "_results", "_validation"],
     "engine": ["engine"],
-    "calls": ["backends", "_sync", "budget", "calls", "plan", "recipe", "estimate"],
-    "recipe": ["combine", "moa"],
+    "calls": ["_backends", "_sync", "_budget", "_calls", "_plan", "_recipe", "_estimate"],
+    "recipe": ["_combine", "moa"],
     "runs": ["runs"],
     "sweeps and evaluate": ["sweeps", "evaluate"],
-    "views": ["views", "sweep", "widgets"],
-    "endpoint": ["endpoint"],
-    "cli": ["chat", "cli", "__main__", "__init__"],
+    "views": ["views"],
+    "serve": ["serve"],
+    "cli": ["_terminal_chat", "_cli", "__main__", "_deprecated", "__init__"],
 }
 
 
@@ -125,14 +124,14 @@ def test_the_check_finds_a_circle_and_an_upward_import(tmp_path, monkeypatch):
     package = tmp_path / "moa_lab"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "settings.py").write_text("from moa_lab.cli import main\n")
-    (package / "cli.py").write_text("from moa_lab import settings\n")
+    (package / "_settings.py").write_text("from moa_lab._cli import main\n")
+    (package / "_cli.py").write_text("from moa_lab import _settings\n")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", package)
     import pytest
 
-    with pytest.raises(AssertionError, match="moa_lab.settings .settings. imports moa_lab.cli .cli."):
+    with pytest.raises(AssertionError, match="moa_lab._settings .settings. imports moa_lab._cli .cli."):
         test_every_module_has_a_layer_and_imports_only_its_own_or_lower_ones()
-    with pytest.raises(AssertionError, match="moa_lab.cli.*moa_lab.settings"):
+    with pytest.raises(AssertionError, match="moa_lab._cli.*moa_lab._settings"):
         test_no_import_circle()
 
 
@@ -144,3 +143,20 @@ def test_no_module_over_300_lines_without_a_reason_at_its_top():
         and "Over 300 lines:" not in path.read_text(encoding="utf-8")[:2000]
     ]
     assert long == []
+
+
+def long_positional_calls(package: Path) -> list[str]:
+    return [
+        f"{path.relative_to(package.parent)}:{node.lineno} {ast.unparse(node.func)}(... {len(node.args)} positional)"
+        for path in sorted(package.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call) and len(node.args) >= 7
+    ]
+
+
+def test_no_call_passes_seven_or_more_positional_arguments(tmp_path):
+    """Options travel as keywords or one object (RayOptions, BatchJob), never as a long row of positions."""
+    assert long_positional_calls(PACKAGE) == []
+    (tmp_path / "moa_lab").mkdir()
+    (tmp_path / "moa_lab" / "x.py").write_text("f(1, 2, 3, 4, 5, 6)\ng(1, 2, 3, 4, 5, 6, 7)\n")
+    assert long_positional_calls(tmp_path / "moa_lab") == ["moa_lab/x.py:2 g(... 7 positional)"]

@@ -104,11 +104,11 @@ def _wait_gone(pids, seconds=20.0) -> list[int]:
 
 
 def test_stop_leaves_no_processes_and_no_folder():
-    server = moa_lab.LocalServer(threads=1)
+    server = moa_lab.engine.LocalServer(threads=1)
     server.start()
     front, folder = server._proc.pid, server.log_path.parent
     workers = _children(front)
-    assert len(workers) == len(moa_lab.BUNDLED_MODELS) and folder.is_dir()
+    assert len(workers) == len(moa_lab.engine.BUNDLED_MODELS) and folder.is_dir()
     server.stop()
     assert _wait_gone([front] + workers) == [] and not folder.exists()
 
@@ -118,7 +118,7 @@ def test_no_orphans_when_the_user_process_is_killed(tmp_path):
     server's folder of logs (nobody is left to read it)."""
     script = (
         "import moa_lab, os, sys, time\n"
-        "s = moa_lab.LocalServer(threads=1); s.start()\n"
+        "s = moa_lab.engine.LocalServer(threads=1); s.start()\n"
         "print(s._proc.pid, s.log_path.parent, flush=True); time.sleep(600)\n"
     )
     user = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -132,8 +132,8 @@ def test_no_orphans_when_the_user_process_is_killed(tmp_path):
 
 
 def test_failed_start_shows_the_log_tail_and_keeps_the_log():
-    server = moa_lab.LocalServer(threads=1, startup_timeout=0.05)
-    with pytest.raises(moa_lab.LocalServerError, match="did not answer in 0.05s; log .*server.log"):
+    server = moa_lab.engine.LocalServer(threads=1, startup_timeout=0.05)
+    with pytest.raises(moa_lab.engine.LocalServerError, match="did not answer in 0.05s; log .*server.log"):
         server.start()
     assert server._proc is None and server.log_path.is_file()  # the message names it: it stays for a look
     shutil.rmtree(server.log_path.parent)
@@ -141,7 +141,7 @@ def test_failed_start_shows_the_log_tail_and_keeps_the_log():
 
 def test_server_error_becomes_a_call_failure_naming_the_model(monkeypatch):
     backend = moa_lab.get_backend("local")
-    broken = moa_lab.LocalServer(threads=1, startup_timeout=0.05)
+    broken = moa_lab.engine.LocalServer(threads=1, startup_timeout=0.05)
     backend = moa_lab.Backend("local", None, {}, backend.known_models, server=broken)
     with pytest.raises(moa_lab.MoAError, match=r"smollm2-135m \(layer 1 proposer 1\): LocalServerError"):
         run(run_layer(P, [S], backend=backend))
@@ -258,7 +258,7 @@ def test_streams_that_disconnect_under_load_give_every_core_back(local):
 @pytest.fixture
 def own_server():
     """A server of this test's own (one worker per model), to kill parts of."""
-    server = moa_lab.LocalServer(threads=1)
+    server = moa_lab.engine.LocalServer(threads=1)
     server.start()
     yield server, moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=64)
     server.stop()
@@ -320,14 +320,14 @@ def test_a_worker_that_cannot_be_started_again_is_given_up_and_its_model_answers
     """The model file went away under a running server: the dead worker's restarts fail, the front gives up on it
     after 3 tries, logs why, and answers that model's calls with a 503 naming the cause (never an endless wait);
     the other model still answers."""
-    from moa_lab.engine.local import MODEL_FILES, model_path
+    from moa_lab.engine._local import MODEL_FILES, model_path
 
     folder = tmp_path / "models"
     folder.mkdir()
     for name, file in MODEL_FILES.items():
         (folder / file).symlink_to(model_path(name))
     monkeypatch.setenv("MOA_LAB_MODEL_DIR", str(folder))
-    server = moa_lab.LocalServer(threads=1)
+    server = moa_lab.engine.LocalServer(threads=1)
     server.start()
     try:
         backend = moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=64)
@@ -379,7 +379,7 @@ def test_a_prompt_longer_than_the_context_is_an_error_that_says_so(local, stream
 def test_answers_from_another_model_file_under_the_same_name_are_kept_apart(local, tmp_path, monkeypatch):
     """MOA_LAB_MODEL_DIR with other files under the bundled names: the cache and a batch's settings know what
     answers (a file's content, wherever it lies), so the old answers are neither replayed nor resumed."""
-    from moa_lab.engine.local import MODEL_FILES
+    from moa_lab.engine._local import MODEL_FILES
 
     files = local.server.model_files()
     folder = tmp_path / "my models"
@@ -388,7 +388,7 @@ def test_answers_from_another_model_file_under_the_same_name_are_kept_apart(loca
     (folder / MODEL_FILES[S]).symlink_to(files[G])  # another model under SmolLM2's name
     monkeypatch.setenv("MOA_LAB_MODEL_DIR", str(folder))
     swapped = moa_lab.Backend(
-        "local", None, {}, local.known_models, server=moa_lab.LocalServer(), default_max_tokens=64
+        "local", None, {}, local.known_models, server=moa_lab.engine.LocalServer(), default_max_tokens=64
     )
     assert swapped.scope(G) == local.scope(G) and swapped.scope(S) != local.scope(S)
     out = tmp_path / "out.jsonl"
@@ -473,12 +473,12 @@ def _answers(url: str) -> bool:
 
 
 def test_a_truncated_gguf_of_yours_is_named_on_every_call_and_the_bundled_models_still_answer(tmp_path):
-    from moa_lab.engine.local import model_path
+    from moa_lab.engine._local import model_path
 
     data = model_path(S).read_bytes()
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(data[: len(data) // 3])  # a download cut short: a GGUF header, a third of the weights
-    server = moa_lab.LocalServer(threads=1, models=[f"broken={broken}"])
+    server = moa_lab.engine.LocalServer(threads=1, models=[f"broken={broken}"])
     server.start()
     try:
         backend = moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=8)
@@ -498,7 +498,7 @@ def test_a_hung_worker_is_killed_by_the_watchdog_and_its_cores_come_back(monkeyp
     """A worker that stops answering (SIGSTOP: it reads nothing more) while it holds a call: after
     MOA_LAB_WORKER_TIMEOUT seconds the front kills it, its cores come back, it is started again and answers."""
     monkeypatch.setenv("MOA_LAB_WORKER_TIMEOUT", "2")
-    server = moa_lab.LocalServer(threads=1)
+    server = moa_lab.engine.LocalServer(threads=1)
     server.start()
     try:
         backend = moa_lab.Backend("local", None, {}, server.model_names(), server=server, default_max_tokens=64)

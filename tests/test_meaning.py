@@ -9,9 +9,9 @@ from test_variants import numbered, system_of
 
 import moa_lab
 from moa_lab import run_batch, run_moa
-from moa_lab.answers import extract_number, final_answer, python_result
-from moa_lab.attribution import attribute, sentences
-from moa_lab.similarity import lexical, outliers, semantic
+from moa_lab._answers import extract_number, final_answer, python_result
+from moa_lab._attribution import attribute, sentences
+from moa_lab._similarity import lexical, outliers, semantic
 
 P = "What is the capital of France?"
 HONEST = ["Paris is the capital of France.", "The capital of France is Paris.", "France's capital city is Paris."]

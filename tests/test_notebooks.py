@@ -8,7 +8,8 @@ import pytest
 from conftest import all_text, text_of
 from conftest import execute_notebook as execute
 
-from moa_lab import AGGREGATOR_PROMPT_ZH, Recipe, plan_run
+from moa_lab import Recipe, plan_run
+from moa_lab.prompts import AGGREGATOR_PROMPT_ZH
 
 pytestmark = pytest.mark.kernel  # every test runs a notebook under papermill
 
@@ -371,7 +372,7 @@ def test_benchmarks_notebook_defaults(tmp_path):
     assert "maj@2" in text and "alpaca-eval: 2 question(s), 0 failed run(s)" in text
     assert "Together-MoA" in text  # the AlpacaEval 2.0 leaderboard from the alpaca-eval package
     assert "moa_lab format sample" in (out / "data" / "samples" / "gsm8k.jsonl").read_text()
-    from moa_lab.sweeps.results import _summary_metrics  # what a sweep's table reads from each point
+    from moa_lab.sweeps._table import _summary_metrics  # what a sweep's table reads from each point
 
     row = _summary_metrics(out / "summary.json")
     assert row["gsm8k_moa_maj@2"] == gsm8k["rows"][2]["maj"]["2"] and "choice_single_accuracy" in row

@@ -11,11 +11,12 @@ import pytest
 from conftest import run
 
 import moa_lab
-from moa_lab import combine_answers, run_moa
-from moa_lab.answers import extract_number
-from moa_lab.backends import Backend
-from moa_lab.engine import pack
-from moa_lab.engine.pack import PACK_MODELS, PackError, PackModel, installed_pack, pack_path
+from moa_lab import run_moa
+from moa_lab._answers import extract_number
+from moa_lab._backends import Backend
+from moa_lab.engine import _pack as pack
+from moa_lab.engine._pack import PACK_MODELS, PackError, PackModel, installed_pack, pack_path
+from moa_lab.moa import combine_answers
 
 
 def fake_pack(tmp_path, monkeypatch, blobs: list[bytes], sha: str | None = None) -> PackModel:
@@ -106,7 +107,7 @@ def test_each_pack_model_loads_on_its_first_call_answers_and_names_a_reference_b
     workers = {w["model"]: w for w in httpx.get(server.url + "/moa_lab/status", timeout=10).json()["workers"]}
     assert all(workers[name]["alive"] and workers[name]["pid"] for name in PACK_MODELS)  # loaded now
     assert extract_number(answered.text) is not None or answered.text  # the 1.5B said something
-    assert moa_lab.BUNDLED_MODELS  # the tiny models are still the default backend's
+    assert moa_lab.engine.BUNDLED_MODELS  # the tiny models are still the default backend's
 
 
 @pytest.mark.local

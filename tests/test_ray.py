@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import free_port, run, write_jsonl
 
-from moa_lab import read_results, results_frame, run_batch
-from moa_lab.budget import BudgetExceeded
+from moa_lab import read_results, run_batch
+from moa_lab._budget import BudgetExceeded
+from moa_lab.runs import RayOptions, results_frame
 
 if importlib.util.find_spec("ray") is None:  # not imported here: Ray reads its token settings when first imported
     pytest.skip("Ray is an optional extra: pip install 'moa_lab[ray]' (make test installs it)", allow_module_level=True)
@@ -129,9 +130,7 @@ def test_a_ray_batch_equals_run_batch_answered_from_the_cache(fault, remote, tmp
             "agg",
             backend=remote,
             progress=False,
-            engine="ray",
-            ray_address=cluster,
-            block_size=40,
+            engine=RayOptions(address=cluster, block_size=40),
         )
     )
     assert summary.done == 200 and summary.failed == 0 and summary.usage.cached == 600
@@ -155,14 +154,14 @@ def test_a_ray_batch_equals_run_batch_answered_from_the_cache(fault, remote, tmp
             "agg",
             backend=remote,
             progress=False,
-            engine="ray",
-            ray_address=cluster,
-            block_size=40,
+            engine=RayOptions(address=cluster, block_size=40),
         )
     )
     assert again.skipped == 200 and again.done == 0  # every block is there: nothing runs, Ray is not even joined
     with pytest.raises(ValueError, match="holds results made with other settings"):
-        run(run_batch(prompts, outdir, ["a"], "agg", backend=remote, progress=False, engine="ray", ray_address=cluster))
+        run(
+            run_batch(prompts, outdir, ["a"], "agg", backend=remote, progress=False, engine=RayOptions(address=cluster))
+        )
     edited = tmp_path / "edited.jsonl"  # the input edited between runs: an id now holds another prompt (CJK)
     edited.write_text(prompts.read_text().replace('"Question 7?"', '"質問 7? 🙂\\u2028"'))
     with pytest.raises(ValueError, match="holds answers to other prompts under the same ids .* id 'p7'"):
@@ -174,9 +173,7 @@ def test_a_ray_batch_equals_run_batch_answered_from_the_cache(fault, remote, tmp
                 "agg",
                 backend=remote,
                 progress=False,
-                engine="ray",
-                ray_address=cluster,
-                block_size=40,
+                engine=RayOptions(address=cluster, block_size=40),
             )
         )
 
@@ -254,10 +251,7 @@ def test_a_killed_worker_is_retried_by_ray_and_nothing_is_duplicated(tmp_path, c
                 "agg",
                 backend=slow.url,
                 progress=False,
-                engine="ray",
-                ray_address=cluster,
-                block_size=10,
-                actor_concurrency=4,
+                engine=RayOptions(address=cluster, block_size=10, actor_concurrency=4),
             )
         )
         watcher.join(timeout=5)
@@ -281,10 +275,7 @@ def test_a_ray_batch_stops_at_its_shared_budget_and_resumes(fault, remote, tmp_p
         backend=remote,
         max_tokens=8,
         progress=False,
-        engine="ray",
-        ray_address=cluster,
-        block_size=3,
-        actor_concurrency=2,
+        engine=RayOptions(address=cluster, block_size=3, actor_concurrency=2),
     )
     with pytest.raises(BudgetExceeded, match="the batch stopped at its budget") as info:
         run(run_batch(prompts, outdir, ["a"], "agg", max_tokens_total=budget, **settings))
@@ -311,7 +302,7 @@ def test_ray_workers_send_each_key_where_the_driver_sends_it(tmp_path, cluster, 
         monkeypatch.setenv("MOA_LAB_BASE_URL", base.url)
         monkeypatch.setenv("MOA_LAB_MODEL_URLS", f"y={third.url}|THIRD_KEY")
         for engine, out in (("asyncio", tmp_path / "here.jsonl"), ("ray", tmp_path / "there")):
-            extra = dict(engine="ray", ray_address=cluster, block_size=2) if engine == "ray" else {}
+            extra = dict(engine=RayOptions(address=cluster, block_size=2)) if engine == "ray" else {}
             summary = run(run_batch(prompts, out, ["a", "y"], "a", cache=False, progress=False, **extra))
             assert summary.done == 4 and len(third.requests) == 4 and len(base.requests) == 8
             seen[engine] = (set(base.authorizations()), set(third.authorizations()))
@@ -331,7 +322,7 @@ def test_relative_outdir_and_cache_paths_are_the_drivers(fault, remote, tmp_path
     driver's folder says, not in their own working folders."""
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "in.jsonl", 4)
-    ray = dict(backend=remote, progress=False, engine="ray", ray_address=cluster, block_size=2)
+    ray = dict(backend=remote, progress=False, engine=RayOptions(address=cluster, block_size=2))
     summary = run(run_batch("in.jsonl", "runs/big", ["a"], "agg", cache="answers.sqlite", **ray))
     assert summary.done == 4 and len(read_results(tmp_path / "runs" / "big")) == 4
     assert (tmp_path / "answers.sqlite").is_file()
@@ -345,7 +336,7 @@ def test_a_driver_killed_while_retry_failed_rewrites_a_block_leaves_each_prompt_
     killed at any step leaves no prompt in two block files; the next run finishes the step."""
     import json
 
-    from moa_lab.runs.ray import _drop_failed, block_name, mend_dropped
+    from moa_lab.runs._ray import _drop_failed, block_name, mend_dropped
 
     blocks = tmp_path / "blocks"
     blocks.mkdir()

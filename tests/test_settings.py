@@ -9,8 +9,10 @@ import pytest
 from conftest import run, write_jsonl
 
 import moa_lab
-from moa_lab import DEFAULTS, Settings, aggregate, estimate, plan_run, results_frame, run_batch, run_layer, run_moa
-from moa_lab.widgets import Playground
+from moa_lab import aggregate, estimate, plan_run, run_batch, run_layer, run_moa
+from moa_lab.moa import DEFAULTS, Settings
+from moa_lab.runs import results_frame
+from moa_lab.views._playground import Playground
 
 P = "Name one colour."
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from moa_lab.evaluate.significance import maj_at_k, majority, mcnemar, mcnemar_p, paired_bootstrap
+from moa_lab.evaluate._significance import maj_at_k, majority, mcnemar, mcnemar_p, paired_bootstrap
 
 
 def test_mcnemar_exact_against_hand_computed_values():

@@ -127,7 +127,7 @@ def test_a_failed_point_keeps_its_notebook_and_error_and_runs_again_only_when_as
 
 
 def test_only_path_parameters_are_made_absolute(tmp_path, monkeypatch):
-    from moa_lab.sweeps.run import _inputs
+    from moa_lab.sweeps._run import _inputs
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prompts.jsonl").write_text("{}\n")
@@ -300,7 +300,7 @@ def test_ctrl_c_leaves_the_running_point_unfinished_and_stops_its_kernel(tmp_pat
 def test_the_shared_server_killed_after_a_point_is_started_again_and_relative_models_paths_work(tmp_path, monkeypatch):
     """Your model given by a relative MOA_LAB_MODELS path (the kernels run in their point folders), and the
     sweep's embedded server SIGKILLed after the first point: started again on its port, every point answers."""
-    from moa_lab.engine.local import default_server, model_path
+    from moa_lab.engine._local import default_server, model_path
 
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "mine.gguf").symlink_to(model_path(S))

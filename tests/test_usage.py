@@ -5,7 +5,7 @@ from conftest import run
 
 import moa_lab
 from moa_lab import CallRecord, estimate, run_moa, set_prices
-from moa_lab.usage import DEFAULT_PRICES, _prices, call_cost, usage
+from moa_lab._usage import DEFAULT_PRICES, _prices, call_cost, usage
 
 QWEN, MIXTRAL = "Qwen/Qwen2-72B-Instruct", "mistralai/Mixtral-8x22B-Instruct-v0.1"
 
@@ -67,7 +67,7 @@ def test_estimate_counts_calls_and_bounds_tokens_and_cost(remote):
     est = estimate("Hi", [QWEN, MIXTRAL], MIXTRAL, layers=3, max_tokens=100, backend=remote)
     assert est.calls == 5 and est.max_completion_tokens == 500
     user = len(b"Hi") + 16  # one token per byte, plus the template's per-request and per-message tokens
-    refs = len(moa_lab.AGGREGATOR_PROMPT.encode()) + 8 + 2 * (100 + len("2. \n"))
+    refs = len(moa_lab.prompts.AGGREGATOR_PROMPT.encode()) + 8 + 2 * (100 + len("2. \n"))
     assert est.max_prompt_tokens == 5 * user + 3 * refs
     layer_cost = lambda price, refs_: ((user + refs_) * price + 100 * price) / 1e6  # noqa: E731
     assert est.max_cost == pytest.approx(

@@ -8,10 +8,10 @@ from conftest import run, write_jsonl
 
 import moa_lab
 from moa_lab import MoAError, estimate, plan_run, run_batch, run_moa
-from moa_lab.budget import BudgetExceeded
-from moa_lab.limits import call_limits
+from moa_lab._budget import BudgetExceeded
+from moa_lab._limits import call_limits
+from moa_lab._usage import DEFAULT_PRICES, _prices
 from moa_lab.prompts import RANK_PROMPT, SELECT_PROMPT
-from moa_lab.usage import DEFAULT_PRICES, _prices
 
 P = "What is 17 + 25?"
 
@@ -140,8 +140,8 @@ def test_roles_give_each_proposer_its_own_system_prompt(fault, remote):
     by_model = {r["model"]: r for r in layer1}
     assert system_of(by_model["a"]) == "You are a sceptic." and system_of(by_model["b"]) is None
     second = {r["model"]: system_of(r) for r in fault.requests[2:4]}
-    assert second["a"].startswith("You are a sceptic.\n\n" + moa_lab.AGGREGATOR_PROMPT)
-    assert second["b"].startswith(moa_lab.AGGREGATOR_PROMPT)
+    assert second["a"].startswith("You are a sceptic.\n\n" + moa_lab.prompts.AGGREGATOR_PROMPT)
+    assert second["b"].startswith(moa_lab.prompts.AGGREGATOR_PROMPT)
     assert not system_of(fault.calls_to("agg")[0]).startswith("You are")  # the aggregator has no role
     assert len(result.trace) == 5
 
@@ -412,7 +412,7 @@ def test_variants_are_evaluation_configurations_with_their_calls():
 def test_the_playground_runs_a_vote_and_an_early_stop_and_copies_their_settings(fault, remote):
     from test_widgets import click_and_wait
 
-    from moa_lab.widgets import Playground
+    from moa_lab.views._playground import Playground
 
     fault.script("a", "say:42").script("b", "say:42")
     panel = Playground(P, ["a", "b"], "agg", layers=3, backend=remote, early_stop=0.9, seed=4)
@@ -488,7 +488,7 @@ def test_the_cli_runs_a_variant_and_a_batch_stops_at_its_budget_with_exit_3(faul
 def test_variants_with_the_text_users_really_send(fault, remote):
     """CJK, emoji and U+2028 in answers: the lexical measure splits CJK per character, a vote counts CJK answers,
     the references reach the aggregator intact; a lone surrogate in a role is refused before any call."""
-    from moa_lab.similarity import lexical
+    from moa_lab._similarity import lexical
 
     assert lexical("東京は大きい", "東京は小さい") == 4 / 8 and lexical("🙂 a\u2028b", "🙂 a\u2028b") == 1.0
     fault.script("a", "say:答えは 42 です\u2028🙂").script("b", "say:答えは 42 です\u2028🙂").script("c", "say:41")

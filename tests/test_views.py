@@ -5,8 +5,9 @@ import json
 import matplotlib
 from conftest import run
 
-from moa_lab import MoAResult, aggregate, build_messages, run_layer, run_moa
-from moa_lab.views.display import layer_table, messages_view, plot_timeline, trace_table
+from moa_lab import MoAResult, aggregate, run_layer, run_moa
+from moa_lab.prompts import build_messages
+from moa_lab.views._display import layer_table, messages_view, plot_timeline, trace_table
 
 matplotlib.use("Agg")
 P = "What is <MoA>?"

@@ -15,8 +15,8 @@ from conftest import run
 from fault_server import answer_text
 
 import moa_lab
-from moa_lab import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
-from moa_lab.widgets import MAX_LAYERS, Playground
+from moa_lab.prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
+from moa_lab.views._playground import MAX_LAYERS, Playground
 
 
 def click_and_wait(panel: Playground) -> None:

@@ -4,7 +4,10 @@ orders, plus questions scored by exact match; a results table and plots. ``noteb
 through it step by step; :func:`evaluate` does it in one call.
 """
 
-from moa_lab.evaluate.configs import (
+from moa_lab._answers import extract_number
+from moa_lab._attribution import attribute
+from moa_lab.evaluate._benchmark import READERS, estimate_benchmark, run_benchmark
+from moa_lab.evaluate._configs import (
     Config,
     check_configs,
     moa,
@@ -16,8 +19,8 @@ from moa_lab.evaluate.configs import (
     variant,
     variants,
 )
-from moa_lab.evaluate.generate import ConfigRun, generate, plans
-from moa_lab.evaluate.judge import (
+from moa_lab.evaluate._generate import ConfigRun, generate, plans
+from moa_lab.evaluate._judge import (
     JUDGE_PROMPT,
     Judgment,
     check_judge,
@@ -26,11 +29,20 @@ from moa_lab.evaluate.judge import (
     parse_verdict,
     prompt_scores,
 )
-from moa_lab.evaluate.pipeline import EvalEstimate, as_tasks, estimate_evaluation, evaluate, evaluate_sync
-from moa_lab.evaluate.report import LOCAL_CAVEAT, EvalReport, Row, answers_view, judgments_view, order_effect, summarize
-from moa_lab.evaluate.significance import PairedTest, maj_at_k, majority, mcnemar, mcnemar_p, paired_bootstrap
-from moa_lab.evaluate.stats import bootstrap_ci, first_position_rate, length_controlled, win_rate
-from moa_lab.evaluate.tasks import (
+from moa_lab.evaluate._pipeline import EvalEstimate, as_tasks, estimate_evaluation, evaluate, evaluate_sync
+from moa_lab.evaluate._report import (
+    LOCAL_CAVEAT,
+    EvalReport,
+    Row,
+    answers_view,
+    judgments_view,
+    order_effect,
+    summarize,
+)
+from moa_lab.evaluate._samples import word_problems, write_samples
+from moa_lab.evaluate._significance import PairedTest, maj_at_k, majority, mcnemar, mcnemar_p, paired_bootstrap
+from moa_lab.evaluate._stats import bootstrap_ci, first_position_rate, length_controlled, win_rate
+from moa_lab.evaluate._tasks import (
     BUILTIN_INSTRUCTIONS,
     BUILTIN_QUESTIONS,
     Task,
@@ -41,12 +53,6 @@ from moa_lab.evaluate.tasks import (
 )
 
 __all__ = [
-    "PairedTest",
-    "maj_at_k",
-    "majority",
-    "mcnemar",
-    "mcnemar_p",
-    "paired_bootstrap",
     "BUILTIN_INSTRUCTIONS",
     "BUILTIN_QUESTIONS",
     "Config",
@@ -56,18 +62,23 @@ __all__ = [
     "JUDGE_PROMPT",
     "Judgment",
     "LOCAL_CAVEAT",
+    "PairedTest",
+    "READERS",
     "Row",
     "Task",
     "answers_view",
     "as_tasks",
+    "attribute",
     "bootstrap_ci",
     "builtin_tasks",
     "check_configs",
     "check_judge",
+    "estimate_benchmark",
     "estimate_evaluation",
     "evaluate",
     "evaluate_sync",
     "extract",
+    "extract_number",
     "first_position_rate",
     "generate",
     "is_correct",
@@ -76,13 +87,19 @@ __all__ = [
     "judgments_view",
     "length_controlled",
     "load_tasks",
+    "maj_at_k",
+    "majority",
+    "mcnemar",
+    "mcnemar_p",
     "moa",
     "order_effect",
+    "paired_bootstrap",
     "parse_verdict",
     "plans",
     "prompt_scores",
     "proposer_sweep",
     "reference",
+    "run_benchmark",
     "self_moa",
     "single",
     "standard_configs",
@@ -90,4 +107,6 @@ __all__ = [
     "variant",
     "variants",
     "win_rate",
+    "word_problems",
+    "write_samples",
 ]

@@ -9,20 +9,20 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moa_lab import limits
-from moa_lab.budget import Budget, BudgetExceeded
-from moa_lab.conversation import last_user, prompt_hash, prompt_text
+from moa_lab import _limits as limits
+from moa_lab._budget import Budget, BudgetExceeded
+from moa_lab._conversation import last_user, prompt_hash, prompt_text
+from moa_lab._plan import BUDGET_SETTINGS, RunPlan
+from moa_lab._records import MoAError
+from moa_lab._rendering import progress_bar
+from moa_lab._results import MoAResult, layers_dict, trace_dict
+from moa_lab._usage import Usage, usage
 from moa_lab.moa import run_plan
-from moa_lab.plan import BUDGET_SETTINGS, RunPlan
-from moa_lab.records import MoAError
-from moa_lab.rendering import progress_bar
-from moa_lab.results import MoAResult, layers_dict, trace_dict
-from moa_lab.runs.files import BatchItem, OutputError, OutputFile
-from moa_lab.usage import Usage, usage
+from moa_lab.runs._files import BatchItem, OutputError, OutputFile
 
 
 def parse_shard(shard: str | Sequence[int] | None) -> tuple[int, int] | None:
@@ -110,7 +110,7 @@ def _line(
         "seconds": seconds,
         "settings_id": sid,
         **(result.decisions() if result is not None else {}),
-        # what the final answer took from each reference (moa_lab.attribution), by the run's similarity
+        # what the final answer took from each reference (moa_lab._attribution), by the run's similarity
         **({"attribution": result.attribution().columns()} if result is not None else {}),
         **layers_dict(layers, prices),
         **trace_dict(trace, prices),
@@ -156,19 +156,28 @@ def check_resume(existing: list[dict], where: Path, items: list[BatchItem], sid:
     return existing
 
 
-async def run_items(
-    items,
-    sid: str,
-    existing,
-    plans: dict[str, RunPlan],
-    output: OutputFile,
-    limiter,
-    retry_failed,
-    progress,
-    prices,
-    on_result,
-    budget: Budget | None = None,
-):
+@dataclass(frozen=True)
+class BatchJob:
+    """One batch's work as an engine hands it to :func:`run_items`: its prompts, each one's plan (``plans`` by
+    id), the settings id, the prices, and what the whole batch shares (its budget, whether failed lines are run
+    again, the progress bar, the per-line callback)."""
+
+    items: list[BatchItem]
+    sid: str
+    plans: dict[str, RunPlan]
+    prices: dict
+    budget: Budget | None = None
+    retry_failed: bool = False
+    progress: bool = False
+    on_result: Callable[[dict], None] | None = None
+
+
+async def run_items(job: BatchJob, output: OutputFile, limiter, existing: Sequence[dict] = ()):
+    """Run ``job``'s prompts not in ``existing`` (the lines already in ``output``) under ``limiter``, appending a
+    line to ``output`` as each finishes. Cost: each plan's calls, at most ``limiter.concurrency`` at once."""
+    items, sid, plans, prices, budget = job.items, job.sid, job.plans, job.prices, job.budget
+    retry_failed, progress, on_result = job.retry_failed, job.progress, job.on_result
+    existing = list(existing)
     first = plans[items[0].id] if items else next(iter(plans.values()))
     if retry_failed and any(v["status"] != "ok" for v in existing):
         existing = [v for v in existing if v["status"] == "ok"]

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 from conftest import MOA, NOTEBOOKS, check_table, execute_notebook, run
 
-from moa_lab import LocalServer, aggregate, check_output_path, get_backend, plan_run, run_batch, run_layer, run_moa
+from moa_lab import aggregate, get_backend, plan_run, run_batch, run_layer, run_moa
+from moa_lab.engine import LocalServer
 from moa_lab.evaluate import builtin_tasks, evaluate, moa, reference, single, variant, variants
-from moa_lab.runs import settings_id
+from moa_lab.runs import RayOptions, check_output_path, settings_id
 from moa_lab.sweeps import run_sweep
-from moa_lab.widgets import Playground
+from moa_lab.views._playground import Playground
 
 P = "What is MoA?"
 S = "smollm2-135m"
@@ -122,8 +123,8 @@ def endpoint(**fields):
     """A ``moa/NAME`` request body with ``fields``, as ``moa-lab serve`` answers it (its 400's message)."""
 
     def go(ctx):
-        from moa_lab.endpoint import MoAEndpoint
-        from moa_lab.recipe import Recipe
+        from moa_lab._recipe import Recipe
+        from moa_lab.serve import MoAEndpoint
 
         served = MoAEndpoint({"r": Recipe(["a"], "agg", backend=ctx.fault.url)})
         body = {"model": "moa/r", "messages": [{"role": "user", "content": "hi"}], **fields}
@@ -162,7 +163,7 @@ def own_models(*entries: str, files: dict[str, bytes] | None = None, env: bool =
             (ctx.dir / name).write_bytes(content)
             ctx.inputs.add(name)
         if sparse:
-            from moa_lab.engine.models import free_memory
+            from moa_lab.engine._models import free_memory
 
             with open(ctx.dir / sparse, "wb") as f:
                 f.write(GGUF_BYTES)
@@ -393,7 +394,7 @@ BAD = [
         "API",
         "settings not a Settings",
         api(lambda b: run_moa(P, ["a"], "g", settings={"temperature": 0.2}, backend=b)),
-        "settings must be a moa_lab.Settings (or a plan), got {'temperature': 0.2}",
+        "settings must be a moa_lab.moa.Settings (or a plan), got {'temperature': 0.2}",
     ),
     (
         "API",
@@ -1108,10 +1109,15 @@ BAD = [
         "batch",
         "an unknown engine",
         batch_settings(engine="spark"),
-        "engine must be 'asyncio' (this process) or 'ray' (a Ray cluster), got 'spark'",
+        "engine must be 'asyncio' (this process), 'ray' or RayOptions(...) (a Ray cluster), got 'spark'",
     ),
     ("batch", "Ray with a shard", batch_settings(engine="ray", shard="0/2"), "shard is for machines without Ray"),
-    ("batch", "Ray with 0 actors", batch_settings(engine="ray", actors=0), "actors must be an integer >= 1, got 0"),
+    (
+        "batch",
+        "RayOptions with 0 actors",
+        api(lambda remote: RayOptions(actors=0)),
+        "actors must be an integer >= 1, got 0",
+    ),
     (
         "CLI",
         "batch --ray: an output that is a file",

@@ -26,8 +26,8 @@ from conftest import MOA, run, write_jsonl
 from fault_server import FaultServer
 
 from moa_lab import run_batch, run_moa
-from moa_lab.cache import CacheWarning, ResponseCache
-from moa_lab.runs.files import PROBE_BYTES
+from moa_lab._cache import CacheWarning, ResponseCache
+from moa_lab.runs._files import PROBE_BYTES
 
 P = "What is MoA?"
 ARGS = ["--proposers", "a,b,c,d", "--aggregator", "agg", "--no-progress", "--retries", "0"]
@@ -121,9 +121,9 @@ def test_a_damaged_cache_file_is_detected_and_rebuilt(fault, remote, tmp_path, h
 
 def test_two_damaged_caches_set_aside_in_the_same_second_keep_both_originals(tmp_path, monkeypatch):
     """Two processes that find the file damaged in the same second: each original is kept under its own name."""
-    import moa_lab.cache
+    import moa_lab._cache
 
-    monkeypatch.setattr(moa_lab.cache.time, "time", lambda: 1_800_000_000.0)  # the same second, twice
+    monkeypatch.setattr(moa_lab._cache.time, "time", lambda: 1_800_000_000.0)  # the same second, twice
     path = tmp_path / "c.sqlite"
     for marker in (b"first", b"second"):
         path.write_bytes(marker * 2000)

@@ -22,9 +22,10 @@ from conftest import MOA, all_text, run, write_jsonl
 from conftest import execute_notebook as execute
 
 import moa_lab
-from moa_lab import SEED_PROPOSERS, MoAError, run_moa
-from moa_lab.logs import verbose
-from moa_lab.widgets import Playground
+from moa_lab import MoAError, run_moa
+from moa_lab._logs import verbose
+from moa_lab.moa import REFERENCE_PROPOSERS
+from moa_lab.views._playground import Playground
 
 KEY = "tgp-FAKE-0f3a9c1e5b7d-SECRET"
 
@@ -121,7 +122,7 @@ def test_a_failing_run_in_python_its_error_trace_result_and_log(keyed, tmp_path)
         repr(result),
         repr(moa_lab.get_backend()),
         moa_lab.get_backend().describe(),
-        json.dumps(moa_lab.trace_rows(result.trace)),
+        json.dumps(moa_lab.views.trace_rows(result.trace)),
     ]
     assert "HTTP 401" in str(err) and "Bearer ***" in stream.getvalue() and "rejected key ***" in stream.getvalue()
     assert_no_key(tmp_path, *texts)
@@ -157,10 +158,10 @@ def _all_widgets(widget):
 def test_the_notebooks_unchanged_on_a_remote_backend(keyed, tmp_path, name):
     """With TOGETHER_BASE_URL and a key set, the same notebook runs on the seed's models (an OpenAI-compatible
     server, here the fault-injecting one). One proposer's server echoes the Authorization header in its error."""
-    keyed.script(SEED_PROPOSERS[1], "echo-auth")
+    keyed.script(REFERENCE_PROPOSERS[1], "echo-auth")
     nb = execute(name, tmp_path)
     summary = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
-    assert summary["settings"]["backend"] == "url" and summary["layers"][0]["models"] == list(SEED_PROPOSERS)
+    assert summary["settings"]["backend"] == "url" and summary["layers"][0]["models"] == list(REFERENCE_PROPOSERS)
     assert summary["settings"]["max_tokens"] == 512  # the seed's default off the local backend
     assert summary["failed_calls"] == 1 and "HTTP 401" in summary["layers"][0]["errors"][0]
     assert summary["final"].strip()
@@ -169,12 +170,12 @@ def test_the_notebooks_unchanged_on_a_remote_backend(keyed, tmp_path, name):
 
 @pytest.mark.kernel
 def test_the_batch_notebook_on_a_remote_backend(keyed, tmp_path):
-    keyed.script(SEED_PROPOSERS[1], "echo-auth")
+    keyed.script(REFERENCE_PROPOSERS[1], "echo-auth")
     nb = execute("04_batch_synthetic_data", tmp_path, n_prompts=3)
     rows = [json.loads(line) for line in (tmp_path / "runs" / "04_batch.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
     assert sum(len(r["layers"][0]["errors"]) for r in rows) == 1  # the 401, recorded in its line
-    assert all(r["layers"][0]["models"] == list(SEED_PROPOSERS) and r["cost"] > 0 for r in rows)  # Together prices
+    assert all(r["layers"][0]["models"] == list(REFERENCE_PROPOSERS) and r["cost"] > 0 for r in rows)  # Together prices
     assert_no_key(tmp_path, all_text(nb))
 
 
@@ -182,7 +183,7 @@ def test_the_batch_notebook_on_a_remote_backend(keyed, tmp_path):
 def test_the_evaluation_notebook_on_a_remote_backend(keyed, tmp_path):
     """Notebook 05 unchanged on a keyed OpenAI-compatible server: the seed's models, Together's prices (so the cost
     is in dollars), no local-models caveat; one proposer's server echoes the Authorization header."""
-    keyed.script(SEED_PROPOSERS[1], "echo-auth")
+    keyed.script(REFERENCE_PROPOSERS[1], "echo-auth")
     nb = execute("05_evaluate_moa", tmp_path, n_instructions=2, n_questions=1)
     folder = tmp_path / "runs" / "05_evaluate"
     table = (folder / "results.md").read_text()
@@ -191,7 +192,7 @@ def test_the_evaluation_notebook_on_a_remote_backend(keyed, tmp_path):
     costs = [float(row["cost"]) for row in csv.DictReader((folder / "results.csv").open())]
     assert len(costs) == 5 and all(c > 0 for c in costs)  # Together's prices for the seed's models
     text = all_text(nb)
-    assert "NOTE:" not in text and f"judge: {moa_lab.SEED_AGGREGATOR}" in text
+    assert "NOTE:" not in text and f"judge: {moa_lab.moa.REFERENCE_AGGREGATOR}" in text
     answers = "".join(f.read_text() for f in (folder / "answers").iterdir())
     assert "HTTP 401" in answers and "Bearer ***" in answers  # the server got the key, and it was scrubbed
     assert_no_key(tmp_path, text)
@@ -282,7 +283,7 @@ def test_togethers_key_goes_to_togethers_own_url(monkeypatch):
     """The together backend's client has the SDK's URL (Together's API), never an empty one."""
     monkeypatch.setenv("TOGETHER_API_KEY", KEY)
     client = run(moa_lab.get_backend().client("Qwen/Qwen2-72B-Instruct"))
-    assert str(client.base_url).startswith(moa_lab.backends.TOGETHER_URLS) and client.api_key == KEY
+    assert str(client.base_url).startswith(moa_lab._backends.TOGETHER_URLS) and client.api_key == KEY
 
 
 @pytest.mark.local

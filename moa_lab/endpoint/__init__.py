@@ -1,7 +1,0 @@
-"""MoA as a model: recipes served as ``moa/NAME`` on an OpenAI-compatible ``/v1/chat/completions``
-(``moa-lab serve --recipe NAME=FILE``), with conversations, streaming and every run's record."""
-
-from moa_lab.endpoint._endpoint import PREFIX, MoAEndpoint
-from moa_lab.endpoint._recipes import load_recipes
-
-__all__ = ["PREFIX", "MoAEndpoint", "load_recipes"]
