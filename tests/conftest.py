@@ -146,3 +146,14 @@ def text_of(cell) -> str:
 
 def all_text(nb) -> str:
     return "\n".join(text_of(c) for c in nb.cells if c.cell_type == "code")
+
+
+def click_and_wait(panel) -> None:
+    """Click the playground's Run and wait for the run to end (asserting the buttons while it runs)."""
+
+    async def scenario():
+        panel.run_button.click()
+        assert panel.run_button.disabled and not panel.stop_button.disabled  # while it runs
+        await panel.wait()
+
+    run(scenario())

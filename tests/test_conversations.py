@@ -5,8 +5,7 @@ every request as it arrived."""
 import json
 import subprocess
 
-from conftest import MOA, default_sigint, run
-from test_widgets import click_and_wait
+from conftest import MOA, click_and_wait, default_sigint, run
 
 from moa_lab import estimate, plan_run, run_batch, run_moa
 from moa_lab._recipe import Recipe

@@ -111,17 +111,6 @@ def test_batch_results_as_a_dataframe(fault, remote, tmp_path):
     assert (frame["calls"] == 5).all()
 
 
-def test_an_evaluation_report_as_a_dataframe(tmp_path):
-    from test_evaluate import fixed_report
-
-    report, base, other = fixed_report(tmp_path)
-    frame = report.to_pandas()
-    assert list(frame.index) == [base.name, other.name]
-    assert frame.loc[other.name, "win_rate"] == 75.0 and frame.loc[other.name, "calls"] == 12
-    assert frame.loc[other.name, "tokens"] == 300 and frame.loc[other.name, "accuracy"] == 50.0
-    assert pd.isna(frame.loc[base.name, "win_rate"])
-
-
 def test_a_json_summary_keeps_its_totals(fault, remote, tmp_path):
     result = run(run_moa(P, ["a", "b"], "agg", backend=remote))
     saved = json.loads(result.save(tmp_path / "run.json").read_text())

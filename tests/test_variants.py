@@ -410,7 +410,7 @@ def test_variants_are_evaluation_configurations_with_their_calls():
 
 
 def test_the_playground_runs_a_vote_and_an_early_stop_and_copies_their_settings(fault, remote):
-    from test_widgets import click_and_wait
+    from conftest import click_and_wait
 
     from moa_lab.views._playground import Playground
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's chromium and chromedriver, for tests/test_browser.py (the playground in a real browser).
+# Debian's chromium and chromedriver, for tests/views/test_browser.py (the playground in a real browser).
 # Installed with apt-get when missing; never fails the build: without them the browser tests skip and say why.
 if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
     exit 0

@@ -129,7 +129,7 @@ def test_a_failing_run_in_python_its_error_trace_result_and_log(keyed, tmp_path)
 
 
 def test_the_playground_panel(fault, tmp_path):
-    from test_widgets import click_and_wait
+    from conftest import click_and_wait
 
     fault.script("leaky", "echo-auth")
     panel = Playground("q", ["leaky", "ok"], "agg", backend=moa_lab.get_backend(fault.url, api_key=KEY))

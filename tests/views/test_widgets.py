@@ -11,21 +11,12 @@ import re
 import time
 
 import pytest
-from conftest import run
+from conftest import click_and_wait, run
 from fault_server import answer_text
 
 import moa_lab
 from moa_lab.prompts import AGGREGATOR_PROMPT_EN, AGGREGATOR_PROMPT_ZH
 from moa_lab.views._playground import MAX_LAYERS, Playground
-
-
-def click_and_wait(panel: Playground) -> None:
-    async def scenario():
-        panel.run_button.click()
-        assert panel.run_button.disabled and not panel.stop_button.disabled  # while it runs
-        await panel.wait()
-
-    run(scenario())
 
 
 def slot_texts(panel: Playground) -> list[list[str]]:

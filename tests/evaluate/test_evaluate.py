@@ -4,6 +4,7 @@ a judge model named "A" answers "A answers ..." to everything: a judge with a pu
 
 import json
 
+import pandas as pd
 import pytest
 from conftest import run
 
@@ -469,3 +470,12 @@ def test_a_choice_is_read_by_its_text_and_only_the_questions_own_letters_count(t
         ("Rome or Paris", None),  # two options named: no answer
     ]:
         assert extract_choice(reply, prompt) == letter, reply
+
+
+def test_an_evaluation_report_as_a_dataframe(tmp_path):
+    report, base, other = fixed_report(tmp_path)
+    frame = report.to_pandas()
+    assert list(frame.index) == [base.name, other.name]
+    assert frame.loc[other.name, "win_rate"] == 75.0 and frame.loc[other.name, "calls"] == 12
+    assert frame.loc[other.name, "tokens"] == 300 and frame.loc[other.name, "accuracy"] == 50.0
+    assert pd.isna(frame.loc[base.name, "win_rate"])
