@@ -1,10 +1,10 @@
 """Batch: 200 prompts (4 proposers + aggregator each) at concurrency 32.
 
 - throughput ÷ ideal, where ideal = all calls × latency ÷ concurrency (every slot busy all the time). Target ≥ 0.9.
-- speed-up over the seed's loop (one prompt after another, its 4 proposers at once, then the aggregator). Target
-  ≥ 20×. The loop is sequential, so it is timed on ``seed_prompts`` prompts and scaled to 200.
-  Note the ceiling: the seed's loop spends 2 latencies per prompt, the batch 5 calls ÷ concurrency, so at most
-  2 × concurrency ÷ 5 = 12.8× at concurrency 32; hence also a row at concurrency 64 (ceiling 25.6×).
+- speed-up over the reference script's loop (one prompt after another, its 4 proposers at once, then the
+  aggregator). Target ≥ 20×. The loop is sequential, so it is timed on ``seed_prompts`` prompts and scaled to 200.
+  Note the ceiling: the reference script's loop spends 2 latencies per prompt, the batch 5 calls ÷ concurrency, so
+  at most 2 × concurrency ÷ 5 = 12.8× at concurrency 32; hence also a row at concurrency 64 (ceiling 25.6×).
 
 Each call takes 1 s at the server: shorter than a real 512-token answer (several seconds), so the fixed cost
 of each call (HTTP, the SDK, a new connection per request to the test server) weighs more here than in real use.
@@ -26,7 +26,7 @@ PROPOSERS, AGGREGATOR = ["a", "b", "c", "d"], "agg"
 
 
 def seed_loop(url: str, prompts: list[str]) -> float:
-    """The seed's 2-layer recipe (its own code, with its clients pointed at ``url``), one prompt after another."""
+    """The reference script's 2-layer recipe (its own code, its clients pointed at ``url``), one prompt at a time."""
     client, async_client = Together(api_key="x", base_url=url), AsyncTogether(api_key="x", base_url=url)
 
     async def run_llm(model, user_prompt):
@@ -91,7 +91,7 @@ def run(latency: float = 1.0, n: int = 200, concurrency: int = 32, seed_prompts:
             ceiling = 2 * limit / 5
             rows.append(
                 Row(
-                    f"batch: speed-up over the seed's loop (concurrency {limit})",
+                    f"batch: speed-up over the reference script's loop (concurrency {limit})",
                     seed_seconds / wall,
                     "≥ 20×",
                     seed_seconds / wall >= 20,

@@ -35,7 +35,7 @@ REFERENCE_PROPOSERS = (
 )
 REFERENCE_AGGREGATOR = "mistralai/Mixtral-8x22B-Instruct-v0.1"
 
-#: Defaults on the embedded local backend: the bundled models, four proposers like the seed.
+#: Defaults on the embedded local backend: the bundled models, four proposers like Together's reference script.
 LOCAL_PROPOSERS = ("smollm2-135m", "gemma3-270m", "smollm2-135m", "gemma3-270m")
 LOCAL_AGGREGATOR = "smollm2-135m"
 #: ``max_tokens=None`` on the local backend: short answers, so a whole notebook runs in well under a minute on 2 cores.
@@ -73,7 +73,7 @@ class Backend:
     known_models: tuple[str, ...] | None = None
     default_proposers: tuple[str, ...] = REFERENCE_PROPOSERS
     default_aggregator: str = REFERENCE_AGGREGATOR
-    default_max_tokens: int = 512  # what max_tokens=None means (512: the seed's)
+    default_max_tokens: int = 512  # what max_tokens=None means (512: the reference script's)
     server: local.LocalServer | None = field(default=None, repr=False, compare=False)
     _api_key: str | None = field(default=None, repr=False, compare=False)
     _url_keys: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -331,8 +331,8 @@ def get_backend(
     ``backend`` may be a :class:`Backend` (returned as is), ``"local"``, ``"together"`` or a base URL.
     Otherwise, from the environment: ``MOA_LAB_BASE_URL`` → that OpenAI-compatible server (Ollama, LM Studio, vLLM,
     llama.cpp's ``llama-server``; its key, if it needs one, in ``MOA_LAB_API_KEY``); else ``TOGETHER_BASE_URL`` →
-    that server (with ``TOGETHER_API_KEY``, as the seed does); else ``TOGETHER_API_KEY`` → Together; else the
-    embedded local server (started on first use, shared by the whole process, stopped at exit). A URL may end in
+    that server (with ``TOGETHER_API_KEY``, as the reference script does); else ``TOGETHER_API_KEY`` → Together;
+    else the embedded local server (started on first use, shared by the process, stopped at exit). A URL may end in
     ``/v1`` or not, with or without a slash.
     ``model_urls`` (or ``MOA_LAB_MODEL_URLS``) sends single models to other servers.
     ``MOA_LAB_PROPOSERS`` / ``MOA_LAB_AGGREGATOR`` (comma-separated) replace the default models.

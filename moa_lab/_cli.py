@@ -376,7 +376,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--retries", type=int, default=DEFAULTS.retries, help="(default %(default)s)")
     p.add_argument("--backend", default=None, help="'local', 'together' or a base URL (default: from env)")
-    p.add_argument("--chinese-prompt", action="store_true", help="use the seed's Chinese aggregator prompt")
+    p.add_argument("--chinese-prompt", action="store_true", help="use the reference script's Chinese aggregator prompt")
     p.add_argument(
         "--cache",
         default=None,
@@ -511,7 +511,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="no request generates more than N tokens, whatever it asks (e.g. the seed's scripts' 512, on a laptop)",
+        help="no request generates more than N tokens, whatever it asks (e.g. the reference scripts' 512, on a laptop)",
     )
     p.add_argument(
         "--patience",

@@ -1,6 +1,6 @@
 """Conversations: a run's input as OpenAI-style chat messages, checked once.
 
-A run's prompt is a string (one user turn: the seed's case) or a conversation, a list of messages
+A run's prompt is a string (one user turn: the reference script's case) or a conversation, a list of messages
 ``{"role": "system" | "user" | "assistant", "content": ...}`` that ends with a user turn (``"developer"``, OpenAI's
 newer name, is a system message); ``content`` is a string or a list of text parts (``{"type": "text", "text":
 ...}``, joined). Checked, a conversation is a tuple of ``{"role", "content"}`` dicts with string contents (other

@@ -69,7 +69,7 @@ class RunPlan:
 
     @property
     def layers(self) -> int:
-        """Proposer layers plus the aggregator (the seed's count)."""
+        """Proposer layers plus the aggregator (the reference script's count)."""
         return len(self.proposers) + 1
 
     @property
@@ -231,7 +231,7 @@ def plan_run(
     Arguments as for :func:`moa_lab.run_moa`: ``options`` are :class:`moa_lab.moa.Settings` fields (``temperature``,
     ``max_tokens``, ``seed``, ``timeout``, ``retries``, ``cache``, ``system_prompt``, ``min_ok``, ``quorum``,
     ``deadline``), changing ``settings`` (default: the defaults). ``None`` takes the backend's default for
-    ``proposers``, ``aggregator`` and ``max_tokens`` (512 as in the seed; less on the bundled local models, see
+    ``proposers``, ``aggregator`` and ``max_tokens`` (512 as in the reference script; less on the bundled models, see
     :attr:`Backend.default_max_tokens`), and the paper's prompt for ``system_prompt``. No model is called and no
     file is opened.
     """

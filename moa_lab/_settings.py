@@ -30,7 +30,7 @@ COMBINE_MODES: tuple[str, ...] = ("synthesize", "select", "rank", "vote", "seque
 class Settings:
     """The settings every call of a run shares, with their defaults.
 
-    - ``temperature`` (0.7) and ``max_tokens`` (512, as in the seed; None: the backend's default, 64 on the
+    - ``temperature`` (0.7) and ``max_tokens`` (512, as in the reference script; None: the backend's default, 64 on the
       bundled models) of every call; ``seed`` (0): each call gets ``seed + 1000 * layer + index``, so runs are
       reproducible and the same model twice in a layer gives two samples (None: a new sample every time, never
       cached).

@@ -1,7 +1,7 @@
 """Tokens and estimated cost: per call, per layer, per run, per batch; and an upper bound before a run.
 
 Prices are USD per million tokens, ``(input, output)`` per model. The defaults are Together's published
-serverless prices for the seed's models (together.ai/pricing, as listed in 2024: check the page for today's)
+serverless prices for the reference script's models (together.ai/pricing, as listed in 2024: check the page for today's)
 and zero for the bundled local models. Set your own with :func:`set_prices`, or pass ``prices=`` to any
 function here. A model with no price gives no cost (counted in ``unpriced``), never a made-up one. A cached
 answer costs nothing: no call was made. The bound of a run before it runs is :mod:`moa_lab._estimate`.

@@ -1,4 +1,4 @@
-"""The Mixture-of-Agents algorithm (the seed's recipe): proposer layers, then one aggregator.
+"""The Mixture-of-Agents algorithm (the reference script's recipe): proposer layers, then one aggregator.
 
 Pure orchestration: the calls themselves are in :mod:`moa_lab._calls`, the servers in :mod:`moa_lab._backends`.
 
@@ -292,7 +292,7 @@ async def run_moa(
     on_chunk: Callable[[str], None] | None = None,
     **options: Unpack[Options],
 ) -> MoAResult:
-    """The whole MoA: ``layers - 1`` proposer layers, then the aggregator (``layers=3`` is the seed's
+    """The whole MoA: ``layers - 1`` proposer layers, then the aggregator (``layers=3`` is the reference script's
     "3 layers": proposers, one refinement layer, aggregator; ``layers=1`` is the aggregator alone).
 
     ``prompt``: a string, or a conversation (OpenAI-style chat messages ending with the user's turn; also as

@@ -41,7 +41,7 @@ AGGREGATOR_PROMPT = AGGREGATOR_PROMPT_EN
 def references_prompt(system_prompt: str, answers: Sequence[str]) -> str:
     """The system message a model gets in layer k > 1: the prompt, then the previous answers numbered.
 
-    Exactly the seed's ``getFinalSystemPrompt``: ``system_prompt + "\\n" + "1. a\\n2. b..."``.
+    Exactly the reference script's ``getFinalSystemPrompt``: ``system_prompt + "\\n" + "1. a\\n2. b..."``.
     """
     return system_prompt + "\n" + "\n".join(f"{i + 1}. {answer}" for i, answer in enumerate(answers))
 
@@ -76,7 +76,7 @@ def build_messages(
     """The chat messages of one call: the prompt (a string, or a whole conversation) with the references in the
     system message. Its system message holds, in order: the conversation's own system message(s) (those at its
     start), ``role`` (a proposer's own system prompt), then the numbered references; for a string prompt in layer 1
-    there is none (the seed's call)."""
+    there is none (the reference script's call)."""
     messages = turns(prompt)
     own = 0
     while own < len(messages) - 1 and messages[own]["role"] == "system":

@@ -47,7 +47,7 @@
 #
 # Change them here, or from the command line with papermill:
 # `papermill 01_two_layer_moa.ipynb out.ipynb -p prompt "Explain MoA to a child" -p max_tokens 128`.
-# `None` means "the backend's default". On Together: the seed's four models, the Mixtral aggregator and
+# `None` means "the backend's default". On Together: the reference script's four models, the Mixtral aggregator and
 # 512 tokens. On the bundled local models: `smollm2-135m` and `gemma3-270m`, with 64 tokens, so the whole
 # notebook runs in well under a minute on a laptop.
 
@@ -57,7 +57,7 @@ proposers = None  # a list of model names, e.g. ["smollm2-135m", "gemma3-270m"];
 aggregator = None  # a model name; None: the backend's default
 temperature: float = 0.7
 seed: int = 0  # each call's seed is seed + 1000 × layer + index: another seed, other samples
-max_tokens = None  # per call; None: 512 as in the seed, or 64 on the bundled local models
+max_tokens = None  # per call; None: 512 as in Together's reference script, or 64 on the bundled local models
 system_prompt = None  # the aggregator's instructions; None: the paper's prompt (moa_lab.AGGREGATOR_PROMPT_EN)
 output_path: str = "runs/01_two_layer_moa.json"  # a JSON summary of the run; "" for none
 follow_up: str = "Which one of those would you pick on a rainy day?"  # the conversation's second turn
@@ -70,7 +70,7 @@ recipe = None  # a recipe file (YAML/JSON: models and settings, e.g. saved from 
 # message naming the value and what is allowed. It also picks the backend from the environment:
 #
 # - `TOGETHER_BASE_URL` set: any OpenAI-compatible server at that URL (vLLM, llama.cpp, `moa-lab serve`, ...).
-# - else `TOGETHER_API_KEY` set: Together's API, with the seed's models as defaults.
+# - else `TOGETHER_API_KEY` set: Together's API, with the reference script's models as defaults.
 # - else: the **embedded local server**. It runs the two small bundled models on 127.0.0.1, starts on first
 #   use and stops with the kernel. It needs no key and no network.
 #
@@ -94,7 +94,7 @@ plan
 # %% [markdown]
 # ## Layer 1: every proposer answers the prompt, all at once
 #
-# Each proposer gets only the user's message. `run_layer` sends the calls concurrently, like the seed's
+# Each proposer gets only the user's message. `run_layer` sends the calls concurrently, like the reference script's
 # `asyncio.gather`, so the layer takes as long as its slowest call, not the sum of the calls. A failed call is
 # retried; if it still fails it is recorded with its cause and left out of the next step, never passed on as
 # the text "None". Each call has its own seed, so the same model twice gives two different answers.
@@ -114,8 +114,8 @@ layer_table(layer1)
 # ## What the aggregator receives
 #
 # The answers are numbered into the aggregator's **system message**, after its instructions. The user's
-# question stays the user message. This is the seed's `getFinalSystemPrompt` (its 3-layer recipe) and the
-# paper's method. (The seed's 2-layer script joins the answers with commas into the user message and never
+# question stays the user message. This is the reference script's `getFinalSystemPrompt` (its 3-layer recipe) and the
+# paper's method. (Together's 2-layer reference script joins the answers with commas into the user message and never
 # shows the aggregator the question. moa_lab always uses the numbered form.) Here is the exact message list
 # the aggregator gets:
 
@@ -158,7 +158,7 @@ plot_timeline(result);
 
 # %% [markdown]
 # What the run cost: MoA makes 5 calls where one model would make 1, and the aggregator reads every proposer's
-# answer, so its prompt is the longest. Prices are per million tokens: Together's for the seed's models, zero for
+# answer, so its prompt is the longest. Prices are per million tokens: Together's for the reference script's models, zero for
 # the bundled ones (`moa_lab.set_prices` sets yours). `estimate(...)` gives the bound before a run. A re-run of
 # these cells costs nothing: the answers come from the cache (status `cached` in the table above).
 
@@ -230,12 +230,12 @@ Playground(plan=plan)
 # dataset (synthetic data), and 05 measures whether MoA beats a single model.
 
 # %% [markdown]
-# ## Appendix: the seed's script form, `asyncio.run(main())`
+# ## Appendix: the reference script form, `asyncio.run(main())`
 #
-# The seed's script ends with `asyncio.run(main())`. In a notebook, that line fails at first. The kernel
+# The reference script ends with `asyncio.run(main())`. In a notebook, that line fails at first. The kernel
 # already runs an event loop (that is why top-level `await` works), and `asyncio.run` refuses to start a
 # second one inside it. `nest_asyncio.apply()` patches the running loop so that it can be entered again. After
-# that, the seed's form runs unchanged. Below, `main()` is the whole recipe in one call, `run_plan(plan)` (the
+# that, the reference script's form runs unchanged. Below, `main()` is the whole recipe in one call, `run_plan(plan)` (the
 # same as `run_moa` with the plan's settings). (`moa_lab`'s own `run_moa_sync` does the same for scripts and cells
 # without `await`.) Its settings and seeds are the ones above, so its calls are answered from the cache, at once:
 # the summary line says so.

@@ -36,17 +36,17 @@
 # **In this notebook you will:**
 #
 # - run a refinement layer, where every proposer reads all the previous answers;
-# - see the exact system message that injects those answers (the seed's `getFinalSystemPrompt`);
+# - see the exact system message that injects those answers (the reference script's `getFinalSystemPrompt`);
 # - give each layer its own proposers, and any number of layers, as parameters;
 # - measure what each layer adds in prompt tokens and time;
-# - re-run only the aggregator, with the seed's Chinese prompt, at the cost of one call.
+# - re-run only the aggregator, with the reference script's Chinese prompt, at the cost of one call.
 
 # %% [markdown]
 # ## Parameters
 #
 # `proposers` can be one list used in every proposer layer, or one list per proposer layer, e.g.
 # `[["smollm2-135m", "gemma3-270m"], ["gemma3-270m"]]` for `layers=3`. `None` means the backend's default.
-# On Together: the seed's four models in every layer, the Mixtral aggregator, and 512 tokens. On the bundled
+# On Together: the reference script's four models in every layer, the Mixtral aggregator, and 512 tokens. On the bundled
 # local models: `smollm2-135m` and `gemma3-270m`, with 64 tokens, so the notebook runs in well under a minute.
 # With papermill: `papermill 02_three_layer_moa.ipynb out.ipynb -p layers 4 -p max_tokens 32`.
 
@@ -54,10 +54,10 @@
 prompt: str = "What are some fun things to do in San Francisco?"
 proposers = None  # one list of model names for every layer, or one list per proposer layer; None: the defaults
 aggregator = None  # a model name; None: the backend's default
-layers: int = 3  # proposer layers + 1 aggregator; 3: proposers, one refinement layer, aggregator (as in the seed)
+layers: int = 3  # proposer layers + 1 aggregator; 3: proposers, one refinement layer, aggregator (as in Together's reference script)
 temperature: float = 0.7
 seed: int = 0  # each call's seed is seed + 1000 × layer + index: another seed, other samples
-max_tokens = None  # per call; None: 512 as in the seed, or 64 on the bundled local models
+max_tokens = None  # per call; None: 512 as in Together's reference script, or 64 on the bundled local models
 system_prompt = None  # the instructions above the references; None: the paper's prompt (AGGREGATOR_PROMPT_EN)
 output_path: str = "runs/02_three_layer_moa.json"  # a JSON summary of the run; "" for none
 # The variants (README: Variants; notebook 07 compares them). The defaults are the paper's recipe.
@@ -75,7 +75,7 @@ max_tokens_total = None  # a budget in tokens for the run; None: none
 # ## Check the parameters, choose the backend
 #
 # A bad value stops the notebook here, before any model is called. The backend comes from the environment:
-# `TOGETHER_BASE_URL` (any OpenAI-compatible server), else `TOGETHER_API_KEY` (Together, with the seed's models),
+# `TOGETHER_BASE_URL` (any OpenAI-compatible server), else `TOGETHER_API_KEY` (Together, with the reference script's models),
 # else the embedded local server with the bundled models (no key, no network). Nothing else changes.
 
 # %%
@@ -111,7 +111,7 @@ layer_table(first)
 # ## Refinement: every proposer sees all the previous answers
 #
 # Each refinement layer sends the same user message again. This time a **system message** goes with it: the
-# aggregator prompt, then the previous layer's answers, numbered. This is the seed's `getFinalSystemPrompt`:
+# aggregator prompt, then the previous layer's answers, numbered. This is the reference script's `getFinalSystemPrompt`:
 # `system_prompt + "\n" + "1. …\n2. …"`. Failed calls are left out of the numbering, never passed on as "None".
 # Below is the exact message list each layer's proposers receive, then their answers. (With `layers=2` this
 # cell does nothing.)
@@ -184,14 +184,14 @@ print(f"{len(result.trace)} calls in {plan.layers} layers, {result.seconds:.1f} 
       "to the last call's end")
 
 # %% [markdown]
-# ## The seed's script form, and its Chinese prompt
+# ## The reference script form, and its Chinese prompt
 #
-# The seed's script ends with `asyncio.run(main())`, and its aggregator prompt is in Chinese. In a notebook,
+# The reference script ends with `asyncio.run(main())`, and its aggregator prompt is in Chinese. In a notebook,
 # `asyncio.run` refuses to start: the kernel already runs an event loop (that is what makes top-level `await`
-# work). `nest_asyncio.apply()` patches the running loop so that it can be entered again, and then the seed's
+# work). `nest_asyncio.apply()` patches the running loop so that it can be entered again, and then the reference script's
 # form runs unchanged (notebook 01 shows the refusal first).
 #
-# This `main()` runs only the seed's last step again, with its Chinese prompt (`AGGREGATOR_PROMPT_ZH`): the plan's
+# This `main()` runs only the reference script's last step again, with its Chinese prompt (`AGGREGATOR_PROMPT_ZH`): the plan's
 # settings, one of them changed by a keyword. It reuses the last layer's answers, so changing the aggregator's
 # prompt costs one call, not a whole run.
 

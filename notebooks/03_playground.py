@@ -37,7 +37,7 @@
 # %% tags=["parameters"]
 prompt: str = "What are some fun things to do in San Francisco?"
 layers: int = 2  # proposer layers + 1 aggregator
-max_tokens = None  # per call; None: 512 as in the seed, or 64 on the bundled local models
+max_tokens = None  # per call; None: 512 as in Together's reference script, or 64 on the bundled local models
 
 # %%
 from moa_lab.views import Playground

@@ -46,7 +46,7 @@
 #
 # `prompts_path` may name a JSONL file (`{"prompt": ..., "id": ...}` per line, `id` optional) or a text
 # file with one prompt per line. Empty: the built-in seed instructions below. `None` for models and `max_tokens`
-# means the backend's default (the seed's models and 512 tokens on Together; the bundled models and 64 tokens
+# means the backend's default (the reference script's models and 512 tokens on Together; the bundled models and 64 tokens
 # offline).
 
 # %% tags=["parameters"]
@@ -191,7 +191,7 @@ print(json.dumps(dataset[0], ensure_ascii=False, indent=1))
 # To split one dataset over N machines, give each its shard and its own output file, then concatenate:
 # `moa-lab batch prompts.jsonl results.0.jsonl --shard 0/2` on one, `--shard 1/2` on the other.
 # On the bundled models the answers are weak (135M and 270M parameters): this notebook shows the method. With
-# `TOGETHER_API_KEY` set, the same cells make a real dataset with the seed's models.
+# `TOGETHER_API_KEY` set, the same cells make a real dataset with the reference script's models.
 
 # %% [markdown]
 # ## Recap

@@ -46,7 +46,7 @@
 # %% [markdown]
 # ## Parameters
 #
-# `None` for models and `max_tokens` means the backend's default (the seed's models and 512 tokens on
+# `None` for models and `max_tokens` means the backend's default (the reference script's models and 512 tokens on
 # Together; the bundled models and 64 tokens offline).
 
 # %% tags=["parameters"]

@@ -150,7 +150,7 @@ assert again.done == 0 and again.skipped == len(sweep.points) and len(again.tabl
 # moa-lab sweep notebooks/02_three_layer_moa.ipynb sweep.yaml runs/sweep --jobs 2    # run (again: resume)
 # ```
 #
-# On Together, set `TOGETHER_API_KEY` and name Together's models, with the seed's 512 tokens:
+# On Together, set `TOGETHER_API_KEY` and name Together's models, with the reference script's 512 tokens:
 #
 # ```bash
 # TOGETHER_API_KEY=... moa-lab sweep notebooks/02_three_layer_moa.ipynb together.yaml runs/sweep-together --jobs 8

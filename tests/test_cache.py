@@ -21,6 +21,7 @@ def moa(remote, **kw):
 
 
 def test_a_second_identical_run_makes_no_request_and_replays_the_stream(fault, remote):
+    """Promise 7: an identical run is answered from the cache."""
     first, first_chunks = moa(remote)
     assert len(fault.requests) == 3 and all(c.status == "ok" for c in first.trace)
     second, second_chunks = moa(remote)
@@ -38,6 +39,7 @@ def test_a_second_identical_run_makes_no_request_and_replays_the_stream(fault, r
     "change", [dict(temperature=0.3), dict(seed=7), dict(max_tokens=99), dict(system_prompt="Combine these:")]
 )
 def test_anything_that_changes_the_answer_is_a_miss(fault, remote, change):
+    """Promise 7: what changes the answer misses the cache."""
     moa(remote)
     second, _ = moa(remote, **change)
     changed = 1 if "system_prompt" in change else 3  # the system prompt reaches only the aggregator here

@@ -32,6 +32,7 @@ PUBLIC = [
 
 
 def test_the_package_exports_these_names_and_no_others():
+    """Promise 10: the public names, pinned."""
     assert moa_lab.__all__ == [
         "Backend",
         "BudgetExceeded",
@@ -146,6 +147,7 @@ def test_a_sync_form_has_its_coroutines_signature_and_docstring(sync, coroutine)
 
 
 def test_the_previous_releases_paths_work_one_release_with_a_warning_naming_the_new_one():
+    """Promise 10: the previous release's paths, one release more."""
     for old in ("moa_lab.widgets", "moa_lab.sweep", "moa_lab.cache", "moa_lab.evaluate.benchmark", "moa_lab.endpoint"):
         sys.modules.pop(old, None)
     with pytest.warns(DeprecationWarning, match=r"moa_lab\.widgets is no longer a public module: .* moa_lab\.views"):

@@ -58,6 +58,7 @@ def check_run(summary: dict, layers: list[list[str]], aggregator: str, max_token
 
 @pytest.mark.local
 def test_two_layer_defaults(tmp_path):
+    """Promise 9: top to bottom, offline, with its default parameters."""
     nb = execute("01_two_layer_moa", tmp_path)
     summary = json.loads((tmp_path / "runs" / "01_two_layer_moa.json").read_text())  # the default output_path
     check_run(summary, [[S, G, S, G]], S, max_tokens=64)
@@ -96,6 +97,7 @@ def test_two_layer_changed_parameters(tmp_path):
 
 @pytest.mark.local
 def test_three_layer_defaults(tmp_path):
+    """Promise 9: top to bottom, offline, with its default parameters."""
     nb = execute("02_three_layer_moa", tmp_path)
     summary = json.loads((tmp_path / "runs" / "02_three_layer_moa.json").read_text())
     check_run(summary, [[S, G, S, G], [S, G, S, G]], S, max_tokens=64)
@@ -139,7 +141,8 @@ def test_three_layer_notebook_other_depths(tmp_path, layers, proposers):
 
 @pytest.mark.local
 def test_playground_notebook(tmp_path):
-    """Under papermill the panel is built and shown (nothing runs without a click), with the parameters in it."""
+    """Promise 9: top to bottom, offline, with its default parameters.
+    Under papermill the panel is built and shown (nothing runs without a click), with the parameters in it."""
     nb = execute("03_playground", tmp_path, prompt="Why is the sky blue?", layers=3, max_tokens=20)
     cell = panel_cell(nb)
     assert has_output(nb, WIDGET) and "Playground(" in cell.source
@@ -151,6 +154,7 @@ def test_playground_notebook(tmp_path):
 
 @pytest.mark.local
 def test_batch_notebook_defaults(tmp_path):
+    """Promise 9: top to bottom, offline, with its default parameters."""
     nb = execute("04_batch_synthetic_data", tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "runs" / "04_batch.jsonl").read_text().splitlines()]
     assert sorted(int(r["id"]) for r in rows) == [1, 2, 3, 4, 5, 6]
@@ -203,7 +207,8 @@ def results_csv(folder):
 @pytest.mark.local
 @pytest.mark.timeout(1200)
 def test_evaluate_notebook_defaults(tmp_path):
-    """The defaults on the bundled models (4 instructions, 4 questions: the full set is for real models) and the
+    """Promise 9: top to bottom, offline, with its default parameters.
+    The defaults on the bundled models (4 instructions, 4 questions: the full set is for real models) and the
     five standard configurations; the table is printed here too."""
     nb = execute("05_evaluate_moa", tmp_path)
     folder = tmp_path / "runs" / "05_evaluate"
@@ -258,7 +263,8 @@ def test_evaluate_notebook_tiny_setting(tmp_path):
 
 @pytest.mark.local
 def test_sweeps_notebook_defaults(tmp_path):
-    """Notebook 06: a sweep of notebook 02 (layers 2 and 3 × two proposer sets × two seeds), its table and plots,
+    """Promise 9: top to bottom, offline, with its default parameters.
+    Notebook 06: a sweep of notebook 02 (layers 2 and 3 × two proposer sets × two seeds), its table and plots,
     and a second run that runs nothing."""
     import pandas as pd
 
@@ -284,7 +290,8 @@ def test_sweeps_notebook_defaults(tmp_path):
 @pytest.mark.local
 @pytest.mark.timeout(900)
 def test_variants_notebook_defaults(tmp_path):
-    """Notebook 07: every combine mode on one question, the variants compared (3 tasks), the deceptive proposer,
+    """Promise 9: top to bottom, offline, with its default parameters.
+    Notebook 07: every combine mode on one question, the variants compared (3 tasks), the deceptive proposer,
     and the budgets: a run refused before any call, a batch stopped at its budget and resumed."""
     nb = execute("07_moa_variants", tmp_path)
     folder = tmp_path / "runs" / "07_moa_variants"
@@ -354,7 +361,8 @@ def test_three_layer_notebook_runs_a_variant_from_its_parameters(tmp_path):
 @pytest.mark.local
 @pytest.mark.timeout(900)
 def test_benchmarks_notebook_defaults(tmp_path):
-    """Notebook 08 on the format samples: each benchmark's answer file, the checkable table with maj@k, a judged
+    """Promise 9: top to bottom, offline, with its default parameters.
+    Notebook 08 on the format samples: each benchmark's answer file, the checkable table with maj@k, a judged
     AlpacaEval win rate, MT-Bench answers (not graded without its judge prompts)."""
     nb = execute("08_benchmarks", tmp_path)
     out = tmp_path / "runs" / "08_benchmarks"
@@ -381,7 +389,8 @@ def test_benchmarks_notebook_defaults(tmp_path):
 @pytest.mark.local
 @pytest.mark.timeout(600)
 def test_offline_effect_notebook_defaults(tmp_path):
-    """Notebook 09 on the pack: four word problems answered five ways (single greedy, vote, synthesize, select,
+    """Promise 9: top to bottom, offline, with its default parameters.
+    Notebook 09 on the pack: four word problems answered five ways (single greedy, vote, synthesize, select,
     mixed proposers), scored against their known answers; the table, attribution and the saved numbers."""
     nb = execute("09_offline_effect", tmp_path)
     folder = tmp_path / "runs" / "09_offline_effect"

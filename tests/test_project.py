@@ -107,3 +107,33 @@ def test_papermill_sees_every_parameter(name):
     assert "max_tokens" in assigned and ({"prompt", "prompts_path", "tasks_path", "data_dir"} & assigned)  # read
     params = papermill.inspect_notebook(str(path))
     assert assigned == set(params), f"papermill cannot parse: {sorted(assigned - set(params))}"
+
+
+def test_each_reliability_promise_names_tests_that_say_so():
+    """docs/reliability.md: every ``tests/...py::test_name`` under "Promise N" exists, and says "Promise N" in its
+    docstring or its module's; every promise names at least one test."""
+    import ast
+    import re
+
+    page = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    sections = re.split(r"^## Promise (\d+)\. ", page, flags=re.M)[1:]
+    assert [int(n) for n in sections[::2]] == list(range(1, len(sections) // 2 + 1)) and len(sections) >= 20
+    problems = []
+    for number, text in zip(sections[::2], sections[1::2]):
+        refs = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", text)
+        if not refs:
+            problems.append(f"promise {number} names no test")
+        for path, name in refs:
+            file = ROOT / path
+            if not file.exists():
+                problems.append(f"promise {number}: {path} does not exist")
+                continue
+            tree = ast.parse(file.read_text(encoding="utf-8"))
+            functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+            if name not in functions:
+                problems.append(f"promise {number}: {path} has no {name}")
+            elif f"Promise {number}" not in (ast.get_docstring(functions[name]) or "") + (
+                ast.get_docstring(tree) or ""
+            ):
+                problems.append(f"promise {number}: {path}::{name} does not say 'Promise {number}'")
+    assert problems == []

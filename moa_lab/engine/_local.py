@@ -29,7 +29,7 @@ from moa_lab.engine._pack import PACK_MODELS, PackError, installed_pack, pack_pa
 from moa_lab.engine._policy import default_threads
 
 #: Bundled model name → how llama.cpp should format chats for it (None: the template in the GGUF file).
-BUNDLED_MODELS = {"smollm2-135m": None, "gemma3-270m": "alpaca"}  # Gemma 270M is a base model: see MOA_NOTES
+BUNDLED_MODELS = {"smollm2-135m": None, "gemma3-270m": "alpaca"}  # Gemma 270M: a base model (Alpaca format)
 
 #: ``moa-lab serve --reference-aliases``: the model names of Together's reference script, served by bundled models.
 REFERENCE_ALIASES = {

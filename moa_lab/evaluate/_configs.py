@@ -35,7 +35,7 @@ class Config:
 
     @property
     def layers(self) -> int:
-        """Proposer layers plus the aggregator (the seed's count; 1 for a model alone)."""
+        """Proposer layers plus the aggregator (the reference script's count; 1 for a model alone)."""
         return len(self.proposers) + 1
 
     @property

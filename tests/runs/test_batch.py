@@ -45,6 +45,7 @@ def test_the_aggregator_alone_and_the_lines_other_fields(fault, remote, tmp_path
 
 
 def test_running_again_skips_what_is_done(fault, remote, tmp_path):
+    """Promise 6: a rerun skips the prompts already answered."""
     prompts, out = write_jsonl(tmp_path / "in.jsonl", 5), tmp_path / "out.jsonl"
     batch(remote, prompts, out, cache=False)
     summary = batch(remote, prompts, out, cache=False)
@@ -105,6 +106,7 @@ def test_requests_per_second_limit(fault, remote, tmp_path):
 
 
 def test_a_torn_last_line_is_cut_off_and_its_prompt_runs_again(fault, remote, tmp_path):
+    """Promise 6: a line torn by a kill is cut off; its prompt runs again, once."""
     prompts, out = write_jsonl(tmp_path / "in.jsonl", 3), tmp_path / "out.jsonl"
     batch(remote, prompts, out)
     rows = out.read_text().splitlines(keepends=True)

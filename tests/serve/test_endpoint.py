@@ -117,6 +117,7 @@ def no_faults_left(request):
 
 
 def test_the_openai_sdk_sync_async_and_streamed_with_usage(served):
+    """Promise 8: OpenAI's own SDK, as it is."""
     client = openai.OpenAI(base_url=served.url + "/v1", api_key=KEY)
     assert {"moa/tiny", "moa/default", "smollm2-135m"} <= {m.id for m in client.models.list().data}
 
@@ -295,7 +296,8 @@ def test_serving_beyond_loopback_needs_a_key(tmp_path):
 
 
 def test_inspect_ai_scores_one_sample_per_input_through_the_endpoint(served, tmp_path):
-    """A real evaluation harness, end to end: inspect-ai's OpenAI-compatible provider on moa/tiny."""
+    """Promise 8: inspect-ai, as it is.
+    A real evaluation harness, end to end: inspect-ai's OpenAI-compatible provider on moa/tiny."""
     dataset = tmp_path / "data.jsonl"
     rows = [{"input": f"Say the word '{w}'.", "target": w} for w in ("apple", "river", "stone")]
     dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -3,8 +3,9 @@ driven by Debian's headless Chromium through chromedriver (selenium), on the bun
 
 Each run types a prompt, sets max_tokens, clicks Run, measures the time from the click to the first token
 shown on the page, waits for the final answer, checks the layer slots, the trace, the timeline and the copied
-settings, and saves a screenshot under the test's tmp dir. `make test` installs chromium and chromedriver with
-apt-get when they are missing (tools/install_browser.sh); without them these tests skip, saying why.
+settings, and saves a screenshot (the Voila one is README's picture: docs/images/playground.png).
+`make test` installs chromium and chromedriver with apt-get when they are missing (tools/install_browser.sh);
+without them these tests skip, saying why.
 """
 
 import os
@@ -20,6 +21,8 @@ import pytest
 from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The playground as README and the site show it: the Voila run's screenshot, written by this test.
+PICTURE = ROOT / "docs" / "images" / "playground.png"
 BIN = Path(sys.executable).parent
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 PROMPT = "Name three colours of the rainbow."
@@ -210,6 +213,9 @@ def test_playground_in_a_browser(kind, browser, tmp_path):
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
         print(f"[{kind}] screenshot: {shot}")
+        if kind == "voila":  # README's picture: what this run showed (commit it when it changes)
+            PICTURE.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, PICTURE)
 
         # Run again with another max_tokens (the same settings would be answered from the cache at once), and
         # Stop it while layer 1 runs: the kernel's task is cancelled, the panel says so.
