@@ -69,37 +69,24 @@ def _given(actions: list[argparse.Action]) -> None:
         action.__class__ = type(f"Given{base.__name__}", (base,), {"__call__": call})
 
 
+#: The run settings whose flag gives them as they are (the flag's dest is the setting's name).
+_AS_GIVEN = (
+    "aggregator layers temperature max_tokens seed min_ok quorum deadline timeout retries backend combine"
+    " top_k window shuffle_references max_references early_stop filter_outliers similarity max_cost max_tokens_total"
+).split()
+
+
 def _run_settings(args: argparse.Namespace) -> dict:
     """The run settings shared by ``ask`` and ``batch``, as keyword arguments of run_moa / run_batch."""
     proposers = None
     if args.proposers:
         proposers = args.proposers[0] if len(args.proposers) == 1 else args.proposers
-    cli = dict(
+    cli = {name: getattr(args, name) for name in _AS_GIVEN}
+    cli.update(
         proposers=proposers,
-        aggregator=args.aggregator,
-        layers=args.layers,
         system_prompt=AGGREGATOR_PROMPT_ZH if args.chinese_prompt else None,
-        temperature=args.temperature,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-        min_ok=args.min_ok,
-        quorum=args.quorum,
-        deadline=args.deadline,
-        timeout=args.timeout,
-        retries=args.retries,
         cache=False if args.no_cache else (args.cache or None),
-        backend=args.backend,
-        combine=args.combine,
-        top_k=args.top_k,
-        window=args.window,
         roles=[r or None for r in args.role] or None,
-        shuffle_references=args.shuffle_references,
-        max_references=args.max_references,
-        early_stop=args.early_stop,
-        filter_outliers=args.filter_outliers,
-        similarity=args.similarity,
-        max_cost=args.max_cost,
-        max_tokens_total=args.max_tokens_total,
     )
     if args.recipe:  # the recipe's values, changed by the flags given (whatever their values)
         given = {k: v for k, v in cli.items() if k in getattr(args, "_given", ())}
@@ -262,17 +249,8 @@ def _sweep(args: argparse.Namespace) -> int:
                 print(f"note: {sweep.changed}")
             print(sweep.describe(read_prices(args.prices) if args.prices else None))
             return 0
-        summary = asyncio.run(
-            run_sweep(
-                args.notebook,
-                args.spec,
-                args.outdir,
-                jobs=args.jobs,
-                retry_failed=args.retry_failed,
-                html=args.html,
-                progress=not args.no_progress,
-            )
-        )
+        options = dict(jobs=args.jobs, retry_failed=args.retry_failed, html=args.html, progress=not args.no_progress)
+        summary = asyncio.run(run_sweep(args.notebook, args.spec, args.outdir, **options))
         print(summary)
         print(f"table: {Path(args.outdir) / 'results.csv'} ({len(summary.table)} rows)")
         return 1 if summary.failed else 0
@@ -330,11 +308,10 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--recipe",
-        default=None,
         metavar="FILE",
         help="a recipe file (YAML or JSON: models and settings); the flags given change its values",
     )
-    p.add_argument("--layers", type=int, default=None, help="layers incl. the aggregator (default 2)")
+    p.add_argument("--layers", type=int, help="layers incl. the aggregator (default 2)")
     p.add_argument(
         "--proposers",
         type=_models,
@@ -342,31 +319,20 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         metavar="A,B,C",
         help="proposer models; repeat the flag to give each layer its own list",
     )
-    p.add_argument("--aggregator", default=None, help="aggregator model")
+    p.add_argument("--aggregator", help="aggregator model")
     p.add_argument("--temperature", type=float, default=DEFAULTS.temperature, help="(default %(default)s)")
     p.add_argument(
-        "--max-tokens",
-        type=int,
-        default=None,
-        help="per answer (default: the backend's: 512, or 64 on the bundled models)",
+        "--max-tokens", type=int, help="per answer (default: the backend's: 512, or 64 on the bundled models)"
     )
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="(default %(default)s)")
     p.add_argument(
         "--min-ok", type=int, default=DEFAULTS.min_ok, help="answers a layer needs to go on (default %(default)s)"
     )
     p.add_argument(
-        "--quorum",
-        type=int,
-        default=None,
-        metavar="K",
-        help="a layer moves on once K proposers answered; the others are cancelled",
+        "--quorum", type=int, metavar="K", help="a layer moves on once K proposers answered; the others are cancelled"
     )
     p.add_argument(
-        "--deadline",
-        type=float,
-        default=None,
-        metavar="S",
-        help="a layer moves on after S seconds with the answers it has",
+        "--deadline", type=float, metavar="S", help="a layer moves on after S seconds with the answers it has"
     )
     p.add_argument(
         "--timeout",
@@ -375,13 +341,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="seconds to wait for an answer, or for each token when streaming (default %(default)s)",
     )
     p.add_argument("--retries", type=int, default=DEFAULTS.retries, help="(default %(default)s)")
-    p.add_argument("--backend", default=None, help="'local', 'together' or a base URL (default: from env)")
+    p.add_argument("--backend", help="'local', 'together' or a base URL (default: from env)")
     p.add_argument("--chinese-prompt", action="store_true", help="use the reference script's Chinese aggregator prompt")
     p.add_argument(
-        "--cache",
-        default=None,
-        metavar="FILE",
-        help="the answers cache file (default: MOA_LAB_CACHE, else the user cache dir)",
+        "--cache", metavar="FILE", help="the answers cache file (default: MOA_LAB_CACHE, else the user cache dir)"
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the answers cache")
     p.add_argument(
@@ -403,48 +366,31 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     v.add_argument(
         "--window", type=int, default=DEFAULTS.window, help="sequential: references per call (default %(default)s)"
     )
-    v.add_argument(
-        "--role",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="a proposer's system prompt, one flag per proposer in order ('' for none)",
-    )
+    _repeatable(v, "--role", "TEXT", "a proposer's system prompt, one flag per proposer in order ('' for none)")
     v.add_argument("--shuffle-references", action="store_true", help="every call reads the references in its own order")
     v.add_argument(
-        "--max-references",
-        type=int,
-        default=None,
-        metavar="K",
-        help="pass on only the K most different answers of a layer",
+        "--max-references", type=int, metavar="K", help="pass on only the K most different answers of a layer"
     )
     v.add_argument(
         "--early-stop",
         type=float,
-        default=None,
         metavar="T",
         help="stop adding proposer layers once a layer's answers are T alike (0 to 1)",
     )
     v.add_argument(
         "--filter-outliers",
         type=float,
-        default=None,
         metavar="M",
         help="leave out an answer whose mean similarity to the others is M below the median's (a deceptive proposer)",
     )
     v.add_argument(
         "--similarity",
         choices=["lexical", "semantic"],
-        default=None,
         help="how alike answers are, for the three above: shared words (default) or meaning ('moa_lab[semantic]')",
     )
-    v.add_argument("--max-cost", type=float, default=None, metavar="USD", help="the run's (batch's) budget in USD")
+    v.add_argument("--max-cost", type=float, metavar="USD", help="the run's (batch's) budget in USD")
     v.add_argument(
-        "--max-tokens-total",
-        type=int,
-        default=None,
-        metavar="N",
-        help="the run's (batch's) budget in tokens, prompt and completion",
+        "--max-tokens-total", type=int, metavar="N", help="the run's (batch's) budget in tokens, prompt and completion"
     )
 
 
@@ -455,32 +401,18 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "--threads",
         "--workers",
         type=int,
-        default=None,
         dest="threads",
         help="cores the calls running share (default: every core this process may use; MOA_LAB_WORKERS)",
     )
-    p.add_argument(
+    _repeatable(
+        p,
         "--model",
-        action="append",
-        default=[],
-        metavar="NAME=PATH.gguf[:CHAT_FORMAT]",
-        help="serve your own GGUF model as NAME (repeatable); chat format: the file's own template unless "
+        "NAME=PATH.gguf[:CHAT_FORMAT]",
+        "serve your own GGUF model as NAME (repeatable); chat format: the file's own template unless "
         "given (e.g. chatml, llama-3, gemma, alpaca)",
     )
-    p.add_argument(
-        "--alias",
-        action="append",
-        default=[],
-        metavar="NAME=MODEL",
-        help="serve NAME with one of the models (repeatable)",
-    )
-    p.add_argument(
-        "--alias-file",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="aliases from a file: a JSON object or NAME=MODEL lines",
-    )
+    _repeatable(p, "--alias", "NAME=MODEL", "serve NAME with one of the models (repeatable)")
+    _repeatable(p, "--alias-file", "FILE", "aliases from a file: a JSON object or NAME=MODEL lines")
     p.add_argument(
         "--reference-aliases",
         "--seed-aliases",  # its first name, kept one release
@@ -488,28 +420,23 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="alias the Together model names of Together's reference script",
     )
-    p.add_argument(
+    _repeatable(
+        p,
         "--recipe",
-        action="append",
-        default=[],
-        metavar="NAME=FILE",
-        help="serve a recipe file as the model moa/NAME (repeatable; moa/default: the default models)",
+        "NAME=FILE",
+        "serve a recipe file as the model moa/NAME (repeatable; moa/default: the default models)",
     )
     p.add_argument(
         "--api-key",
-        default=None,
         help="require this bearer key on every request (better: set MOA_LAB_SERVE_KEY, which ps cannot show); "
         "needed to listen beyond 127.0.0.1",
     )
     p.add_argument("--keep-runs", type=int, default=256, help="MoA run records kept (default %(default)s)")
-    p.add_argument(
-        "--concurrency", type=int, default=16, help="model calls at once over every MoA run (default %(default)s)"
-    )
+    p.add_argument("--concurrency", type=int, default=16, help="calls at once over all MoA runs (default %(default)s)")
     p.add_argument("--max-tokens-cap", type=int, default=1024, help="max_tokens for requests that set none")
     p.add_argument(
         "--max-tokens-limit",
         type=int,
-        default=None,
         metavar="N",
         help="no request generates more than N tokens, whatever it asks (e.g. the reference scripts' 512, on a laptop)",
     )
@@ -526,6 +453,11 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-dir", help=argparse.SUPPRESS)
     p.add_argument("--model-file", action="append", default=[], help=argparse.SUPPRESS)  # NAME=PATH (LocalServer)
     p.add_argument("--model-broken", action="append", default=[], help=argparse.SUPPRESS)  # NAME=WHY (LocalServer)
+
+
+def _repeatable(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, metavar: str, help: str) -> None:
+    """A flag given once per value (``--alias a=b --alias c=d``): a list of them, empty when not given."""
+    parser.add_argument(flag, action="append", default=[], metavar=metavar, help=help)
 
 
 def serve_models(args: argparse.Namespace) -> list:
@@ -622,36 +554,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="results, one JSON line per prompt (with --ray: a folder of block files); run again with it to resume",
     )
     batch.add_argument("--concurrency", type=int, default=16, help="model calls at once, over the batch (default 16)")
-    batch.add_argument("--rps", type=float, default=None, help="at most this many requests started per second")
+    batch.add_argument("--rps", type=float, help="at most this many requests started per second")
     batch.add_argument(
         "--shard",
-        default=None,
         metavar="I/N",
         help="run only the prompts whose prompt_hash %% N == I (by their text, not their position: "
         "an input edited between runs keeps each prompt in its shard)",
     )
     batch.add_argument("--retry-failed", action="store_true", help="run the prompts that failed before again")
-    batch.add_argument(
-        "--prices",
-        default=None,
-        metavar="FILE",
-        help="JSON {model: [input, output]} in USD per million tokens, for the cost estimate",
-    )
+    batch.add_argument("--prices", metavar="FILE", help="JSON {model: [input, output]}: USD per million tokens")
     batch.add_argument("--estimate", action="store_true", help="print the calls and token/cost bounds; run nothing")
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     batch.add_argument(
         "--ray",
         nargs="?",
         const="auto",
-        default=None,
         metavar="ADDRESS",
         help="run on a Ray cluster (OUTPUT is then a folder): 'auto' (the default) a running one, else a "
         "local one; 'local'; or an address (pip install 'moa_lab[ray]')",
     )
     batch.add_argument("--actors", type=int, default=2, help="--ray: actors running blocks (default %(default)s)")
-    batch.add_argument(
-        "--actor-concurrency", type=int, default=8, help="--ray: model calls at once per actor (default %(default)s)"
-    )
+    batch.add_argument("--actor-concurrency", type=int, default=8, help="--ray: calls at once per actor (%(default)s)")
     batch.add_argument("--block-size", type=int, default=64, help="--ray: prompts per block (default %(default)s)")
     add_run_args(batch)
     batch.set_defaults(func=_batch)
@@ -662,26 +585,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("kind", choices=BENCHMARKS, help="the benchmark's file format")
     ev.add_argument("data", help="the benchmark's file (your copy: AlpacaEval JSON, MT-Bench question.jsonl, JSONL)")
     ev.add_argument("outdir", help="answers (a batch file each, resumable), the benchmark's own format, report.json")
-    ev.add_argument("--recipe", default=None, metavar="FILE", help="models and settings (default: the backend's)")
+    ev.add_argument("--recipe", metavar="FILE", help="models and settings (default: the backend's)")
     ev.add_argument("--k", type=int, default=1, help="gsm8k/choice: samples per question, for maj@k (default 1)")
-    ev.add_argument("--name", default=None, help="the generator / model_id written in the answer files")
-    ev.add_argument("--max-tokens", type=int, default=None, help="per answer (default: the recipe's)")
-    ev.add_argument(
-        "--reuse",
-        default=None,
-        metavar="FILE",
-        help="an earlier run's answers file: its proposers' answers, combined again (no proposer is called)",
-    )
-    ev.add_argument(
-        "--judge", default=None, metavar="MODEL", help="mt-bench: grade both turns; alpaca-eval: judge vs --baseline"
-    )
-    ev.add_argument(
-        "--baseline", default=None, metavar="FILE", help="alpaca-eval: a reference model's model_outputs.json"
-    )
-    ev.add_argument("--judge-prompts", default=None, metavar="FILE", help="mt-bench: FastChat's judge_prompts.jsonl")
+    ev.add_argument("--name", help="the generator / model_id written in the answer files")
+    ev.add_argument("--max-tokens", type=int, help="per answer (default: the recipe's)")
+    ev.add_argument("--reuse", metavar="FILE", help="an earlier answers file: its proposers' answers, combined again")
+    ev.add_argument("--judge", metavar="MODEL", help="mt-bench: grade both turns; alpaca-eval: judge vs --baseline")
+    ev.add_argument("--baseline", metavar="FILE", help="alpaca-eval: a reference model's model_outputs.json")
+    ev.add_argument("--judge-prompts", metavar="FILE", help="mt-bench: FastChat's judge_prompts.jsonl")
     ev.add_argument("--concurrency", type=int, default=16, help="model calls at once (default 16)")
     ev.add_argument("--retry-failed", action="store_true", help="run the questions whose run failed before again")
-    ev.add_argument("--prices", default=None, metavar="FILE", help="prices for --dry-run's cost bound")
+    ev.add_argument("--prices", metavar="FILE", help="prices for --dry-run's cost bound")
     ev.add_argument("--dry-run", action="store_true", help="print the calls and token/cost bounds; run nothing")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_eval)
@@ -694,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="list the points and the calls/cost bound; run nothing")
     sweep.add_argument("--retry-failed", action="store_true", help="run the points that failed before again")
     sweep.add_argument("--html", action="store_true", help="also export each executed notebook as HTML")
-    sweep.add_argument("--prices", default=None, metavar="FILE", help="prices for --dry-run's cost bound")
+    sweep.add_argument("--prices", metavar="FILE", help="prices for --dry-run's cost bound")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
     sweep.set_defaults(func=_sweep)
 

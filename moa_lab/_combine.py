@@ -19,6 +19,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 from moa_lab import _calls as calls
 from moa_lab._answers import final_answer
@@ -29,7 +30,28 @@ from moa_lab._settings import COMBINE_MODES, Settings, passed_on, steps
 from moa_lab._sync import iterate
 from moa_lab.prompts import RANK_PROMPT, SELECT_PROMPT, build_messages
 
-__all__ = ["COMBINE_MODES", "Aggregation", "combine_layer", "passed_on", "steps"]  # the last two: from settings
+__all__ = [
+    "COMBINE_MODES",
+    "Aggregation",
+    "LastStep",
+    "combine_layer",
+    "passed_on",
+    "steps",
+]  # the last two: from settings
+
+
+@dataclass(frozen=True)
+class LastStep:
+    """The last layer's checked inputs, which all its calls share: the question, the references (``answers``),
+    the aggregator (``model``), its place in the run (``layer``), the server, the settings and the budget."""
+
+    prompt: Prompt
+    answers: Sequence[str]
+    model: str
+    layer: int
+    backend: object
+    settings: Settings
+    budget: Budget | None = None
 
 
 def call_seed(seed: int | None, layer: int, index: int) -> int | None:
@@ -104,9 +126,10 @@ class Aggregation:
 class _Steps:
     """The calls of one last layer, made one after another; each ends in ``records`` (and ``on_call``)."""
 
-    def __init__(self, prompt, model, layer, backend, settings, stream, on_chunk, on_call, budget, layers) -> None:
-        self.prompt, self.model, self.layer, self.backend, self.settings = prompt, model, layer, backend, settings
-        self.stream, self.on_chunk, self.on_call, self.budget, self.layers = stream, on_chunk, on_call, budget, layers
+    def __init__(self, step: LastStep, stream: bool, on_chunk, on_call, layers: list[LayerResult]) -> None:
+        self.prompt, self.model, self.layer, self.backend = step.prompt, step.model, step.layer, step.backend
+        self.settings, self.budget = step.settings, step.budget
+        self.stream, self.on_chunk, self.on_call, self.layers = stream, on_chunk, on_call, layers
         self.records: list[CallRecord] = []
 
     def record(self, step: str) -> CallRecord:
@@ -177,36 +200,20 @@ def _numbers_in(reply: str, count: int) -> list[int]:
 
 
 async def combine_layer(
-    prompt: Prompt,
-    answers: Sequence[str],
-    model: str,
+    last: LastStep,
     *,
-    layer: int,
-    backend,
-    settings: Settings,
     stream: bool = True,
     on_chunk: Callable[[str], None] | None = None,
     on_call: Callable[[CallRecord], None] | None = None,
-    budget: Budget | None = None,
     layers: Sequence[LayerResult] = (),
 ) -> Combination:
-    """The last layer of a run (settings checked: :func:`moa_lab.combine_answers` is the public step):
-    ``answers`` combined by ``model`` the ``settings.combine`` way (see the module).
+    """The last layer of a run (its inputs checked: :func:`moa_lab.moa.combine_answers` is the public step): the
+    ``last`` step's answers combined by its model the ``settings.combine`` way (see the module).
     ``len(steps(settings, len(answers)))`` model calls, one after another; the last one streamed to ``on_chunk``
     (a selected reference or a vote's answer is sent to it whole). Raises :class:`MoAError` naming the model and
     the cause (its ``steps`` keep the calls made before); ``layers`` are kept in it."""
-    run = _Steps(
-        prompt,
-        model,
-        layer,
-        backend=backend,
-        settings=settings,
-        stream=stream,
-        on_chunk=on_chunk,
-        on_call=on_call,
-        budget=budget,
-        layers=list(layers),
-    )
+    run = _Steps(last, stream, on_chunk=on_chunk, on_call=on_call, layers=list(layers))
+    answers, settings = last.answers, last.settings
     mode, n, numbers = settings.combine, len(answers), list(range(1, len(answers) + 1))
     if mode == "synthesize" or (n == 0 and mode != "vote"):
         record = await run.call("synthesize", settings.instructions, answers, numbers, last=True)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from moa_lab import _calls as calls
 from moa_lab._backends import LOCAL_AGGREGATOR, LOCAL_PROPOSERS, REFERENCE_AGGREGATOR, REFERENCE_PROPOSERS, Backend
 from moa_lab._budget import Budget, BudgetExceeded
-from moa_lab._combine import Aggregation, call_seed, combine_layer, reference_order
+from moa_lab._combine import Aggregation, LastStep, call_seed, combine_layer, reference_order
 from moa_lab._conversation import PromptInput
 from moa_lab._estimate import check_budget
 from moa_lab._plan import RunPlan, plan_run, resolve
@@ -216,19 +216,19 @@ def aggregate(
     given, else 2 after one proposer layer (1 without answers), as in ``run_moa``. Settings as for
     :func:`run_layer` (``plan``, then ``options``). One model call (none when the answer is cached).
     """
-    question, backend, settings, model, answers, layer, budget = _last_step(
-        prompt, answers, model, layer=layer, plan=plan, backend=backend, options=options
-    )
-    record = CallRecord(layer, 0, model, role="aggregator", seed=call_seed(settings.seed, layer, 0), step="synthesize")
-    order = reference_order(len(answers), record.seed, settings.shuffle_references)
-    record.references = [i + 1 for i in order] if answers else None
-    shown = [answers[i] for i in order]
-    messages = build_messages(question, shown, settings.system_prompt)
-    return Aggregation(backend, record, messages, settings, stream, budget=budget, references=shown)
+    step = _last_step(prompt, answers, model, layer=layer, plan=plan, backend=backend, options=options)
+    settings, layer = step.settings, step.layer
+    record = CallRecord(layer, 0, step.model, role="aggregator", seed=call_seed(settings.seed, layer, 0))
+    record.step = "synthesize"
+    order = reference_order(len(step.answers), record.seed, settings.shuffle_references)
+    record.references = [i + 1 for i in order] if step.answers else None
+    shown = [step.answers[i] for i in order]
+    messages = build_messages(step.prompt, shown, settings.instructions)
+    return Aggregation(step.backend, record, messages, settings, stream, budget=step.budget, references=shown)
 
 
-def _last_step(prompt, answers, model, layer, plan, backend, options):
-    """The checked inputs of the last layer's step: prompt, backend, settings, model, answers, layer and budget."""
+def _last_step(prompt, answers, model, layer, plan, backend, options) -> LastStep:
+    """The checked inputs of the last layer's step."""
     backend, settings = resolve(plan, backend, options)
     prompt = check_prompt(prompt)
     (model,) = check_models([model], backend, "model")
@@ -239,7 +239,7 @@ def _last_step(prompt, answers, model, layer, plan, backend, options):
     budget = Budget.of(settings)
     if budget is not None:
         budget.check_priced([model])
-    return prompt, backend, settings, model, answers, layer, budget
+    return LastStep(prompt, answers, model, layer, backend=backend, settings=settings, budget=budget)
 
 
 async def combine_answers(
@@ -247,11 +247,11 @@ async def combine_answers(
     answers: Sequence[str],
     model: str,
     *,
+    on_chunk: Callable[[str], None] | None = None,
     layer: int | None = None,
     stream: bool = True,
     plan: RunPlan | Settings | None = None,
     backend: Backend | str | None = None,
-    on_chunk: Callable[[str], None] | None = None,
     on_call: OnCall | None = None,
     **options: Unpack[Options],
 ) -> Combination:
@@ -260,22 +260,9 @@ async def combine_answers(
     :class:`Combination` (``text``, ``calls``, ``chosen``, ``note``). ``layer`` as for :func:`aggregate`. Cost:
     one call (``synthesize``, ``select``), two (``rank``), one per window (``sequential``) or none (``vote``),
     one after another, the last streamed to ``on_chunk``."""
-    question, backend, settings, model, answers, layer, budget = _last_step(
-        prompt, answers, model, layer=layer, plan=plan, backend=backend, options=options
-    )
-    check_references(replace(settings, max_references=None), [len(answers)] if answers else [])
-    return await combine_layer(
-        question,
-        answers,
-        model,
-        layer=layer,
-        backend=backend,
-        settings=settings,
-        stream=stream,
-        on_chunk=on_chunk,
-        on_call=on_call,
-        budget=budget,
-    )
+    step = _last_step(prompt, answers, model, layer=layer, plan=plan, backend=backend, options=options)
+    check_references(replace(step.settings, max_references=None), [len(step.answers)] if step.answers else [])
+    return await combine_layer(step, stream=stream, on_chunk=on_chunk, on_call=on_call)
 
 
 async def run_moa(
@@ -283,10 +270,10 @@ async def run_moa(
     proposers: Sequence[str] | Sequence[Sequence[str]] | None = None,
     aggregator: str | None = None,
     *,
+    stream: bool = True,
     messages: PromptInput | None = None,
     layers: int | None = None,
     settings: Settings | None = None,
-    stream: bool = True,
     backend: Backend | str | None = None,
     on_call: OnCall | None = None,
     on_chunk: Callable[[str], None] | None = None,
@@ -360,19 +347,8 @@ async def run_plan(
             stopped = early_stop_reason(layer, plan)
             if stopped:
                 break
-    combination = await combine_layer(
-        plan.prompt,
-        previous or [],
-        plan.aggregator,
-        layer=len(done) + 1,
-        backend=backend,
-        settings=settings,
-        stream=stream,
-        on_chunk=on_chunk,
-        on_call=on_call,
-        budget=budget,
-        layers=done,
-    )
+    last = LastStep(plan.prompt, previous or [], plan.aggregator, len(done) + 1, backend, settings, budget=budget)
+    combination = await combine_layer(last, stream=stream, on_chunk=on_chunk, on_call=on_call, layers=done)
     final = combination.calls[-1] if combination.calls else None
     return MoAResult(
         plan.prompt,

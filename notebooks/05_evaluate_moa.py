@@ -51,8 +51,8 @@
 
 # %% tags=["parameters"]
 tasks_path: str = ""  # a JSONL file: "prompt", and optionally "id", "answer" (+ "kind"), "reference"; "": built-in
-n_instructions = None  # built-in open instructions to use (0 to 20); None: all 20 (4 on the bundled models)
-n_questions = None  # built-in questions with one right answer to use (0 to 12); None: all 12 (4 on the bundled)
+n_instructions = None  # built-in open instructions to use (0 to 20); None: all 20 (3 on the bundled models)
+n_questions = None  # built-in questions with one right answer to use (0 to 12); None: all 12 (3 on the bundled)
 proposers = None  # the pool of proposers, in order; None: the backend's default proposers
 aggregator = None  # the aggregator, also the model alone and the Self-MoA model; None: the backend's default
 proposer_counts: list = [1, 2]  # MoA with the first n proposers of the pool, for each n (2 layers)
@@ -81,8 +81,8 @@ from moa_lab.evaluate import (LOCAL_CAVEAT, builtin_tasks, check_configs, check_
 
 backend = get_backend()
 if backend.kind == "local":  # the bundled models show mechanics, not quality: a smaller set keeps this ~3 minutes
-    n_instructions = 4 if n_instructions is None else n_instructions
-    n_questions = 4 if n_questions is None else n_questions
+    n_instructions = 3 if n_instructions is None else n_instructions
+    n_questions = 3 if n_questions is None else n_questions
 tasks = load_tasks(tasks_path) if tasks_path else builtin_tasks(n_instructions, n_questions)
 pool = proposers or list(backend.default_proposers)
 configs = standard_configs(pool, aggregator or backend.default_aggregator, proposer_counts, self_moa_n, deep_layers)

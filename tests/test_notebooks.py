@@ -208,7 +208,7 @@ def results_csv(folder):
 @pytest.mark.timeout(1200)
 def test_evaluate_notebook_defaults(tmp_path):
     """Promise 9: top to bottom, offline, with its default parameters.
-    The defaults on the bundled models (4 instructions, 4 questions: the full set is for real models) and the
+    The defaults on the bundled models (3 instructions, 3 questions: the full set is for real models) and the
     five standard configurations; the table is printed here too."""
     nb = execute("05_evaluate_moa", tmp_path)
     folder = tmp_path / "runs" / "05_evaluate"
@@ -217,17 +217,17 @@ def test_evaluate_notebook_defaults(tmp_path):
     assert list(rows) == names
     for name, calls in zip(names, (1, 2, 3, 3, 5)):
         row = rows[name]
-        assert int(row["calls"]) == 8 * calls and int(row["questions"]) == 4 and int(row["failed"]) == 0
+        assert int(row["calls"]) == 6 * calls and int(row["questions"]) == 3 and int(row["failed"]) == 0
         if name != names[0]:  # every open instruction judged in both orders: a verdict or counted as none
             judged = int(row["wins"]) + int(row["ties"]) + int(row["losses"]) + int(row["unparseable"])
-            assert judged == 8 and int(row["compared"]) <= 4
+            assert judged == 6 and int(row["compared"]) <= 3
             assert (row["win_rate"] == "") == (int(row["compared"]) == 0)
     judgments = (folder / "judgments.jsonl").read_text().splitlines()
-    assert len(judgments) == 2 * 4 * 4 and len(list((folder / "answers").iterdir())) == 5
+    assert len(judgments) == 2 * 3 * 4 and len(list((folder / "answers").iterdir())) == 5
     text = all_text(nb)
-    assert "8 tasks: 4 open instructions, 4 questions with one right answer" in text
+    assert "6 tasks: 3 open instructions, 3 questions with one right answer" in text
     assert "NOTE: These answers and verdicts come from the bundled" in text  # the honest framing, in the output
-    assert "112 calls for the answers + at most 32 judge calls" in text  # the estimate, before any call
+    assert "84 calls for the answers + at most 24 judge calls" in text  # the estimate, before any call
     assert "shown first | shown second | both orders" in text
     assert has_output(nb, "text/html") and has_output(nb, "image/png")
     for plot in ("win_rate_vs_proposers.png", "quality_vs_cost.png"):
