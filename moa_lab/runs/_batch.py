@@ -70,8 +70,8 @@ async def run_batch(
     ``engine="ray"`` or ``engine=RayOptions(...)`` (``pip install 'moa_lab[ray]'``): the batch runs on a Ray
     cluster as :class:`~moa_lab.runs.RayOptions` says (its address, actors, calls at once per actor, prompts per
     block); ``out`` is then a folder of block files (see :mod:`moa_lab.runs._ray`); ``on_result`` gets each
-    block's totals; ``concurrency``, ``rps`` and ``shard`` belong to ``engine="asyncio"`` and are refused with
-    Ray (``shard``), or unused.
+    block's totals; ``shard`` is refused there, and ``concurrency`` and ``rps`` do not apply (the actors set the
+    calls at once).
     """
     engine = _engine(engine, settings)
     proposers, aggregator, settings = from_plan(plan, proposers, aggregator, settings)
